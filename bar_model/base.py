@@ -1,0 +1,110 @@
+"""The tiny base and its anchor: a BPE tokenizer, a small `Olmo2ForCausalLM` pretrained on general text,
+and the anchor, which is that base after general SFT (DESIGN §2).
+
+Each product is published atomically and skipped when it already exists, so an interrupted build
+resumes where it stopped (inside a training loop, from the loop's last checkpoint).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, GenerationConfig, Olmo2Config, Olmo2ForCausalLM
+
+from bar_model.checkpoint import atomic_directory, write_json
+from bar_model.domains import domain_names, get_domain
+from bar_model.recipe import BaseRecipe
+from bar_model.stages import train_chat, train_language_model
+from bar_model.tokenizer import train_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+def tokenizer_corpus(texts_per_domain: int, seed: int) -> list[str]:
+    """Text from every domain, so no domain's notation falls back to single bytes."""
+    corpus = []
+    for name in domain_names():
+        domain = get_domain(name)
+        corpus += domain.mid_texts(texts_per_domain, seed)
+        corpus += [f"{e.prompt}\n{e.response}" for e in domain.sft(texts_per_domain, seed)]
+    return corpus
+
+
+def _save(model, tokenizer, final: Path, record: dict) -> None:
+    with atomic_directory(final) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        write_json(staging / "bar_build.json", record)
+
+
+def build_base(recipe: BaseRecipe, out_dir: str | Path, *, progress: bool = True) -> tuple[Path, Path]:
+    """Build ``out_dir/base`` and ``out_dir/anchor``; returns both paths."""
+    out_dir = Path(out_dir)
+    base_dir, anchor_dir, work = out_dir / "base", out_dir / "anchor", out_dir / ".work"
+    record = {"recipe": recipe.model_dump()}
+    general = get_domain("general")
+
+    if not base_dir.exists():
+        torch.manual_seed(recipe.seed)
+        log.info("training tokenizer (vocab %d)", recipe.tokenizer.vocab_size)
+        tokenizer = train_tokenizer(
+            tokenizer_corpus(recipe.tokenizer.texts_per_domain, recipe.seed), recipe.tokenizer.vocab_size
+        )
+        size = recipe.model
+        config = Olmo2Config(
+            vocab_size=len(tokenizer),
+            hidden_size=size.hidden_size,
+            num_hidden_layers=size.num_hidden_layers,
+            num_attention_heads=size.num_attention_heads,
+            intermediate_size=size.intermediate_size,
+            max_position_embeddings=size.max_position_embeddings,
+            rope_parameters={"rope_type": "default", "rope_theta": size.rope_theta},
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=None,
+            tie_word_embeddings=False,
+        )
+        model = Olmo2ForCausalLM(config)
+        model.generation_config = GenerationConfig(
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+        )
+        log.info("pretraining base: %.2fM parameters", sum(p.numel() for p in model.parameters()) / 1e6)
+        summary = train_language_model(
+            model,
+            tokenizer,
+            general.mid_texts(recipe.pretrain.documents, recipe.seed),
+            recipe.pretrain,
+            work / "pretrain",
+            seed=recipe.seed,
+            progress=progress,
+        )
+        _save(model, tokenizer, base_dir, {**record, "stage": "pretrain", "summary": summary})
+        shutil.rmtree(work / "pretrain", ignore_errors=True)
+
+    if not anchor_dir.exists():
+        model = Olmo2ForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(base_dir)
+        log.info("general SFT for the anchor")
+        summary = train_chat(
+            model,
+            tokenizer,
+            general.sft(recipe.anchor_sft.examples, recipe.seed),
+            recipe.anchor_sft,
+            work / "anchor_sft",
+            seed=recipe.seed,
+            progress=progress,
+        )
+        _save(model, tokenizer, anchor_dir, {**record, "stage": "anchor_sft", "summary": summary})
+        shutil.rmtree(work / "anchor_sft", ignore_errors=True)
+
+    shutil.rmtree(work, ignore_errors=True)
+    return base_dir, anchor_dir
+
+
+def build_summary(directory: Path) -> dict:
+    path = directory / "bar_build.json"
+    return json.loads(path.read_text()) if path.is_file() else {}

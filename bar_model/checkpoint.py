@@ -1,0 +1,203 @@
+"""Hugging Face checkpoint directories: read tensors lazily, write sharded safetensors, publish atomically.
+
+Reading goes through safetensors memory-mapping, so a 7B checkpoint is never held in memory at once;
+writing produces exactly what `save_pretrained` writes (``model.safetensors`` or numbered shards plus
+``model.safetensors.index.json``). Nothing half-written is ever visible under the final name: a directory
+is built under a hidden staging name beside it, fsynced, then renamed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from protocol.errors import BarFedError
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "generation_config.json",
+)
+
+
+def read_config(directory: str | Path) -> dict:
+    """The ``config.json`` of a checkpoint directory, or a clear error."""
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise BarFedError(
+            "NOT_A_CHECKPOINT",
+            f"{directory} has no config.json; point at a Hugging Face model directory.",
+        )
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BarFedError("NOT_A_CHECKPOINT", f"{path} is not valid JSON ({exc}).") from None
+    if not isinstance(config, dict):
+        raise BarFedError("NOT_A_CHECKPOINT", f"{path} must hold a JSON object.")
+    return config
+
+
+class SafetensorsCheckpoint:
+    """Lazy, memory-mapped access to the tensors of a checkpoint directory (single file or sharded)."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        index = self.directory / INDEX_FILE
+        if (self.directory / SINGLE_FILE).is_file():
+            files = [SINGLE_FILE]
+        elif index.is_file():
+            weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
+            files = sorted(set(weight_map.values()))
+        else:
+            pickled = any(self.directory.glob("*.bin")) or any(self.directory.glob("*.pt"))
+            hint = (
+                " It holds pickle weights, which are never loaded; convert them to safetensors."
+                if pickled
+                else ""
+            )
+            raise BarFedError("NO_SAFETENSORS", f"{self.directory} has no safetensors weights.{hint}")
+        self._handles = {}
+        self._where: dict[str, str] = {}
+        for name in files:
+            path = self.directory / name
+            if not path.is_file() or path.parent.resolve() != self.directory.resolve():
+                raise BarFedError("NO_SAFETENSORS", f"{self.directory} lists a missing shard {name!r}.")
+            handle = safe_open(str(path), framework="pt")
+            self._handles[name] = handle
+            for key in handle.keys():  # noqa: SIM118 (safe_open is not a dict)
+                self._where[key] = name
+
+    def keys(self) -> list[str]:
+        return list(self._where)
+
+    def __iter__(self):
+        return iter(list(self._where))
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._where
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self._handles[self._where[key]].get_slice(key).get_shape())
+
+    def dtype(self, key: str) -> str:
+        return self._handles[self._where[key]].get_slice(key).get_dtype()
+
+    def tensor(self, key: str) -> torch.Tensor:
+        return self._handles[self._where[key]].get_tensor(key)
+
+
+class ShardedSafetensorsWriter:
+    """Write tensors one at a time into shards of at most ``max_shard_bytes``, the way HF names them."""
+
+    def __init__(self, directory: str | Path, max_shard_bytes: int = 2 * 1024**3) -> None:
+        self.directory = Path(directory)
+        self.max_shard_bytes = max_shard_bytes
+        self._pending: dict[str, torch.Tensor] = {}
+        self._pending_bytes = 0
+        self._shards: list[tuple[str, list[str]]] = []
+        self.total_bytes = 0
+
+    def add(self, key: str, tensor: torch.Tensor) -> None:
+        nbytes = tensor.numel() * tensor.element_size()
+        if self._pending and self._pending_bytes + nbytes > self.max_shard_bytes:
+            self._flush()
+        self._pending[key] = tensor.contiguous()
+        self._pending_bytes += nbytes
+        self.total_bytes += nbytes
+
+    def _flush(self) -> None:
+        name = f"shard-{len(self._shards):05d}.tmp"
+        save_file(self._pending, str(self.directory / name), metadata={"format": "pt"})
+        self._shards.append((name, list(self._pending)))
+        self._pending, self._pending_bytes = {}, 0
+
+    def close(self) -> None:
+        if self._pending or not self._shards:
+            self._flush()
+        if len(self._shards) == 1:
+            os.replace(self.directory / self._shards[0][0], self.directory / SINGLE_FILE)
+            return
+        total = len(self._shards)
+        weight_map = {}
+        for i, (tmp, keys) in enumerate(self._shards, start=1):
+            final = f"model-{i:05d}-of-{total:05d}.safetensors"
+            os.replace(self.directory / tmp, self.directory / final)
+            weight_map.update(dict.fromkeys(keys, final))
+        index = {"metadata": {"total_size": self.total_bytes}, "weight_map": dict(sorted(weight_map.items()))}
+        (self.directory / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+
+
+def fsync_tree(directory: Path) -> None:
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as fh:
+                os.fsync(fh.fileno())
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def staging_path(final: Path) -> Path:
+    return final.parent / f".{final.name}.staging-{uuid.uuid4().hex[:8]}"
+
+
+def remove_stale_staging(final: Path) -> None:
+    """Delete staging directories that a killed process left beside ``final``."""
+    for stale in final.parent.glob(f".{final.name}.staging-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_directory(final: str | Path, *, replace: bool = False) -> Iterator[Path]:
+    """Yield an empty staging directory; on success it becomes ``final`` in one rename."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists() and not replace:
+        raise BarFedError("OUTPUT_EXISTS", f"{final} already exists; choose another path or remove it first.")
+    remove_stale_staging(final)
+    staging = staging_path(final)
+    staging.mkdir()
+    try:
+        yield staging
+        fsync_tree(staging)
+        if final.exists():
+            old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(final, old)
+            os.rename(staging, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(staging, final)
+        dir_fd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def copy_tokenizer_files(source: Path, target: Path) -> None:
+    """Copy tokenizer and generation files that exist in ``source``."""
+    for name in TOKENIZER_FILES:
+        if (source / name).is_file():
+            shutil.copy2(source / name, target / name)
+
+
+def write_json(path: Path, data: object) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -1,0 +1,113 @@
+"""`barfed model …`: build the tiny base, branch an anchor, train and evaluate experts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    help="The BAR method on one machine: base, anchor, experts, evaluation.", no_args_is_help=True
+)
+console = Console()
+
+CORE_DOMAINS = ("math", "code", "tool_use", "safety", "general")
+
+
+@app.command("domains")
+def domains_command() -> None:
+    """List every synthetic domain."""
+    from bar_model.domains import domain_names, get_domain
+
+    table = Table("domain", "description")
+    for name in domain_names():
+        table.add_row(name, get_domain(name).description)
+    console.print(table)
+
+
+@app.command("build-base")
+def build_base_command(
+    out: Annotated[Path, typer.Option(help="directory that receives base/ and anchor/")],
+    recipe: Annotated[str, typer.Option(help="named base recipe (tiny, micro) or a TOML file")] = "tiny",
+) -> None:
+    """Train the tokenizer, pretrain a tiny Olmo2 base on general text, and post-train it into the anchor."""
+    from bar_model.base import build_base
+    from bar_model.recipe import load_base_recipe
+
+    base, anchor = build_base(load_base_recipe(recipe), out)
+    console.print(f"base: {base}\nanchor: {anchor}")
+
+
+@app.command("init-anchor")
+def init_anchor_command(
+    anchor: Annotated[Path, typer.Option(help="dense Olmo2 anchor (post-trained)")],
+    out: Annotated[Path, typer.Option(help="where to write the 2-expert FlexOlmo checkpoint")],
+    base: Annotated[Path | None, typer.Option(help="dense Olmo2 base whose FFN seeds slot 1")] = None,
+) -> None:
+    """Build the 2-expert FlexOlmo training checkpoint from an OLMo-2 base/anchor pair."""
+    from bar_model.branch import init_anchor
+    from protocol.fingerprint import anchor_fingerprint
+
+    init_anchor(anchor, out, base)
+    console.print(f"wrote {out} (fingerprint {anchor_fingerprint(out)})")
+
+
+@app.command("train-expert")
+def train_expert_command(
+    anchor: Annotated[Path, typer.Option(help="2-expert anchor from init-anchor, or a dense Olmo2 anchor")],
+    domain: Annotated[str, typer.Option(help="domain to specialise in (`barfed model domains`)")],
+    out: Annotated[Path, typer.Option(help="where the finished expert appears")],
+    stages: Annotated[str, typer.Option(help="comma-separated, in order")] = "mid,sft,rl",
+    recipe: Annotated[str, typer.Option(help="named expert recipe (tiny, micro) or a TOML file")] = "tiny",
+    base: Annotated[Path | None, typer.Option(help="dense base, when --anchor is dense")] = None,
+) -> None:
+    """Train one domain expert with BAR's progressive unfreezing; rerun the same command to resume."""
+    from bar_model.expert import expert_card, train_expert
+    from bar_model.recipe import load_expert_recipe
+
+    train_expert(anchor, domain, stages, out, load_expert_recipe(recipe), base_dir=base)
+    card = expert_card(out)
+    for stage, summary in card["stage_summaries"].items():
+        console.print(
+            f"{stage}: {summary['steps']} steps in {summary['wall_s']}s, last loss {summary['last_loss']}"
+        )
+    console.print(f"expert written to {out}")
+
+
+def score_table(columns: dict[str, dict[str, float]], title: str | None = None) -> Table:
+    """Rows are domains, columns are checkpoints."""
+    table = Table(title=title)
+    table.add_column("domain")
+    for name in columns:
+        table.add_column(name, justify="right")
+    rows = list(next(iter(columns.values())))
+    for row in rows:
+        table.add_row(row, *(f"{scores.get(row, float('nan')):.1f}" for scores in columns.values()))
+    return table
+
+
+@app.command("eval")
+def eval_command(
+    checkpoint: Annotated[Path, typer.Argument(help="any dense, 2-expert or merged checkpoint")],
+    domains: Annotated[str, typer.Option(help="comma-separated domains")] = ",".join(CORE_DOMAINS),
+    n: Annotated[int, typer.Option(help="held-out problems per domain", min=1)] = 100,
+    seed: Annotated[int, typer.Option()] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
+) -> None:
+    """Print per-domain scores (0-100) of a checkpoint."""
+    from bar_model.domains import get_domain
+    from bar_model.evaluate import evaluate, load_model
+
+    names = [d.strip() for d in domains.split(",") if d.strip()]
+    for name in names:
+        get_domain(name)  # unknown domains fail before the model loads
+    model, tokenizer = load_model(checkpoint)
+    scores = evaluate(model, tokenizer, names, n=n, seed=seed)
+    if as_json:
+        typer.echo(json.dumps({"checkpoint": str(checkpoint), "n": n, "scores": scores}))
+    else:
+        console.print(score_table({checkpoint.name: scores}))

@@ -1,0 +1,158 @@
+"""Every hyper-parameter of building a base and training an expert, read from TOML files.
+
+Named recipes ship in ``bar_model/recipes/`` (``base-<size>.toml``, ``expert-<size>.toml``); any other
+file can be passed by path. Unknown keys are errors, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from protocol.errors import BarFedError
+
+RECIPE_DIR = Path(__file__).parent / "recipes"
+STAGE_ORDER = ("mid", "sft", "rl")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSize(_Strict):
+    """Shape of the dense Olmo2 base; the vocabulary size comes from the tokenizer."""
+
+    hidden_size: int = Field(gt=0)
+    num_hidden_layers: int = Field(gt=0)
+    num_attention_heads: int = Field(gt=0)
+    intermediate_size: int = Field(gt=0)
+    max_position_embeddings: int = Field(default=512, gt=0)
+    rope_theta: float = Field(default=10000.0, gt=0)
+
+
+class TokenizerRecipe(_Strict):
+    vocab_size: int = Field(default=2048, ge=300)
+    texts_per_domain: int = Field(default=400, gt=0)
+
+
+class LoopRecipe(_Strict):
+    """What every training loop needs."""
+
+    steps: int = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    learning_rate: float = Field(gt=0)
+    warmup_ratio: float = Field(default=0.03, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    max_length: int = Field(default=128, gt=8)
+    save_steps: int = Field(default=100, gt=0)
+    gradient_checkpointing: bool = False  # trade compute for memory on large models
+
+
+class PretrainRecipe(LoopRecipe):
+    documents: int = Field(gt=0)
+
+
+class AnchorSftRecipe(LoopRecipe):
+    examples: int = Field(gt=0)
+
+
+class BaseRecipe(_Strict):
+    """How `barfed model build-base` makes the tiny base and its anchor."""
+
+    name: str
+    seed: int = 0
+    model: ModelSize
+    tokenizer: TokenizerRecipe = TokenizerRecipe()
+    pretrain: PretrainRecipe
+    anchor_sft: AnchorSftRecipe
+
+
+class MidRecipe(LoopRecipe):
+    documents: int = Field(gt=0)
+
+
+class SftRecipe(LoopRecipe):
+    examples: int = Field(gt=0)
+    general_mix: float = Field(default=0.2, ge=0, lt=1, description="fraction of general SFT examples")
+
+
+class RlRecipe(LoopRecipe):
+    prompts: int = Field(gt=0)
+    num_generations: int = Field(default=8, ge=2)
+    max_completion_length: int = Field(default=48, gt=0)
+    temperature: float = Field(default=1.0, gt=0)
+    epsilon: float = Field(default=0.2, gt=0)
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = "dapo"
+
+
+class ExpertRecipe(_Strict):
+    """How `barfed model train-expert` adapts one domain expert (DESIGN §2)."""
+
+    name: str
+    seed: int = 0
+    router_z_loss: float = Field(default=0.001, ge=0)
+    eval_examples: int = Field(default=100, gt=0)
+    mid: MidRecipe
+    sft: SftRecipe
+    rl: RlRecipe
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()
+
+
+def _load(kind: str, name_or_path: str | Path, model: type[_Strict]) -> _Strict:
+    path = Path(name_or_path)
+    if not path.suffix:  # a named recipe
+        path = RECIPE_DIR / f"{kind}-{name_or_path}.toml"
+    if not path.is_file():
+        named = sorted(p.stem.removeprefix(f"{kind}-") for p in RECIPE_DIR.glob(f"{kind}-*.toml"))
+        raise BarFedError(
+            "RECIPE_NOT_FOUND",
+            f"no {kind} recipe at {path}; pass a TOML file or one of the named recipes: {', '.join(named)}.",
+        )
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return model.model_validate(data)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BarFedError(
+            "BAD_RECIPE", f"{path} is not valid TOML ({exc}); fix the file and retry."
+        ) from None
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise BarFedError("BAD_RECIPE", f"{path} is not a valid {kind} recipe: {problems}.") from None
+
+
+def load_base_recipe(name_or_path: str | Path = "tiny") -> BaseRecipe:
+    return _load("base", name_or_path, BaseRecipe)  # type: ignore[return-value]
+
+
+def load_expert_recipe(name_or_path: str | Path = "tiny") -> ExpertRecipe:
+    return _load("expert", name_or_path, ExpertRecipe)  # type: ignore[return-value]
+
+
+def parse_stages(text: str) -> list[str]:
+    """``"mid,sft,rl"`` → stages, refusing unknown, repeated or out-of-order ones."""
+    stages = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in stages if s not in STAGE_ORDER]
+    if not stages or unknown:
+        raise BarFedError(
+            "BAD_STAGES",
+            f"unknown stage(s) {unknown or text!r}; "
+            f"give a comma-separated subset of {','.join(STAGE_ORDER)}.",
+        )
+    order = [STAGE_ORDER.index(s) for s in stages]
+    if order != sorted(set(order)):
+        raise BarFedError(
+            "STAGES_OUT_OF_ORDER",
+            f"stages {','.join(stages)} are repeated or out of order; BAR unfreezes progressively, "
+            f"so list them in the order {','.join(STAGE_ORDER)} (mid is optional).",
+        )
+    return stages

@@ -1,0 +1,271 @@
+"""The training loops, on TRL's trainers: language modelling on text, SFT on chats, RLVR with GRPO.
+
+One function per kind of loop; what is trainable is decided by the caller (``freezing.StageFreeze``),
+so the same loops serve base pretraining, the anchor's general SFT and the three BAR expert stages.
+Every loop checkpoints into ``work_dir`` and resumes from its newest complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
+
+from bar_model.domains import Domain, Example
+from bar_model.freezing import StageFreeze
+from bar_model.recipe import LoopRecipe, RlRecipe
+from bar_model.zloss import RouterZLoss, ZLossTrainerMixin
+
+log = logging.getLogger(__name__)
+
+
+class BarSFTTrainer(ZLossTrainerMixin, SFTTrainer):
+    pass
+
+
+class BarGRPOTrainer(ZLossTrainerMixin, GRPOTrainer):
+    pass
+
+
+def use_bf16() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def latest_checkpoint(work_dir: Path) -> str | None:
+    """Newest complete trainer checkpoint in ``work_dir``; incomplete ones (killed mid-save) are removed."""
+    found = []
+    for path in work_dir.glob("checkpoint-*"):
+        match = re.fullmatch(r"checkpoint-(\d+)", path.name)
+        if match is None:
+            continue
+        if (path / "trainer_state.json").is_file():
+            found.append((int(match.group(1)), path))
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+    return str(max(found)[1]) if found else None
+
+
+def _args(loop: LoopRecipe, work_dir: Path, seed: int, progress: bool) -> dict:
+    return {
+        "output_dir": str(work_dir),
+        "max_steps": loop.steps,
+        "per_device_train_batch_size": loop.batch_size,
+        "learning_rate": loop.learning_rate,
+        "weight_decay": loop.weight_decay,
+        "lr_scheduler_type": "linear",
+        "warmup_steps": round(loop.warmup_ratio * loop.steps),
+        "max_grad_norm": loop.max_grad_norm,
+        "logging_steps": max(1, loop.steps // 10),
+        "save_steps": loop.save_steps,
+        "save_total_limit": 1,
+        "seed": seed,
+        "data_seed": seed,
+        "report_to": [],
+        "bf16": use_bf16(),
+        "dataloader_num_workers": 0,
+        "dataloader_pin_memory": torch.cuda.is_available(),
+        "disable_tqdm": not progress,
+        "gradient_checkpointing": loop.gradient_checkpointing,
+    }
+
+
+def build_trainer(trainer_cls, model, args, freeze: StageFreeze | None, z_loss_coef: float, **kwargs):
+    """A TRL trainer whose optimizer only sees what ``freeze`` lets train, with router z-loss attached."""
+    optimizers = (None, None)
+    if freeze is not None:
+        groups = freeze.param_groups(args.weight_decay)
+        optimizers = (torch.optim.AdamW(groups, lr=args.learning_rate, weight_decay=0.0), None)
+    trainer = trainer_cls(model=model, args=args, optimizers=optimizers, **kwargs)
+    trainer.z_loss = RouterZLoss(model) if z_loss_coef > 0 else None
+    trainer.z_loss_coef = z_loss_coef
+    return trainer
+
+
+def _run(trainer) -> dict:
+    """Train (resuming from the newest checkpoint if there is one) and summarise the log history."""
+    resume = latest_checkpoint(Path(trainer.args.output_dir))
+    if resume:
+        log.info("resuming from %s", resume)
+    started = time.perf_counter()
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    finally:
+        if trainer.z_loss is not None:
+            trainer.z_loss.remove()
+        if trainer.args.gradient_checkpointing:
+            trainer.model.gradient_checkpointing_disable()
+        trainer.model.eval()  # left in train mode, generate() silently misbehaves
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    summary = {
+        "steps": trainer.state.global_step,
+        "wall_s": round(time.perf_counter() - started, 1),
+        "resumed_from": Path(resume).name if resume else None,
+        "first_loss": history[0]["loss"] if history else None,
+        "last_loss": history[-1]["loss"] if history else None,
+        "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+    }
+    rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
+    if rewards:
+        summary.update(first_reward=rewards[0], last_reward=rewards[-1])
+    return summary
+
+
+def train_language_model(
+    model,
+    tokenizer,
+    texts: list[str],
+    loop: LoopRecipe,
+    work_dir: Path,
+    *,
+    seed: int,
+    freeze: StageFreeze | None = None,
+    z_loss_coef: float = 0.0,
+    progress: bool = True,
+) -> dict:
+    """Next-token prediction on raw text, packed into ``max_length`` blocks (pretraining, mid-training)."""
+    config = SFTConfig(
+        **_args(loop, work_dir, seed, progress),
+        max_length=loop.max_length,
+        packing=True,
+        packing_strategy="wrapped",
+        dataset_text_field="text",
+    )
+    dataset = Dataset.from_dict({"text": texts})
+    return _run(
+        build_trainer(
+            BarSFTTrainer,
+            model,
+            config,
+            freeze,
+            z_loss_coef,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+        )
+    )
+
+
+def chat_dataset(examples: list[Example]) -> Dataset:
+    """Prompt/completion chats, so the loss covers only the assistant's tokens."""
+    return Dataset.from_list(
+        [
+            {
+                "prompt": [{"role": "user", "content": e.prompt}],
+                "completion": [{"role": "assistant", "content": e.response}],
+            }
+            for e in examples
+        ]
+    )
+
+
+def chat_trainer(
+    model,
+    tokenizer,
+    examples: list[Example],
+    loop: LoopRecipe,
+    work_dir: Path,
+    *,
+    seed: int,
+    freeze: StageFreeze | None = None,
+    z_loss_coef: float = 0.0,
+    progress: bool = True,
+) -> dict:
+    """A trainer for supervised fine-tuning on chats; prompt tokens are masked out of the loss."""
+    config = SFTConfig(
+        **_args(loop, work_dir, seed, progress),
+        max_length=loop.max_length,
+        completion_only_loss=True,
+        shuffle_dataset=True,
+    )
+    return build_trainer(
+        BarSFTTrainer,
+        model,
+        config,
+        freeze,
+        z_loss_coef,
+        train_dataset=chat_dataset(examples),
+        processing_class=tokenizer,
+    )
+
+
+def train_chat(model, tokenizer, examples: list[Example], loop: LoopRecipe, work_dir: Path, **kwargs) -> dict:
+    """Supervised fine-tuning on chats (see ``chat_trainer``)."""
+    return _run(chat_trainer(model, tokenizer, examples, loop, work_dir, **kwargs))
+
+
+def mixed_sft_examples(
+    domain: Domain, general: Domain, n: int, general_mix: float, seed: int
+) -> list[Example]:
+    """``n`` SFT chats: a ``general_mix`` fraction of general data, the rest from ``domain``, shuffled."""
+    n_general = round(n * general_mix)
+    examples = domain.sft(n - n_general, seed) + general.sft(n_general, seed)
+    random.Random(seed).shuffle(examples)
+    return examples
+
+
+def domain_reward_function(domain: Domain):
+    """A TRL reward function scoring completions with the domain's verifiable reward."""
+
+    def reward(prompts, completions, user, response, answer, **_kwargs) -> list[float]:
+        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        return [
+            domain.reward(Example(prompt=u, response=r, answer=a), text)
+            for u, r, a, text in zip(user, response, answer, texts, strict=True)
+        ]
+
+    reward.__name__ = f"{domain.name}_reward"
+    return reward
+
+
+def train_rl(
+    model,
+    tokenizer,
+    domain: Domain,
+    examples: list[Example],
+    loop: RlRecipe,
+    work_dir: Path,
+    *,
+    seed: int,
+    freeze: StageFreeze | None = None,
+    z_loss_coef: float = 0.0,
+    progress: bool = True,
+) -> dict:
+    """RLVR: GRPO with the domain's verifiable reward and no KL term (beta = 0), as BAR does."""
+    config = GRPOConfig(
+        **_args(loop, work_dir, seed, progress),
+        beta=0.0,
+        num_generations=loop.num_generations,
+        max_completion_length=loop.max_completion_length,
+        temperature=loop.temperature,
+        epsilon=loop.epsilon,
+        loss_type=loop.loss_type,
+    )
+    dataset = Dataset.from_list(
+        [
+            {
+                "prompt": [{"role": "user", "content": e.prompt}],
+                "user": e.prompt,
+                "response": e.response,
+                "answer": e.answer,
+            }
+            for e in examples
+        ]
+    )
+    return _run(
+        build_trainer(
+            BarGRPOTrainer,
+            model,
+            config,
+            freeze,
+            z_loss_coef,
+            reward_funcs=[domain_reward_function(domain)],
+            train_dataset=dataset,
+            processing_class=tokenizer,
+        )
+    )

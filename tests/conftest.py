@@ -1,0 +1,58 @@
+"""Shared fixtures: a micro base, anchor and 2-expert branch built once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def micro(tmp_path_factory) -> dict[str, Path]:
+    """base/ and anchor/ (dense Olmo2) and branch/ (2-expert FlexOlmo) from the micro recipe."""
+    from bar_model.base import build_base
+    from bar_model.branch import init_anchor
+    from bar_model.recipe import load_base_recipe
+
+    root = tmp_path_factory.mktemp("micro")
+    base, anchor = build_base(load_base_recipe("micro"), root, progress=False)
+    branch = init_anchor(anchor, root / "branch", base)
+    return {"root": root, "base": base, "anchor": anchor, "branch": branch}
+
+
+def _register_test_domain() -> None:
+    """A test-only domain whose RL reward varies even for an untrained model (share of vowels), so
+    every GRPO step has a non-zero advantage and therefore a gradient."""
+    import random
+
+    from bar_model.domains import Domain, Example, domain_names, register
+
+    class VowelDomain(Domain):
+        name = "test-vowels"
+        description = "test only: echo a word; RL reward is the share of vowels"
+        max_new_tokens = 8
+
+        def sample(self, rng: random.Random) -> Example:
+            word = "".join(rng.choice("abcdefghijklmnop") for _ in range(6))
+            return Example(f"Echo {word}", word, word)
+
+        def score(self, example: Example, completion: str) -> float:
+            return float(isinstance(completion, str) and completion.strip() == example.answer)
+
+        def reward(self, example: Example, completion: str) -> float:
+            if self.score(example, completion):
+                return 1.0
+            if not isinstance(completion, str):
+                return 0.0
+            return 0.5 * sum(ch in "aeiou" for ch in completion) / max(1, len(completion))
+
+    if "test-vowels" not in domain_names():
+        register(VowelDomain())
+
+
+_register_test_domain()

@@ -1,0 +1,149 @@
+"""BAR expert training: progressive unfreezing is exact, SFT masks prompts, errors are clear."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from bar_model.domains import get_domain
+from bar_model.expert import expert_card, train_expert
+from bar_model.freezing import SCHEDULE, StageFreeze, part_of
+from bar_model.recipe import load_expert_recipe
+from bar_model.stages import chat_trainer
+from bar_model.zloss import RouterZLoss
+from protocol.errors import BarFedError
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def expert(micro, tmp_path_factory):
+    out = tmp_path_factory.mktemp("expert") / "vowels"
+    train_expert(
+        micro["branch"], "test-vowels", "mid,sft,rl", out, load_expert_recipe("micro"), progress=False
+    )
+    return out
+
+
+def _state(path):
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).state_dict()
+
+
+def test_expert_directory_is_a_complete_checkpoint(expert):
+    card = expert_card(expert)
+    assert card["domain"] == "test-vowels" and card["stages"] == ["mid", "sft", "rl"]
+    assert set(card["stage_summaries"]) == {"mid", "sft", "rl"}
+    assert card["anchor_fingerprint"].startswith("sha256:")
+    for stage in ("mid", "sft", "rl"):
+        assert (expert / "stages" / stage / "model.safetensors").is_file()
+    assert not list(expert.parent.glob(".vowels*")), "no staging or partial directory is left behind"
+    model = AutoModelForCausalLM.from_pretrained(expert)
+    assert model.config.model_type == "flex_olmo"
+
+
+@pytest.mark.parametrize("stage,previous", [("mid", None), ("sft", "mid"), ("rl", "sft")])
+def test_each_stage_trains_exactly_what_the_schedule_allows(micro, expert, stage, previous):
+    anchor = _state(micro["branch"])
+    before = _state(expert / "stages" / previous) if previous else anchor
+    after = _state(expert / "stages" / stage)
+    assert before.keys() == after.keys()
+    for name, tensor in after.items():
+        part = part_of(name)
+        if part in ("expert_ffn", "router"):
+            assert torch.equal(tensor[0], anchor[name][0]), f"{stage}: slot/row 0 of {name} moved"
+            assert not torch.equal(tensor[1:], before[name][1:]), (
+                f"{stage}: domain slot of {name} did not train"
+            )
+        elif part in SCHEDULE[stage]:
+            assert not torch.equal(tensor, before[name]), f"{stage}: {name} should train but did not change"
+        else:
+            assert torch.equal(tensor, before[name]), f"{stage}: frozen {name} changed"
+            assert torch.equal(tensor, anchor[name]), f"{stage}: {name} differs from the anchor"
+
+
+def test_sft_loss_covers_only_assistant_tokens(micro, tmp_path):
+    model = AutoModelForCausalLM.from_pretrained(micro["branch"], dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(micro["branch"])
+    recipe = load_expert_recipe("micro").sft
+    examples = get_domain("math").sft(8)
+    freeze = StageFreeze(model, "sft")
+    trainer = chat_trainer(
+        model, tokenizer, examples, recipe, tmp_path, seed=0, freeze=freeze, progress=False
+    )
+    batch = next(iter(trainer.get_train_dataloader()))
+    assistant = tokenizer.convert_tokens_to_ids("<|assistant|>")
+    for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"], strict=True):
+        start = (ids == assistant).nonzero()[0].item() + 2  # after "<|assistant|>" and its newline
+        assert (labels[:start] == -100).all(), "a prompt token carries a label"
+        real = mask.bool()
+        real[:start] = False
+        assert torch.equal(labels[real], ids[real]), "an assistant token lost its label"
+    # The trainer's loss is the cross-entropy over exactly those labels.
+    model.train()
+    loss = trainer.compute_loss(model, batch)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    manual = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]), batch["labels"][:, 1:].reshape(-1), ignore_index=-100
+    )
+    assert loss.item() == pytest.approx(manual.item(), rel=1e-4)
+    freeze.remove()
+
+
+def test_router_z_loss_is_recorded_only_with_gradients(micro):
+    model = AutoModelForCausalLM.from_pretrained(micro["branch"], dtype=torch.float32)
+    collector = RouterZLoss(model)
+    ids = torch.randint(0, model.config.vocab_size, (2, 9))
+    with torch.no_grad():
+        model(ids)
+    assert collector.pop() is None
+    model(ids)
+    z = collector.pop()
+    assert z is not None and z.item() >= 0 and z.requires_grad
+    collector.remove()
+
+
+def test_unknown_domain_and_bad_stages_fail_before_any_work(micro, tmp_path):
+    recipe = load_expert_recipe("micro")
+    with pytest.raises(BarFedError) as err:
+        train_expert(micro["branch"], "astrology", "mid", tmp_path / "x", recipe)
+    assert err.value.code == "UNKNOWN_DOMAIN"
+    with pytest.raises(BarFedError) as err:
+        train_expert(micro["branch"], "math", "rl,sft", tmp_path / "x", recipe)
+    assert err.value.code == "STAGES_OUT_OF_ORDER"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refuses_wrong_architecture_and_existing_output(micro, tmp_path):
+    recipe = load_expert_recipe("micro")
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    config = json.loads((micro["branch"] / "config.json").read_text())
+    (merged / "config.json").write_text(json.dumps({**config, "num_experts": 5}))
+    with pytest.raises(BarFedError) as err:
+        train_expert(merged, "math", "mid", tmp_path / "x", recipe)
+    assert err.value.code == "WRONG_ARCHITECTURE"
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(BarFedError) as err:
+        train_expert(micro["branch"], "math", "mid", tmp_path / "taken", recipe)
+    assert err.value.code == "OUTPUT_EXISTS"
+
+
+def test_dense_anchor_is_branched_on_the_fly(micro, tmp_path):
+    out = train_expert(
+        micro["anchor"],
+        "math",
+        "mid",
+        tmp_path / "e",
+        load_expert_recipe("micro"),
+        base_dir=micro["base"],
+        progress=False,
+    )
+    assert expert_card(out)["stages"] == ["mid"]
+    anchor = _state(micro["branch"])
+    trained = _state(out)
+    for name in anchor:
+        if part_of(name) in ("expert_ffn", "router"):
+            assert torch.equal(trained[name][0], anchor[name][0])
