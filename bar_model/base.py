@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, GenerationConfig, Olmo2Config, Olmo2ForCausalLM
 
-from bar_model.checkpoint import atomic_directory, write_json
+from bar_model.checkpoint import atomic_directory, on_main_process, write_json
 from bar_model.domains import domain_names, get_domain
 from bar_model.recipe import BaseRecipe
 from bar_model.stages import train_chat, train_language_model
@@ -82,8 +82,9 @@ def build_base(recipe: BaseRecipe, out_dir: str | Path, *, progress: bool = True
             seed=recipe.seed,
             progress=progress,
         )
-        _save(model, tokenizer, base_dir, {**record, "stage": "pretrain", "summary": summary})
-        shutil.rmtree(work / "pretrain", ignore_errors=True)
+        on_main_process(
+            _save, model, tokenizer, base_dir, {**record, "stage": "pretrain", "summary": summary}
+        )
 
     if not anchor_dir.exists():
         model = Olmo2ForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
@@ -98,10 +99,11 @@ def build_base(recipe: BaseRecipe, out_dir: str | Path, *, progress: bool = True
             seed=recipe.seed,
             progress=progress,
         )
-        _save(model, tokenizer, anchor_dir, {**record, "stage": "anchor_sft", "summary": summary})
-        shutil.rmtree(work / "anchor_sft", ignore_errors=True)
+        on_main_process(
+            _save, model, tokenizer, anchor_dir, {**record, "stage": "anchor_sft", "summary": summary}
+        )
 
-    shutil.rmtree(work, ignore_errors=True)
+    on_main_process(shutil.rmtree, work, ignore_errors=True)
     return base_dir, anchor_dir
 
 

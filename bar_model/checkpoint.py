@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -201,3 +202,11 @@ def copy_tokenizer_files(source: Path, target: Path) -> None:
 
 def write_json(path: Path, data: object) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def on_main_process(fn, *args, **kwargs):
+    """Run ``fn`` on the main process of an `accelerate launch` (or the only process); others wait."""
+    state = PartialState()
+    result = fn(*args, **kwargs) if state.is_main_process else None
+    state.wait_for_everyone()
+    return result

@@ -21,7 +21,7 @@ import trl
 from transformers import AutoTokenizer, FlexOlmoForCausalLM
 
 from bar_model.branch import init_anchor
-from bar_model.checkpoint import atomic_directory, read_config, write_json
+from bar_model.checkpoint import atomic_directory, on_main_process, read_config, write_json
 from bar_model.domains import get_domain
 from bar_model.freezing import StageFreeze, check_unchanged, fingerprint_frozen
 from bar_model.recipe import ExpertRecipe, parse_stages
@@ -51,7 +51,7 @@ def resolve_anchor(anchor_dir: Path, partial: Path, base_dir: Path | None) -> Pa
         return anchor_dir
     branch = partial / "branch"
     if not branch.exists():
-        init_anchor(anchor_dir, branch, base_dir)  # refuses non-OLMo-2 input with a clear error
+        on_main_process(init_anchor, anchor_dir, branch, base_dir)  # refuses non-OLMo-2 input clearly
     return branch
 
 
@@ -128,7 +128,7 @@ def train_expert(
             )
         log.info("resuming interrupted run in %s", partial)
     else:
-        write_json(run_file, run)
+        on_main_process(write_json, run_file, run)
 
     dtype = getattr(torch, read_config(anchor).get("dtype") or "float32")
     summaries: dict[str, dict] = {}
@@ -146,11 +146,8 @@ def train_expert(
         work = partial / "runs" / stage
         summary = _run_stage(stage, model, tokenizer, domain, recipe, work, progress)
         summaries[stage] = summary
-        with atomic_directory(stage_dir) as staging:
-            model.to(dtype).save_pretrained(staging)
-            tokenizer.save_pretrained(staging)
-            write_json(staging / STAGE_CARD, summary)
-        shutil.rmtree(work, ignore_errors=True)
+        on_main_process(_save_stage, model.to(dtype), tokenizer, stage_dir, summary)
+        on_main_process(shutil.rmtree, work, ignore_errors=True)
         previous_dir = stage_dir
         log.info("stage %s done in %.1fs", stage, summary["wall_s"])
 
@@ -168,14 +165,26 @@ def train_expert(
             "trl": trl.__version__,
         },
     }
+    on_main_process(_publish, previous_dir, partial, out_dir, card)
+    return out_dir
+
+
+def _save_stage(model, tokenizer, stage_dir: Path, summary: dict) -> None:
+    with atomic_directory(stage_dir) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        write_json(staging / STAGE_CARD, summary)
+
+
+def _publish(last_stage: Path, partial: Path, out_dir: Path, card: dict) -> None:
+    """The last stage's model plus every stage's checkpoint, as one directory, in one rename."""
     with atomic_directory(out_dir) as staging:
-        for item in previous_dir.iterdir():
+        for item in last_stage.iterdir():
             if item.is_file() and item.name != STAGE_CARD:
                 _link(item, staging / item.name)
         shutil.copytree(partial / "stages", staging / "stages", copy_function=_link)
         write_json(staging / EXPERT_CARD, card)
     shutil.rmtree(partial, ignore_errors=True)
-    return out_dir
 
 
 def expert_card(directory: str | Path) -> dict:

@@ -16,18 +16,16 @@ import torch
 from torch import nn
 
 from protocol.errors import BarFedError
+from protocol.layout import STAGE_PARTS
 
 PART_PATTERNS = {
     "expert_ffn": re.compile(r"\.mlp\.experts\.(gate_up_proj|down_proj)$"),
     "router": re.compile(r"\.mlp\.gate\.weight$"),
     "embeddings": re.compile(r"^(model\.embed_tokens\.weight|lm_head\.weight)$"),
 }
-# What each stage trains besides the domain slot (slot >= 1 FFN and router rows >= 1, always trained).
-SCHEDULE: dict[str, frozenset[str]] = {
-    "mid": frozenset(),
-    "sft": frozenset({"embeddings"}),
-    "rl": frozenset({"embeddings", "shared"}),
-}
+# What each stage trains besides the domain slot (slot >= 1 FFN and router rows >= 1, always trained);
+# the same contract the coordinator checks packages against.
+SCHEDULE: dict[str, frozenset[str]] = STAGE_PARTS
 
 
 def part_of(name: str) -> str:

@@ -14,6 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
+import datasets
 import torch
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
@@ -78,6 +79,8 @@ def _args(loop: LoopRecipe, work_dir: Path, seed: int, progress: bool) -> dict:
 
 def build_trainer(trainer_cls, model, args, freeze: StageFreeze | None, z_loss_coef: float, **kwargs):
     """A TRL trainer whose optimizer only sees what ``freeze`` lets train, with router z-loss attached."""
+    if args.disable_tqdm:
+        datasets.disable_progress_bars()
     optimizers = (None, None)
     if freeze is not None:
         groups = freeze.param_groups(args.weight_decay)

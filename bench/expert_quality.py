@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bar_model.base import build_base  # noqa: E402
+from bar_model.base import build_base, build_summary  # noqa: E402
 from bar_model.branch import init_anchor  # noqa: E402
 from bar_model.cli import CORE_DOMAINS  # noqa: E402
 from bar_model.evaluate import evaluate, load_model  # noqa: E402
@@ -45,9 +45,9 @@ def main() -> None:
 
     base_recipe, recipe = load_base_recipe(args.base_recipe), load_expert_recipe(args.expert_recipe)
     work = args.work / base_recipe.name
-    started = time.perf_counter()
     base, anchor = build_base(base_recipe, work, progress=False)
-    base_s = time.perf_counter() - started
+    pretrain_s = build_summary(base)["summary"]["wall_s"]
+    anchor_sft_s = build_summary(anchor)["summary"]["wall_s"]
     branch = work / "anchor-2x"
     if not branch.exists():
         init_anchor(anchor, branch, base)
@@ -72,7 +72,8 @@ def main() -> None:
     lines = [
         f"Command: `.venv/bin/python bench/expert_quality.py --base-recipe {args.base_recipe} "
         f"--expert-recipe {args.expert_recipe} --eval-n {args.eval_n}`  ",
-        f"Machine: {machine_line()}; base + anchor built in {base_s:.0f} s (reused if present).",
+        f"Machine: {machine_line()}. Building the tiny base took {pretrain_s:.0f} s of pretraining and "
+        f"{anchor_sft_s:.0f} s of general SFT for the anchor (reused between runs).",
         "",
         f"Held-out score (0-100, {args.eval_n} problems per domain). Baseline: the anchor, same run.",
         "",

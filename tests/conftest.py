@@ -25,6 +25,19 @@ def micro(tmp_path_factory) -> dict[str, Path]:
     return {"root": root, "base": base, "anchor": anchor, "branch": branch}
 
 
+@pytest.fixture(scope="session")
+def micro_expert(micro, tmp_path_factory) -> Path:
+    """A 2-expert checkpoint trained through mid, SFT and RL on the test domain (whose reward varies)."""
+    from bar_model.expert import train_expert
+    from bar_model.recipe import load_expert_recipe
+
+    out = tmp_path_factory.mktemp("expert") / "vowels"
+    train_expert(
+        micro["branch"], "test-vowels", "mid,sft,rl", out, load_expert_recipe("micro"), progress=False
+    )
+    return out
+
+
 def _register_test_domain() -> None:
     """A test-only domain whose RL reward varies even for an untrained model (share of vowels), so
     every GRPO step has a non-zero advantage and therefore a gradient."""
