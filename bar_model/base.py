@@ -82,9 +82,7 @@ def build_base(recipe: BaseRecipe, out_dir: str | Path, *, progress: bool = True
             seed=recipe.seed,
             progress=progress,
         )
-        on_main_process(
-            _save, model, tokenizer, base_dir, {**record, "stage": "pretrain", "summary": summary}
-        )
+        on_main_process(_save, model, tokenizer, base_dir, {**record, "stage": "pretrain", "summary": summary})
 
     if not anchor_dir.exists():
         model = Olmo2ForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
@@ -99,9 +97,7 @@ def build_base(recipe: BaseRecipe, out_dir: str | Path, *, progress: bool = True
             seed=recipe.seed,
             progress=progress,
         )
-        on_main_process(
-            _save, model, tokenizer, anchor_dir, {**record, "stage": "anchor_sft", "summary": summary}
-        )
+        on_main_process(_save, model, tokenizer, anchor_dir, {**record, "stage": "anchor_sft", "summary": summary})
 
     on_main_process(shutil.rmtree, work, ignore_errors=True)
     return base_dir, anchor_dir

@@ -101,9 +101,7 @@ def init_anchor(anchor_dir: str | Path, out_dir: str | Path, base_dir: str | Pat
     base_config = _dense_config(base_dir, "base")
     mismatched = [f for f in ARCH_FIELDS if anchor_config.get(f) != base_config.get(f)]
     if mismatched:
-        detail = ", ".join(
-            f"{f}: base {base_config.get(f)} vs anchor {anchor_config.get(f)}" for f in mismatched
-        )
+        detail = ", ".join(f"{f}: base {base_config.get(f)} vs anchor {anchor_config.get(f)}" for f in mismatched)
         raise BarFedError(
             "SHAPE_MISMATCH",
             f"base and anchor are not the same architecture ({detail}); the anchor must be the base after "
@@ -138,9 +136,7 @@ def init_anchor(anchor_dir: str | Path, out_dir: str | Path, base_dir: str | Pat
         expected = {(layer, p) for layer in range(layers) for p in FFN_PROJECTIONS}
         if ffn_seen != expected:
             missing = sorted(expected - ffn_seen)[:3]
-            raise BarFedError(
-                "SHAPE_MISMATCH", f"the anchor lacks FFN tensors such as {missing}; is it complete?"
-            )
+            raise BarFedError("SHAPE_MISMATCH", f"the anchor lacks FFN tensors such as {missing}; is it complete?")
         dtype = anchor.tensor(anchor.keys()[0]).dtype
         for layer in range(layers):
             writer.add(router_key(layer), torch.zeros(2, config.hidden_size, dtype=dtype))

@@ -64,11 +64,7 @@ class SafetensorsCheckpoint:
             files = sorted(set(weight_map.values()))
         else:
             pickled = any(self.directory.glob("*.bin")) or any(self.directory.glob("*.pt"))
-            hint = (
-                " It holds pickle weights, which are never loaded; convert them to safetensors."
-                if pickled
-                else ""
-            )
+            hint = " It holds pickle weights, which are never loaded; convert them to safetensors." if pickled else ""
             raise BarFedError("NO_SAFETENSORS", f"{self.directory} has no safetensors weights.{hint}")
         self._handles = {}
         self._where: dict[str, str] = {}

@@ -10,9 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(
-    help="The BAR method on one machine: base, anchor, experts, evaluation.", no_args_is_help=True
-)
+app = typer.Typer(help="The BAR method on one machine: base, anchor, experts, evaluation.", no_args_is_help=True)
 console = Console()
 
 CORE_DOMAINS = ("math", "code", "tool_use", "safety", "general")
@@ -72,9 +70,7 @@ def train_expert_command(
     train_expert(anchor, domain, stages, out, load_expert_recipe(recipe), base_dir=base)
     card = expert_card(out)
     for stage, summary in card["stage_summaries"].items():
-        console.print(
-            f"{stage}: {summary['steps']} steps in {summary['wall_s']}s, last loss {summary['last_loss']}"
-        )
+        console.print(f"{stage}: {summary['steps']} steps in {summary['wall_s']}s, last loss {summary['last_loss']}")
     console.print(f"expert written to {out}")
 
 

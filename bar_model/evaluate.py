@@ -46,9 +46,7 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     completions: list[str] = [""] * len(prompts)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        batch = tokenizer(
-            [rendered[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
-        )
+        batch = tokenizer([rendered[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
         batch = {k: v.to(device) for k, v in batch.items()}
         output = model.generate(
             **batch,

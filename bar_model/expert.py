@@ -63,9 +63,7 @@ def _link(src: str | Path, dst: str | Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _run_stage(
-    stage: str, model, tokenizer, domain, recipe: ExpertRecipe, work: Path, progress: bool
-) -> dict:
+def _run_stage(stage: str, model, tokenizer, domain, recipe: ExpertRecipe, work: Path, progress: bool) -> dict:
     freeze = StageFreeze(model, stage)
     before = fingerprint_frozen(model, stage)
     common = {
@@ -190,7 +188,5 @@ def _publish(last_stage: Path, partial: Path, out_dir: Path, card: dict) -> None
 def expert_card(directory: str | Path) -> dict:
     path = Path(directory) / EXPERT_CARD
     if not path.is_file():
-        raise BarFedError(
-            "NOT_AN_EXPERT", f"{directory} has no {EXPERT_CARD}; is it an expert made by train-expert?"
-        )
+        raise BarFedError("NOT_AN_EXPERT", f"{directory} has no {EXPERT_CARD}; is it an expert made by train-expert?")
     return json.loads(path.read_text())

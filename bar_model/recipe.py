@@ -120,9 +120,7 @@ def _load(kind: str, name_or_path: str | Path, model: type[_Strict]) -> _Strict:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
         return model.model_validate(data)
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise BarFedError(
-            "BAD_RECIPE", f"{path} is not valid TOML ({exc}); fix the file and retry."
-        ) from None
+        raise BarFedError("BAD_RECIPE", f"{path} is not valid TOML ({exc}); fix the file and retry.") from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
@@ -145,8 +143,7 @@ def parse_stages(text: str) -> list[str]:
     if not stages or unknown:
         raise BarFedError(
             "BAD_STAGES",
-            f"unknown stage(s) {unknown or text!r}; "
-            f"give a comma-separated subset of {','.join(STAGE_ORDER)}.",
+            f"unknown stage(s) {unknown or text!r}; give a comma-separated subset of {','.join(STAGE_ORDER)}.",
         )
     order = [STAGE_ORDER.index(s) for s in stages]
     if order != sorted(set(order)):

@@ -18,9 +18,7 @@ from pydantic_settings import (
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BARFED_", extra="forbid")
 
-    home: Path = Field(
-        default=Path(".barfed"), description="where `barfed demo` and defaults keep their files"
-    )
+    home: Path = Field(default=Path(".barfed"), description="where `barfed demo` and defaults keep their files")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     num_threads: int | None = Field(default=None, gt=0, description="torch CPU threads; all cores by default")

@@ -202,9 +202,7 @@ def train_chat(model, tokenizer, examples: list[Example], loop: LoopRecipe, work
     return _run(chat_trainer(model, tokenizer, examples, loop, work_dir, **kwargs))
 
 
-def mixed_sft_examples(
-    domain: Domain, general: Domain, n: int, general_mix: float, seed: int
-) -> list[Example]:
+def mixed_sft_examples(domain: Domain, general: Domain, n: int, general_mix: float, seed: int) -> list[Example]:
     """``n`` SFT chats: a ``general_mix`` fraction of general data, the rest from ``domain``, shuffled."""
     n_general = round(n * general_mix)
     examples = domain.sft(n - n_general, seed) + general.sft(n_general, seed)

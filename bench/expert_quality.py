@@ -32,9 +32,7 @@ GAIN_TARGET = 20.0
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=ROOT / ".barfed" / "bench")
     parser.add_argument("--base-recipe", default="tiny")
     parser.add_argument("--expert-recipe", default="tiny")
@@ -84,9 +82,7 @@ def main() -> None:
         "| anchor | " + " | ".join(f"{anchor_scores[d]:.1f}" for d in CORE_DOMAINS) + " | | | | | | |",
     ]
     for domain, scores, stages, total_s, gain, met in rows:
-        cells = " | ".join(
-            f"**{scores[d]:.1f}**" if d == domain else f"{scores[d]:.1f}" for d in CORE_DOMAINS
-        )
+        cells = " | ".join(f"**{scores[d]:.1f}**" if d == domain else f"{scores[d]:.1f}" for d in CORE_DOMAINS)
         lines.append(
             f"| {domain} expert | {cells} | {stages.get('mid', 0):.0f} | {stages.get('sft', 0):.0f} | "
             f"{stages.get('rl', 0):.0f} | {total_s:.0f} | {gain:+.1f} | {'yes' if met else 'NO'} |"
@@ -99,9 +95,7 @@ def main() -> None:
     report = "\n".join(lines)
     print(report)
     if not args.no_write:
-        replace_section(
-            ROOT / "docs" / "PERFORMANCE.md", "expert_quality", "Expert quality (issue 2)", report
-        )
+        replace_section(ROOT / "docs" / "PERFORMANCE.md", "expert_quality", "Expert quality (issue 2)", report)
     sys.exit(0 if all(r[-1] for r in rows) else 1)
 
 

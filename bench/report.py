@@ -28,11 +28,7 @@ def replace_section(path: Path, key: str, title: str, body: str) -> None:
     """Put ``body`` between this benchmark's markers, appending the section the first time."""
     start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->"
     block = f"{start}\n## {title}\n\n{body}\n{end}"
-    text = (
-        path.read_text() if path.exists() else "# Performance\n\nWhat the benchmarks in `bench/` measured.\n"
-    )
+    text = path.read_text() if path.exists() else "# Performance\n\nWhat the benchmarks in `bench/` measured.\n"
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
-    text = (
-        pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    )
+    text = pattern.sub(lambda _m: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)

@@ -125,11 +125,7 @@ class ExpertManifest(_Strict):
         for path in paths:
             if path in (MANIFEST_FILE, SIGNATURE_FILE):
                 raise ValueError(f"{path} cannot list itself")
-            if not (
-                path.endswith(".safetensors")
-                or path in OPTIONAL_FILES
-                or path == "model.safetensors.index.json"
-            ):
+            if not (path.endswith(".safetensors") or path in OPTIONAL_FILES or path == "model.safetensors.index.json"):
                 raise ValueError(f"{path} is not a file an expert package may hold")
         if not any(p.endswith(".safetensors") for p in paths):
             raise ValueError("the package holds no safetensors file")
@@ -143,9 +139,7 @@ class ExpertManifest(_Strict):
 def canonical_json(value: BaseModel | dict) -> bytes:
     """Sorted keys, no whitespace, UTF-8: the same manifest always has the same bytes."""
     data = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
-    return json.dumps(
-        data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode()
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -164,13 +158,9 @@ def parse_manifest(data: bytes) -> ExpertManifest:
     if not isinstance(data, bytes | bytearray):
         raise BarFedError("MANIFEST_INVALID", "the manifest must be bytes.")
     if len(data) > MAX_MANIFEST_BYTES:
-        raise BarFedError(
-            "MANIFEST_TOO_LARGE", f"expert.json is {len(data)} bytes; the limit is {MAX_MANIFEST_BYTES}."
-        )
+        raise BarFedError("MANIFEST_TOO_LARGE", f"expert.json is {len(data)} bytes; the limit is {MAX_MANIFEST_BYTES}.")
     try:
-        raw = json.loads(
-            bytes(data).decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants
-        )
+        raw = json.loads(bytes(data).decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise BarFedError("MANIFEST_INVALID", f"expert.json is not valid JSON ({exc}).") from None
     if not isinstance(raw, dict):
@@ -180,17 +170,14 @@ def parse_manifest(data: bytes) -> ExpertManifest:
         # Validate the bytes in strict JSON mode: ISO strings become datetimes, nothing else is coerced.
         return ExpertManifest.model_validate_json(bytes(data))
     except (ValidationError, ValueError, RecursionError, TypeError) as exc:
-        raise BarFedError(
-            "MANIFEST_INVALID", f"expert.json is not a valid expert manifest: {_summary(exc)}"
-        ) from None
+        raise BarFedError("MANIFEST_INVALID", f"expert.json is not a valid expert manifest: {_summary(exc)}") from None
 
 
 def _summary(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         return (
             "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
-                for err in exc.errors()[:5]
+                f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()[:5]
             )
             + "."
         )
@@ -207,10 +194,7 @@ def file_sha256(path: Path) -> str:
 
 
 def describe_files(directory: Path, paths: list[str]) -> list[PackageFile]:
-    return [
-        PackageFile(path=p, size=(directory / p).stat().st_size, sha256=file_sha256(directory / p))
-        for p in paths
-    ]
+    return [PackageFile(path=p, size=(directory / p).stat().st_size, sha256=file_sha256(directory / p)) for p in paths]
 
 
 def read_package(directory: str | Path) -> ExpertManifest:
@@ -221,16 +205,15 @@ def read_package(directory: str | Path) -> ExpertManifest:
     directory = Path(directory)
     manifest_path = directory / MANIFEST_FILE
     if not manifest_path.is_file():
-        raise BarFedError(
-            "PACKAGE_NO_MANIFEST", f"{directory} has no {MANIFEST_FILE}; is it an expert package?"
-        )
+        raise BarFedError("PACKAGE_NO_MANIFEST", f"{directory} has no {MANIFEST_FILE}; is it an expert package?")
     if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
         raise BarFedError("MANIFEST_TOO_LARGE", f"{MANIFEST_FILE} is larger than {MAX_MANIFEST_BYTES} bytes.")
     manifest = parse_manifest(manifest_path.read_bytes())
     listed = {f.path: f for f in manifest.files}
-    present = {
-        p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file() or p.is_symlink()
-    } - {MANIFEST_FILE, SIGNATURE_FILE}
+    present = {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file() or p.is_symlink()} - {
+        MANIFEST_FILE,
+        SIGNATURE_FILE,
+    }
     if extra := sorted(present - set(listed)):
         raise BarFedError("PACKAGE_EXTRA_FILE", f"{extra[0]} is in the package but not in {MANIFEST_FILE}.")
     if missing := sorted(set(listed) - present):
@@ -238,9 +221,7 @@ def read_package(directory: str | Path) -> ExpertManifest:
     for path, entry in listed.items():
         target = directory / path
         if target.is_symlink():
-            raise BarFedError(
-                "PACKAGE_EXTRA_FILE", f"{path} is a symbolic link; packages hold plain files only."
-            )
+            raise BarFedError("PACKAGE_EXTRA_FILE", f"{path} is a symbolic link; packages hold plain files only.")
         if target.stat().st_size != entry.size:
             raise BarFedError(
                 "PACKAGE_FILE_SIZE",

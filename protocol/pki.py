@@ -53,9 +53,7 @@ def generate_private_key() -> ec.EllipticCurvePrivateKey:
 
 def private_key_pem(key: ec.EllipticCurvePrivateKey, passphrase: str | None = None) -> bytes:
     encryption = (
-        serialization.BestAvailableEncryption(passphrase.encode())
-        if passphrase
-        else serialization.NoEncryption()
+        serialization.BestAvailableEncryption(passphrase.encode()) if passphrase else serialization.NoEncryption()
     )
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
 
@@ -65,18 +63,14 @@ def public_key_pem(key: ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey) 
     return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
-def write_private_key(
-    path: str | Path, key: ec.EllipticCurvePrivateKey, passphrase: str | None = None
-) -> Path:
+def write_private_key(path: str | Path, key: ec.EllipticCurvePrivateKey, passphrase: str | None = None) -> Path:
     """Write a PKCS#8 PEM key readable by its owner only (mode 0600), never overwriting one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise BarFedError(
-            "KEY_EXISTS", f"{path} already exists; refusing to overwrite a private key."
-        ) from None
+        raise BarFedError("KEY_EXISTS", f"{path} already exists; refusing to overwrite a private key.") from None
     with os.fdopen(fd, "wb") as fh:
         fh.write(private_key_pem(key, passphrase))
     return path
@@ -85,9 +79,7 @@ def write_private_key(
 def load_private_key(path: str | Path, passphrase: str | None = None) -> ec.EllipticCurvePrivateKey:
     path = Path(path)
     try:
-        key = serialization.load_pem_private_key(
-            path.read_bytes(), passphrase.encode() if passphrase else None
-        )
+        key = serialization.load_pem_private_key(path.read_bytes(), passphrase.encode() if passphrase else None)
     except FileNotFoundError:
         raise BarFedError("KEY_NOT_FOUND", f"no private key at {path}.") from None
     except TypeError:
@@ -95,9 +87,7 @@ def load_private_key(path: str | Path, passphrase: str | None = None) -> ec.Elli
             "KEY_PASSPHRASE", f"{path} is encrypted; give its passphrase (or none if it is not encrypted)."
         ) from None
     except ValueError:
-        raise BarFedError(
-            "KEY_INVALID", f"{path} is not a PEM private key or the passphrase is wrong."
-        ) from None
+        raise BarFedError("KEY_INVALID", f"{path} is not a PEM private key or the passphrase is wrong.") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, ec.SECP256R1):
         raise BarFedError("KEY_INVALID", f"{path} is not an EC P-256 key; the federation uses P-256 only.")
     return key
@@ -237,9 +227,7 @@ def issue_client_certificate(
             x509.SubjectAlternativeName([x509.UniformResourceIdentifier(ORG_URI_PREFIX + org_id)]),
             critical=False,
         )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
 
@@ -258,9 +246,7 @@ def issue_server_certificate(
     now = _now()
     return (
         x509.CertificateBuilder()
-        .subject_name(
-            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, next(iter(hostnames), "coordinator"))])
-        )
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, next(iter(hostnames), "coordinator"))]))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
@@ -277,11 +263,7 @@ def org_id_of(cert: x509.Certificate) -> str:
     """The org id a client certificate is bound to (its URI SAN, which must agree with its CN)."""
     try:
         sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        uris = [
-            u
-            for u in sans.get_values_for_type(x509.UniformResourceIdentifier)
-            if u.startswith(ORG_URI_PREFIX)
-        ]
+        uris = [u for u in sans.get_values_for_type(x509.UniformResourceIdentifier) if u.startswith(ORG_URI_PREFIX)]
     except x509.ExtensionNotFound:
         uris = []
     cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
@@ -300,20 +282,14 @@ def verify_client_certificate(
     try:
         cert.verify_directly_issued_by(ca_cert)
     except (ValueError, TypeError, InvalidSignature):
-        raise BarFedError(
-            "CERT_UNTRUSTED", "the certificate was not issued by this federation's CA."
-        ) from None
+        raise BarFedError("CERT_UNTRUSTED", "the certificate was not issued by this federation's CA.") from None
     moment = at or _now()
     if moment < cert.not_valid_before_utc:
-        raise BarFedError(
-            "CERT_NOT_YET_VALID", "the certificate is not valid yet; check the machine's clock."
-        )
+        raise BarFedError("CERT_NOT_YET_VALID", "the certificate is not valid yet; check the machine's clock.")
     if moment > cert.not_valid_after_utc:
         raise BarFedError("CERT_EXPIRED", "the certificate has expired; enroll again to get a new one.")
     if cert.serial_number in set(revoked_serials):
-        raise BarFedError(
-            "CERT_REVOKED", "the certificate has been revoked; contact the federation operator."
-        )
+        raise BarFedError("CERT_REVOKED", "the certificate has been revoked; contact the federation operator.")
     try:
         usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:

@@ -11,7 +11,8 @@ failure maps to its own stable code, so a node or an operator learns exactly wha
 
 from __future__ import annotations
 
-import re
+import base64
+import json
 import tempfile
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from model_signing import hashing, signing, verifying
 
 from protocol.errors import BarFedError
-from protocol.package import MANIFEST_FILE, SIGNATURE_FILE
+from protocol.package import MANIFEST_FILE, SIGNATURE_FILE, file_sha256
 
 MAX_SIGNATURE_BYTES = 1024 * 1024
 
@@ -47,13 +48,9 @@ def verify_directory(directory: str | Path, public_key_pem: bytes) -> None:
     directory = Path(directory)
     signature = directory / SIGNATURE_FILE
     if not signature.is_file():
-        raise BarFedError(
-            "SIGNATURE_MISSING", f"{directory} has no {SIGNATURE_FILE}; sign it before submitting."
-        )
+        raise BarFedError("SIGNATURE_MISSING", f"{directory} has no {SIGNATURE_FILE}; sign it before submitting.")
     if signature.stat().st_size > MAX_SIGNATURE_BYTES:
-        raise BarFedError(
-            "SIGNATURE_MALFORMED", f"{SIGNATURE_FILE} is larger than {MAX_SIGNATURE_BYTES} bytes."
-        )
+        raise BarFedError("SIGNATURE_MALFORMED", f"{SIGNATURE_FILE} is larger than {MAX_SIGNATURE_BYTES} bytes.")
     with tempfile.NamedTemporaryFile(suffix=".pub") as key_file:
         key_file.write(public_key_pem)
         key_file.flush()
@@ -68,7 +65,7 @@ def verify_directory(directory: str | Path, public_key_pem: bytes) -> None:
                 "SIGNATURE_INVALID", "the signature does not verify with the organization's pinned key."
             ) from None
         except ValueError as exc:
-            raise _classify(str(exc)) from None
+            raise _classify(str(exc), directory) from None
         except Exception as exc:  # a bundle that does not even parse (JSON, protobuf, base64)
             raise BarFedError(
                 "SIGNATURE_MALFORMED",
@@ -76,38 +73,40 @@ def verify_directory(directory: str | Path, public_key_pem: bytes) -> None:
             ) from None
 
 
-def _classify(message: str) -> BarFedError:
+def _signed_digests(signature: Path) -> dict[str, str]:
+    """name → sha256 of every file the (already verified) bundle's in-toto statement covers."""
+    bundle = json.loads(signature.read_text(encoding="utf-8"))
+    statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+    return {r["name"]: r["digest"] for r in statement["predicate"]["resources"]}
+
+
+def _classify(message: str, directory: Path) -> BarFedError:
+    """Name what differs between the signed content and the directory, once the signature itself verified."""
     if message.startswith("Key mismatch"):
         return BarFedError(
-            "SIGNATURE_WRONG_KEY",
-            "the package was signed with a key other than this organization's pinned key.",
+            "SIGNATURE_WRONG_KEY", "the package was signed with a key other than the organization's pinned key."
         )
     if not message.startswith("Signature mismatch"):
         return BarFedError("SIGNATURE_MALFORMED", f"{SIGNATURE_FILE} is not a valid bundle: {message[:200]}")
-    extra = _listed(r"Extra files found in model '[^']*': ([^'\]\"]*)", message)
-    missing = _listed(r"Missing files in model '[^']*': ([^'\]\"]*)", message)
-    modified = re.findall(r"Hash mismatch for '([^']+)'", message)
+    signed = _signed_digests(directory / SIGNATURE_FILE)
+    actual = {
+        p.relative_to(directory).as_posix(): file_sha256(p)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != SIGNATURE_FILE
+    }
+    extra = sorted(set(actual) - set(signed))
+    missing = sorted(set(signed) - set(actual))
+    modified = sorted(name for name in set(signed) & set(actual) if signed[name] != actual[name])
     # The manifest binds the package's identity (org, domain, version, nonce): when it differs from the
     # signed one and so does anything else, the signature belongs to another package.
     if MANIFEST_FILE in modified and (extra or missing or len(modified) > 1):
         return BarFedError(
             "SIGNATURE_NOT_FOR_PACKAGE",
-            "model.sig was made for another package (its manifest and files differ); "
-            "use this package's own signature.",
+            "model.sig was made for another package (its manifest and files differ); use this package's own signature.",
         )
     if extra:
-        return BarFedError(
-            "PACKAGE_UNSIGNED_FILE", f"{extra[0]} is not covered by the signature; remove it or re-sign."
-        )
+        return BarFedError("PACKAGE_UNSIGNED_FILE", f"{extra[0]} is not covered by the signature; remove it.")
     if missing:
-        return BarFedError(
-            "PACKAGE_SIGNED_FILE_MISSING", f"{missing[0]} was signed but is missing from the package."
-        )
-    return BarFedError(
-        "PACKAGE_FILE_MODIFIED", f"{modified[0] if modified else 'a file'} changed after it was signed."
-    )
-
-
-def _listed(pattern: str, message: str) -> list[str]:
-    match = re.search(pattern, message)
-    return [p.strip() for p in match.group(1).split(",")] if match else []
+        return BarFedError("PACKAGE_SIGNED_FILE_MISSING", f"{missing[0]} was signed but is missing; restore it.")
+    changed = modified[0] if modified else "a file"
+    return BarFedError("PACKAGE_FILE_MODIFIED", f"{changed} changed after it was signed; rebuild the package.")

@@ -32,9 +32,7 @@ def micro_expert(micro, tmp_path_factory) -> Path:
     from bar_model.recipe import load_expert_recipe
 
     out = tmp_path_factory.mktemp("expert") / "vowels"
-    train_expert(
-        micro["branch"], "test-vowels", "mid,sft,rl", out, load_expert_recipe("micro"), progress=False
-    )
+    train_expert(micro["branch"], "test-vowels", "mid,sft,rl", out, load_expert_recipe("micro"), progress=False)
     return out
 
 

@@ -114,9 +114,7 @@ class GeneralDomain(Domain):
 
     def document(self, rng: random.Random) -> str:
         """One to four sentences: mostly a little story, sometimes a worked instruction as prose."""
-        sentences = [
-            _task(rng)[2] if rng.random() < 0.3 else _story_sentence(rng) for _ in range(rng.randint(1, 4))
-        ]
+        sentences = [_task(rng)[2] if rng.random() < 0.3 else _story_sentence(rng) for _ in range(rng.randint(1, 4))]
         return " ".join(sentences)
 
 

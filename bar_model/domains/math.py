@@ -113,9 +113,7 @@ def _word_problem(rng: random.Random) -> tuple[str, list[str], int]:
         a, b, c = rng.randint(2, 20), rng.randint(2, 9), rng.randint(2, 9)
         x = b * c
         r = a + x
-        prompt = (
-            f"{name} has {a} {items} and buys {b} bags of {c} {items}. How many {items} does {name} have?"
-        )
+        prompt = f"{name} has {a} {items} and buys {b} bags of {c} {items}. How many {items} does {name} have?"
         return prompt, [f"{b}*{c}={x}.", f"{a}+{x}={r}."], r
     if kind == 1:
         a = rng.randint(5, 20)
@@ -135,16 +133,12 @@ def _word_problem(rng: random.Random) -> tuple[str, list[str], int]:
         a, b, c, d = rng.randint(2, 6), rng.randint(2, 6), rng.randint(2, 6), rng.randint(2, 6)
         x, y = a * b, c * d
         r = x + y
-        prompt = (
-            f"{name} buys {a} packs of {b} {items} and {c} packs of {d} {items}. How many {items} in all?"
-        )
+        prompt = f"{name} buys {a} packs of {b} {items} and {c} packs of {d} {items}. How many {items} in all?"
         return prompt, [f"{a}*{b}={x}.", f"{c}*{d}={y}.", f"{x}+{y}={r}."], r
     b, x = rng.randint(2, 10), rng.randint(1, 10)
     t, c = b * x, rng.randint(2, b)
     r = x * c
-    prompt = (
-        f"{name} splits {t} {items} into {b} equal groups and takes {c} groups. How many {items} is that?"
-    )
+    prompt = f"{name} splits {t} {items} into {b} equal groups and takes {c} groups. How many {items} is that?"
     return prompt, [f"{t}/{b}={x}.", f"{x}*{c}={r}."], r
 
 

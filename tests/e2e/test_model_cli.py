@@ -76,13 +76,9 @@ def test_killed_training_resumes_and_never_exposes_a_partial_expert(micro, tmp_p
         "--recipe",
         str(slow),
     ]
-    proc = subprocess.Popen(
-        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 240
-    while time.time() < deadline and not list(
-        (partial / "runs" / "sft").glob("checkpoint-*/trainer_state.json")
-    ):
+    while time.time() < deadline and not list((partial / "runs" / "sft").glob("checkpoint-*/trainer_state.json")):
         assert proc.poll() is None, "training finished before it could be interrupted"
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)

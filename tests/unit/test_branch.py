@@ -29,9 +29,7 @@ def test_slots_router_and_shared_weights(micro):
     for key in anchor:
         if ".mlp." not in key:
             assert torch.equal(branch.tensor(key), anchor.tensor(key)), key
-    assert (micro["branch"] / "tokenizer.json").read_bytes() == (
-        micro["anchor"] / "tokenizer.json"
-    ).read_bytes()
+    assert (micro["branch"] / "tokenizer.json").read_bytes() == (micro["anchor"] / "tokenizer.json").read_bytes()
 
 
 def test_branch_without_base_computes_exactly_the_anchor(micro, tmp_path):

@@ -221,9 +221,7 @@ def test_code_expression_scoring() -> None:
 
 def test_code_trace_scoring() -> None:
     code = get_domain("code")
-    example = Example(
-        "What does this program print?\na = 3\nb = a + 4\nprint(b * 2)", "a=3. b=7. Output: 14", "14"
-    )
+    example = Example("What does this program print?\na = 3\nb = a + 4\nprint(b * 2)", "a=3. b=7. Output: 14", "14")
     assert code.score(example, "Output: 14") == 1.0
     assert code.score(example, "a=3. b=7. Output: 14") == 1.0
     assert code.score(example, "14") == 0.0
@@ -335,10 +333,7 @@ def test_tool_use_scoring() -> None:
     right = _call("get_weather", city="Paris", unit="celsius")
     assert tools.score(example, right) == 1.0
     assert tools.score(example, f"\n  {right}  \n") == 1.0
-    assert (
-        tools.score(example, '{"arguments": {"unit": "celsius", "city": "Paris"}, "name": "get_weather"}')
-        == 1.0
-    )
+    assert tools.score(example, '{"arguments": {"unit": "celsius", "city": "Paris"}, "name": "get_weather"}') == 1.0
     cases = {
         "wrong tool": (_call("set_timer", minutes=5), 0.1),
         "missing argument": (_call("get_weather", city="Paris"), 0.2),

@@ -22,9 +22,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def expert(micro, tmp_path_factory):
     out = tmp_path_factory.mktemp("expert") / "vowels"
-    train_expert(
-        micro["branch"], "test-vowels", "mid,sft,rl", out, load_expert_recipe("micro"), progress=False
-    )
+    train_expert(micro["branch"], "test-vowels", "mid,sft,rl", out, load_expert_recipe("micro"), progress=False)
     return out
 
 
@@ -54,9 +52,7 @@ def test_each_stage_trains_exactly_what_the_schedule_allows(micro, expert, stage
         part = part_of(name)
         if part in ("expert_ffn", "router"):
             assert torch.equal(tensor[0], anchor[name][0]), f"{stage}: slot/row 0 of {name} moved"
-            assert not torch.equal(tensor[1:], before[name][1:]), (
-                f"{stage}: domain slot of {name} did not train"
-            )
+            assert not torch.equal(tensor[1:], before[name][1:]), f"{stage}: domain slot of {name} did not train"
         elif part in SCHEDULE[stage]:
             assert not torch.equal(tensor, before[name]), f"{stage}: {name} should train but did not change"
         else:
@@ -70,9 +66,7 @@ def test_sft_loss_covers_only_assistant_tokens(micro, tmp_path):
     recipe = load_expert_recipe("micro").sft
     examples = get_domain("math").sft(8)
     freeze = StageFreeze(model, "sft")
-    trainer = chat_trainer(
-        model, tokenizer, examples, recipe, tmp_path, seed=0, freeze=freeze, progress=False
-    )
+    trainer = chat_trainer(model, tokenizer, examples, recipe, tmp_path, seed=0, freeze=freeze, progress=False)
     batch = next(iter(trainer.get_train_dataloader()))
     assistant = tokenizer.convert_tokens_to_ids("<|assistant|>")
     for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"], strict=True):

@@ -98,9 +98,7 @@ def test_arbitrary_bytes_raise_only_the_project_error(data):
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
-    ),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
     max_leaves=30,
 )
 manifest_keys = st.sampled_from([*ExpertManifest.model_fields, "extra", ""])

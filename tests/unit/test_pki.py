@@ -36,9 +36,7 @@ def test_encrypted_private_key_needs_its_passphrase(tmp_path):
     key = pki.generate_private_key()
     path = pki.write_private_key(tmp_path / "org.key", key, passphrase="correct horse")
     assert b"ENCRYPTED" in path.read_bytes()
-    assert pki.public_key_fingerprint(
-        pki.load_private_key(path, "correct horse")
-    ) == pki.public_key_fingerprint(key)
+    assert pki.public_key_fingerprint(pki.load_private_key(path, "correct horse")) == pki.public_key_fingerprint(key)
     _expect("KEY_PASSPHRASE", pki.load_private_key, path)
     _expect("KEY_INVALID", pki.load_private_key, path, "wrong")
 

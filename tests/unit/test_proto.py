@@ -24,9 +24,7 @@ def test_package_is_versioned_and_service_complete():
     assert methods["FetchAnchor"] == (False, True)
     assert methods["WriteChunks"] == (True, False)
     assert methods["WatchReleases"] == (False, True)
-    assert {"Enroll", "GetEnrollment", "CreateUpload", "GetUpload", "CommitUpload", "GetSubmission"} <= set(
-        methods
-    )
+    assert {"Enroll", "GetEnrollment", "CreateUpload", "GetUpload", "CommitUpload", "GetSubmission"} <= set(methods)
 
 
 @pytest.mark.parametrize("message", list(barfed_pb2.DESCRIPTOR.message_types_by_name.values()))
