@@ -51,7 +51,7 @@ class LoopRecipe(_Strict):
     max_grad_norm: float = Field(default=1.0, gt=0)
     max_length: int = Field(default=128, gt=8)
     save_steps: int = Field(default=100, gt=0)
-    gradient_checkpointing: bool = False  # trade compute for memory on large models
+    activation_checkpointing: bool = False  # trade compute for memory on large models
 
 
 class PretrainRecipe(LoopRecipe):

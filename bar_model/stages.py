@@ -12,6 +12,7 @@ import random
 import re
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import datasets
@@ -25,6 +26,8 @@ from bar_model.recipe import LoopRecipe, RlRecipe
 from bar_model.zloss import RouterZLoss, ZLossTrainerMixin
 
 log = logging.getLogger(__name__)
+# TRL 1.16 still calls a transformers attribute renamed in v5; the warning is theirs, not the user's.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 class BarSFTTrainer(ZLossTrainerMixin, SFTTrainer):
@@ -73,7 +76,7 @@ def _args(loop: LoopRecipe, work_dir: Path, seed: int, progress: bool) -> dict:
         "dataloader_num_workers": 0,
         "dataloader_pin_memory": torch.cuda.is_available(),
         "disable_tqdm": not progress,
-        "gradient_checkpointing": loop.gradient_checkpointing,
+        "activation_checkpointing": loop.activation_checkpointing,
     }
 
 
@@ -102,7 +105,7 @@ def _run(trainer) -> dict:
     finally:
         if trainer.z_loss is not None:
             trainer.z_loss.remove()
-        if trainer.args.gradient_checkpointing:
+        if trainer.args.activation_checkpointing:
             trainer.model.gradient_checkpointing_disable()
         trainer.model.eval()  # left in train mode, generate() silently misbehaves
     history = [h for h in trainer.state.log_history if "loss" in h]
