@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from accelerate import PartialState
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from protocol.errors import BarFedError
+from protocol.fingerprint import safetensors_header
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -51,8 +53,39 @@ def read_config(directory: str | Path) -> dict:
     return config
 
 
+DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+}
+
+
+@dataclass(frozen=True)
+class _Entry:
+    path: Path
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+
 class SafetensorsCheckpoint:
-    """Lazy, memory-mapped access to the tensors of a checkpoint directory (single file or sharded)."""
+    """Lazy access to the tensors of a checkpoint directory (single file or sharded), one tensor at a time.
+
+    Tensors are read with plain positioned reads rather than memory-mapping: mapped pages stay in the
+    process's resident set once touched, which would make streaming a 7B merge cost the whole inputs'
+    size in RSS. Every header is size-checked and every tensor's byte range validated against its dtype,
+    shape and the file's length, so an untrusted file cannot make us read out of bounds.
+    """
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
@@ -66,34 +99,66 @@ class SafetensorsCheckpoint:
             pickled = any(self.directory.glob("*.bin")) or any(self.directory.glob("*.pt"))
             hint = " It holds pickle weights, which are never loaded; convert them to safetensors." if pickled else ""
             raise BarFedError("NO_SAFETENSORS", f"{self.directory} has no safetensors weights.{hint}")
-        self._handles = {}
-        self._where: dict[str, str] = {}
+        self._entries: dict[str, _Entry] = {}
         for name in files:
             path = self.directory / name
-            if not path.is_file() or path.parent.resolve() != self.directory.resolve():
+            if "/" in name or not path.is_file():
                 raise BarFedError("NO_SAFETENSORS", f"{self.directory} lists a missing shard {name!r}.")
-            handle = safe_open(str(path), framework="pt")
-            self._handles[name] = handle
-            for key in handle.keys():  # noqa: SIM118 (safe_open is not a dict)
-                self._where[key] = name
+            self._index_file(path)
+
+    def _index_file(self, path: Path) -> None:
+        header = safetensors_header(path)
+        with open(path, "rb") as fh:
+            data_start = 8 + int.from_bytes(fh.read(8), "little")
+        size = path.stat().st_size
+        for key, entry in header.items():
+            if key == "__metadata__":
+                continue
+            try:
+                dtype, shape = DTYPES[entry["dtype"]], tuple(int(d) for d in entry["shape"])
+                begin, finish = (int(o) for o in entry["data_offsets"])
+            except (KeyError, TypeError, ValueError):
+                raise BarFedError(
+                    "BAD_SAFETENSORS", f"{path.name}: tensor {key!r} has an invalid header entry."
+                ) from None
+            nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+            if min(shape, default=0) < 0 or finish - begin != nbytes or begin < 0 or data_start + finish > size:
+                raise BarFedError(
+                    "BAD_SAFETENSORS", f"{path.name}: tensor {key!r} does not fit its declared dtype, shape or file."
+                )
+            if key in self._entries:
+                raise BarFedError("BAD_SAFETENSORS", f"tensor {key!r} appears in two shards of {self.directory}.")
+            self._entries[key] = _Entry(path, entry["dtype"], shape, data_start + begin, data_start + finish)
 
     def keys(self) -> list[str]:
-        return list(self._where)
+        return list(self._entries)
 
     def __iter__(self):
-        return iter(list(self._where))
+        return iter(list(self._entries))
 
     def __contains__(self, key: str) -> bool:
-        return key in self._where
+        return key in self._entries
 
     def shape(self, key: str) -> tuple[int, ...]:
-        return tuple(self._handles[self._where[key]].get_slice(key).get_shape())
+        return self._entries[key].shape
 
     def dtype(self, key: str) -> str:
-        return self._handles[self._where[key]].get_slice(key).get_dtype()
+        return self._entries[key].dtype
+
+    def nbytes(self, key: str) -> int:
+        entry = self._entries[key]
+        return entry.end - entry.start
 
     def tensor(self, key: str) -> torch.Tensor:
-        return self._handles[self._where[key]].get_tensor(key)
+        entry = self._entries[key]
+        buffer = bytearray(entry.end - entry.start)
+        with open(entry.path, "rb") as fh:
+            fh.seek(entry.start)
+            if fh.readinto(buffer) != len(buffer):
+                raise BarFedError("BAD_SAFETENSORS", f"{entry.path.name} is truncated inside tensor {key!r}.")
+        if not buffer:
+            return torch.empty(entry.shape, dtype=DTYPES[entry.dtype])
+        return torch.frombuffer(buffer, dtype=DTYPES[entry.dtype]).reshape(entry.shape)
 
 
 class ShardedSafetensorsWriter:

@@ -22,7 +22,7 @@ from transformers import AutoTokenizer, FlexOlmoForCausalLM
 
 from bar_model.branch import init_anchor
 from bar_model.checkpoint import atomic_directory, on_main_process, read_config, write_json
-from bar_model.domains import get_domain
+from bar_model.domains import Domain, get_domain
 from bar_model.freezing import StageFreeze, check_unchanged, fingerprint_frozen
 from bar_model.recipe import ExpertRecipe, parse_stages
 from bar_model.stages import mixed_sft_examples, train_chat, train_language_model, train_rl
@@ -92,7 +92,7 @@ def _run_stage(stage: str, model, tokenizer, domain, recipe: ExpertRecipe, work:
 
 def train_expert(
     anchor_dir: str | Path,
-    domain_name: str,
+    domain_name: str | Domain,
     stages: str | list[str],
     out_dir: str | Path,
     recipe: ExpertRecipe,
@@ -101,7 +101,7 @@ def train_expert(
     progress: bool = True,
 ) -> Path:
     """Train (or resume training) the expert for ``domain_name`` and publish it at ``out_dir``."""
-    domain = get_domain(domain_name)
+    domain = domain_name if isinstance(domain_name, Domain) else get_domain(domain_name)
     stages = parse_stages(stages) if isinstance(stages, str) else parse_stages(",".join(stages))
     anchor_dir, out_dir = Path(anchor_dir), Path(out_dir)
     if out_dir.exists():

@@ -106,6 +106,19 @@ class ExpertRecipe(_Strict):
         return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()
 
 
+class RouterRecipe(LoopRecipe):
+    """How the coordinator trains a merged model's router (DESIGN §2, "Route")."""
+
+    name: str
+    seed: int = 0
+    router_z_loss: float = Field(default=0.001, ge=0)
+    fraction: float = Field(default=0.05, gt=0, le=1, description="share of each domain's SFT data sampled")
+    examples_per_domain: int | None = Field(default=None, gt=0, description="overrides fraction when set")
+    domain_pool: int = Field(gt=0, description="SFT examples each expert saw from its domain")
+    general_pool: int = Field(gt=0, description="general SFT examples the anchor saw")
+    top_k: int | None = Field(default=None, gt=0, description="experts per token; all of them when unset")
+
+
 def _load(kind: str, name_or_path: str | Path, model: type[_Strict]) -> _Strict:
     path = Path(name_or_path)
     if not path.suffix:  # a named recipe
@@ -134,6 +147,10 @@ def load_base_recipe(name_or_path: str | Path = "tiny") -> BaseRecipe:
 
 def load_expert_recipe(name_or_path: str | Path = "tiny") -> ExpertRecipe:
     return _load("expert", name_or_path, ExpertRecipe)  # type: ignore[return-value]
+
+
+def load_router_recipe(name_or_path: str | Path = "tiny") -> RouterRecipe:
+    return _load("router", name_or_path, RouterRecipe)  # type: ignore[return-value]
 
 
 def parse_stages(text: str) -> list[str]:

@@ -94,7 +94,7 @@ def build_trainer(trainer_cls, model, args, freeze: StageFreeze | None, z_loss_c
     return trainer
 
 
-def _run(trainer) -> dict:
+def run_trainer(trainer) -> dict:
     """Train (resuming from the newest checkpoint if there is one) and summarise the log history."""
     resume = latest_checkpoint(Path(trainer.args.output_dir))
     if resume:
@@ -144,7 +144,7 @@ def train_language_model(
         dataset_text_field="text",
     )
     dataset = Dataset.from_dict({"text": texts})
-    return _run(
+    return run_trainer(
         build_trainer(
             BarSFTTrainer,
             model,
@@ -202,7 +202,7 @@ def chat_trainer(
 
 def train_chat(model, tokenizer, examples: list[Example], loop: LoopRecipe, work_dir: Path, **kwargs) -> dict:
     """Supervised fine-tuning on chats (see ``chat_trainer``)."""
-    return _run(chat_trainer(model, tokenizer, examples, loop, work_dir, **kwargs))
+    return run_trainer(chat_trainer(model, tokenizer, examples, loop, work_dir, **kwargs))
 
 
 def mixed_sft_examples(domain: Domain, general: Domain, n: int, general_mix: float, seed: int) -> list[Example]:
@@ -216,11 +216,11 @@ def mixed_sft_examples(domain: Domain, general: Domain, n: int, general_mix: flo
 def domain_reward_function(domain: Domain):
     """A TRL reward function scoring completions with the domain's verifiable reward."""
 
-    def reward(prompts, completions, user, response, answer, **_kwargs) -> list[float]:
+    def reward(prompts, completions, user, response, answer, source, **_kwargs) -> list[float]:
         texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
         return [
-            domain.reward(Example(prompt=u, response=r, answer=a), text)
-            for u, r, a, text in zip(user, response, answer, texts, strict=True)
+            domain.reward(Example(prompt=u, response=r, answer=a, domain=d), text)
+            for u, r, a, d, text in zip(user, response, answer, source, texts, strict=True)
         ]
 
     reward.__name__ = f"{domain.name}_reward"
@@ -257,11 +257,12 @@ def train_rl(
                 "user": e.prompt,
                 "response": e.response,
                 "answer": e.answer,
+                "source": e.domain,
             }
             for e in examples
         ]
     )
-    return _run(
+    return run_trainer(
         build_trainer(
             BarGRPOTrainer,
             model,

@@ -67,3 +67,14 @@ def _register_test_domain() -> None:
 
 
 _register_test_domain()
+
+
+@pytest.fixture(scope="session")
+def micro_math(micro, tmp_path_factory) -> Path:
+    """A second micro expert, for merges of two."""
+    from bar_model.expert import train_expert
+    from bar_model.recipe import load_expert_recipe
+
+    out = tmp_path_factory.mktemp("expert") / "math"
+    train_expert(micro["branch"], "math", "mid,sft,rl", out, load_expert_recipe("micro"), progress=False)
+    return out

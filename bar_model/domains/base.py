@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import random
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from protocol.errors import BarFedError
 
@@ -25,6 +25,7 @@ class Example:
     prompt: str
     response: str
     answer: str
+    domain: str = ""  # the domain that drew it (set by `Domain`), so mixtures can score it
 
 
 class Domain(ABC):
@@ -61,7 +62,7 @@ class Domain(ABC):
         for _ in range(max_tries):
             example = self.sample(rng)
             if self.split_of(example.prompt) == split:
-                return example
+                return replace(example, domain=self.name)
         raise BarFedError(
             "DOMAIN_EXHAUSTED",
             f"domain {self.name!r} could not draw a {split} problem in {max_tries} tries; "

@@ -1,0 +1,187 @@
+"""Route: train only the merged model's router on a small stratified sample of every domain's SFT data.
+
+DESIGN §2: masked cross-entropy (assistant tokens) + router z-loss 0.001, AdamW without weight decay,
+3% warm-up then linear decay; dense routing (top-k = all experts) by default, any smaller k works.
+A domain whose organization shares no sample can have its router row initialised from the mean hidden
+state of its own data under the anchor (FlexOlmo's domain-informed router), computed on its own node.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoTokenizer, FlexOlmoForCausalLM
+
+from bar_model.checkpoint import atomic_directory, write_json
+from bar_model.domains import Example, get_domain
+from bar_model.freezing import part_of
+from bar_model.merge import ANCHOR_SLOT, MERGE_CARD, merge_card
+from bar_model.recipe import RouterRecipe
+from bar_model.stages import chat_trainer, run_trainer
+from bar_model.tokenizer import render_prompt
+from protocol.errors import BarFedError
+
+ROUTER_CARD = "bar_router.json"
+
+
+class RouterOnly:
+    """Trainable set for router training: every router row, nothing else, no weight decay."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.params = []
+        for name, param in model.named_parameters():
+            param.requires_grad_(part_of(name) == "router")
+            if param.requires_grad:
+                self.params.append(param)
+        if not self.params:
+            raise BarFedError("WRONG_ARCHITECTURE", "the model has no FlexOlmo router to train.")
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        return [{"params": self.params, "weight_decay": 0.0}]
+
+    def remove(self) -> None:
+        pass
+
+
+def sft_pool_size(domain: str, recipe: RouterRecipe) -> int:
+    """How many SFT examples the domain's expert (or, for the anchor, its general SFT) trained on."""
+    return recipe.general_pool if domain in (ANCHOR_SLOT, "general") else recipe.domain_pool
+
+
+def stratified_sample(slots: list[str], recipe: RouterRecipe, skip: frozenset[str] = frozenset()) -> list[Example]:
+    """The same fraction (or count) of every slot's SFT data; the anchor slot stands for general data."""
+    examples: list[Example] = []
+    for slot in slots:
+        if slot in skip:
+            continue
+        domain = get_domain("general" if slot == ANCHOR_SLOT else slot)
+        pool = sft_pool_size(slot, recipe)
+        count = recipe.examples_per_domain or max(1, round(recipe.fraction * pool))
+        # Same seed as the expert's own SFT data, so this is a sample *of* it, drawn per domain.
+        data = domain.sft(pool, recipe.seed)
+        examples += random.Random(f"router/{slot}/{recipe.seed}").sample(data, min(count, len(data)))
+    random.Random(recipe.seed).shuffle(examples)
+    return examples
+
+
+@torch.no_grad()
+def mean_hidden_states(model, tokenizer, examples: list[Example], batch_size: int = 32) -> torch.Tensor:
+    """[layers, hidden]: the mean hidden state entering each layer's FFN block over ``examples``' tokens.
+
+    Run by an organization on its own node, with the anchor, to initialise its router row without
+    sharing any data (FlexOlmo's domain-informed router).
+    """
+    model.eval()
+    layers = model.model.layers
+    sums = torch.zeros(len(layers), model.config.hidden_size, dtype=torch.float64)
+    count = 0
+    mask_holder: dict[str, torch.Tensor] = {}
+
+    def hook(index):
+        def record(_module, args):
+            hidden = args[0].double()
+            mask = mask_holder["mask"].unsqueeze(-1).double()
+            sums[index] += (hidden * mask).sum(dim=(0, 1))
+
+        return record
+
+    handles = [layer.mlp.register_forward_pre_hook(hook(i)) for i, layer in enumerate(layers)]
+    try:
+        tokenizer.padding_side = "right"
+        for start in range(0, len(examples), batch_size):
+            chats = [
+                render_prompt(tokenizer, e.prompt) + e.response + tokenizer.eos_token
+                for e in examples[start : start + batch_size]
+            ]
+            batch = tokenizer(chats, return_tensors="pt", padding=True, add_special_tokens=False)
+            mask_holder["mask"] = batch["attention_mask"]
+            model(**batch)
+            count += int(batch["attention_mask"].sum())
+    finally:
+        for handle in handles:
+            handle.remove()
+    return (sums / max(count, 1)).float()
+
+
+def _init_rows(model, slots: list[str], init_rows: dict[str, torch.Tensor]) -> None:
+    """Put each domain-informed row in place, scaled to the typical norm of that layer's other rows."""
+    for slot, rows in init_rows.items():
+        index = slots.index(slot)
+        for layer, block in enumerate(model.model.layers):
+            weight = block.mlp.gate.weight
+            others = torch.cat([weight[:index], weight[index + 1 :]]).norm(dim=-1)
+            scale = others.median().item() if others.numel() and others.median() > 0 else 1.0
+            direction = rows[layer] / rows[layer].norm().clamp_min(1e-12)
+            weight.data[index] = (direction * scale).to(weight.dtype)
+
+
+def train_router(
+    merged_dir: str | Path,
+    out_dir: str | Path,
+    recipe: RouterRecipe,
+    *,
+    init_rows: dict[str, torch.Tensor] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train the router of the merged model at ``merged_dir``; write the routed model to ``out_dir``."""
+    merged_dir, out_dir = Path(merged_dir), Path(out_dir)
+    card = merge_card(merged_dir)
+    slots = card["slots"]
+    init_rows = init_rows or {}
+    unknown = sorted(set(init_rows) - set(slots))
+    if unknown:
+        raise BarFedError("UNKNOWN_EXPERT", f"no slot for {unknown}; the merged model has {slots}.")
+    torch.manual_seed(recipe.seed)
+    model = FlexOlmoForCausalLM.from_pretrained(merged_dir, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(merged_dir)
+    if recipe.top_k:
+        if not 1 <= recipe.top_k <= len(slots):
+            raise BarFedError("BAD_TOP_K", f"top-k must be between 1 and {len(slots)}, not {recipe.top_k}.")
+        for block in model.model.layers:
+            block.mlp.gate.top_k = recipe.top_k
+        model.config.num_experts_per_tok = recipe.top_k
+    _init_rows(model, slots, init_rows)
+    # An organization that initialises its row from its own hidden states shares no sample.
+    examples = stratified_sample(slots, recipe, skip=frozenset(init_rows))
+    dtype = model.dtype
+    trainable = RouterOnly(model)
+    work = out_dir.parent / f".{out_dir.name}.router-run"
+    started = time.perf_counter()
+    trainer = chat_trainer(
+        model,
+        tokenizer,
+        examples,
+        recipe,
+        work,
+        seed=recipe.seed,
+        freeze=trainable,
+        z_loss_coef=recipe.router_z_loss,
+        progress=progress,
+    )
+    summary = run_trainer(trainer)
+    with atomic_directory(out_dir) as staging:
+        model.to(dtype).save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        write_json(staging / MERGE_CARD, {**card, "top_k": model.config.num_experts_per_tok})
+        write_json(
+            staging / ROUTER_CARD,
+            {
+                "recipe": recipe.model_dump(),
+                "examples": len(examples),
+                "domain_informed_rows": sorted(init_rows),
+                "summary": summary,
+                "wall_s": round(time.perf_counter() - started, 1),
+            },
+        )
+    shutil.rmtree(work, ignore_errors=True)
+    return out_dir
+
+
+def router_card(directory: str | Path) -> dict:
+    return json.loads((Path(directory) / ROUTER_CARD).read_text())

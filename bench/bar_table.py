@@ -1,0 +1,248 @@
+"""Benchmark: the BAR table at small scale, the expert swap, and cost against the number of experts.
+
+1. Four experts (math, code, tool_use, safety) from the tiny anchor; per-domain and overall held-out
+   scores for the anchor, each expert alone, the weight average, multitask re-training (4x budget),
+   BTX-style (no anchor slot) and BAR (merge + router). Markdown and a PNG chart.
+2. Expert swap: retrain the code expert with 1.5x SFT steps and data, rebuild, and compare.
+3. Cost against N: wall time of merge + router training for N = 2, 4, 8, 16 parametric experts, and of
+   multitask re-training on the same N domains (cheap `scale` recipe for both).
+
+    .venv/bin/python bench/bar_table.py        # about an hour on 2 CPU cores; resumes what exists
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bar_model.base import build_base  # noqa: E402
+from bar_model.baselines import build_btx, train_multitask, weight_average  # noqa: E402
+from bar_model.branch import init_anchor  # noqa: E402
+from bar_model.domains.parametric import parametric_names  # noqa: E402
+from bar_model.evaluate import evaluate, load_model  # noqa: E402
+from bar_model.expert import train_expert  # noqa: E402
+from bar_model.merge import merge_experts  # noqa: E402
+from bar_model.recipe import load_base_recipe, load_expert_recipe, load_router_recipe  # noqa: E402
+from bar_model.router import train_router  # noqa: E402
+from bench.report import machine_line, replace_section  # noqa: E402
+
+EXPERT_DOMAINS = ["math", "code", "tool_use", "safety"]
+COLUMNS = [*EXPERT_DOMAINS, "general"]
+SCALING_N = [2, 4, 8, 16]
+
+
+def scores_of(path: Path, n: int, cache: dict) -> dict[str, float]:
+    if str(path) not in cache:
+        model, tokenizer = load_model(path)
+        cache[str(path)] = evaluate(model, tokenizer, COLUMNS, n=n)
+    return cache[str(path)]
+
+
+def ensure(path: Path, build) -> Path:
+    """Build ``path`` unless a previous run already did (every product is published atomically)."""
+    if not path.exists():
+        build()
+    return path
+
+
+def timed(fn) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def bar_model(branch: Path, experts: list[Path], out: Path, router_recipe) -> Path:
+    merged = out.parent / f"{out.name}-unrouted"
+    shutil.rmtree(merged, ignore_errors=True)
+    merge_experts(branch, experts, merged)
+    train_router(merged, out, router_recipe, progress=False)
+    shutil.rmtree(merged, ignore_errors=True)
+    return out
+
+
+def chart(rows: dict[str, dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(rows)
+    columns = [*COLUMNS, "overall"]
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    for i, name in enumerate(names):
+        ax.bar([c + i * width for c in range(len(columns))], [rows[name][c] for c in columns], width, label=name)
+    ax.set_xticks([c + 0.4 - width / 2 for c in range(len(columns))], columns)
+    ax.set_ylabel("held-out score (0-100)")
+    ax.set_title("BAR at small scale: tiny anchor, four experts")
+    ax.legend(fontsize=8, ncols=4, loc="upper center", bbox_to_anchor=(0.5, -0.08))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=ROOT / ".barfed" / "bench")
+    parser.add_argument("--eval-n", type=int, default=200)
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+
+    base_recipe, recipe = load_base_recipe("tiny"), load_expert_recipe("tiny")
+    router_recipe = load_router_recipe("tiny")
+    work = args.work / base_recipe.name
+    base, anchor = build_base(base_recipe, work, progress=False)
+    branch = ensure(work / "anchor-2x", lambda: init_anchor(anchor, work / "anchor-2x", base))
+    experts = {}
+    for domain in EXPERT_DOMAINS:
+        out = work / "experts" / domain
+        experts[domain] = ensure(
+            out, lambda d=domain, o=out: train_expert(branch, d, "mid,sft,rl", o, recipe, progress=False)
+        )
+    table = work / "table"
+    cache: dict = {}
+    rows: dict[str, dict[str, float]] = {"anchor": scores_of(anchor, args.eval_n, cache)}
+    for domain, path in experts.items():
+        rows[f"{domain} expert"] = scores_of(path, args.eval_n, cache)
+    paths = list(experts.values())
+    rows["weight average"] = scores_of(
+        ensure(table / "average", lambda: weight_average(branch, paths, table / "average")), args.eval_n, cache
+    )
+    multitask_s = None
+    if not (table / "multitask").exists():
+        multitask_s = timed(
+            lambda: train_multitask(branch, EXPERT_DOMAINS, table / "multitask", recipe, progress=False)
+        )
+    rows["multitask (4x budget)"] = scores_of(table / "multitask", args.eval_n, cache)
+    rows["BTX (no anchor slot)"] = scores_of(
+        ensure(table / "btx", lambda: build_btx(branch, paths, table / "btx", router_recipe, progress=False)),
+        args.eval_n,
+        cache,
+    )
+    bar_s = None
+    if not (table / "bar").exists():
+        bar_s = timed(lambda: bar_model(branch, paths, table / "bar", router_recipe))
+    rows["BAR (merge + router)"] = scores_of(table / "bar", args.eval_n, cache)
+    for scores in rows.values():
+        scores["overall"] = round(sum(scores[c] for c in COLUMNS) / len(COLUMNS), 1)
+
+    bar, multitask, average = rows["BAR (merge + router)"], rows["multitask (4x budget)"], rows["weight average"]
+    kept = {
+        d: (bar[d] / rows[f"{d} expert"][d] * 100 if rows[f"{d} expert"][d] else float("nan")) for d in EXPERT_DOMAINS
+    }
+
+    # -- expert swap ----------------------------------------------------------------------------
+    plus_recipe = recipe.model_copy(
+        update={
+            "sft": recipe.sft.model_copy(
+                update={"steps": recipe.sft.steps * 3 // 2, "examples": recipe.sft.examples * 3 // 2}
+            )
+        }
+    )
+    code_plus = ensure(
+        work / "experts" / "code-plus",
+        lambda: train_expert(branch, "code", "mid,sft,rl", work / "experts" / "code-plus", plus_recipe, progress=False),
+    )
+    swapped_paths = [code_plus if d == "code" else p for d, p in experts.items()]
+    swapped = scores_of(
+        ensure(table / "bar-swapped", lambda: bar_model(branch, swapped_paths, table / "bar-swapped", router_recipe)),
+        args.eval_n,
+        cache,
+    )
+    swap_delta = {c: round(swapped[c] - bar[c], 1) for c in COLUMNS}
+    largest_other = max(abs(swap_delta[c]) for c in COLUMNS if c != "code")
+
+    # -- cost against N -------------------------------------------------------------------------
+    scale_recipe = load_expert_recipe("scale")
+    names = parametric_names()[: max(SCALING_N)]
+    scale_dir = work / "scale"
+    scale_experts = [
+        ensure(
+            scale_dir / "experts" / n,
+            lambda n=n: train_expert(branch, n, "mid,sft,rl", scale_dir / "experts" / n, scale_recipe, progress=False),
+        )
+        for n in names
+    ]
+    costs = []
+    for n in SCALING_N:
+        out = scale_dir / f"bar-{n}"
+        shutil.rmtree(out, ignore_errors=True)
+        merge_router_s = timed(lambda n=n, out=out: bar_model(branch, scale_experts[:n], out, router_recipe))
+        mt = scale_dir / f"multitask-{n}"
+        shutil.rmtree(mt, ignore_errors=True)
+        multitask_n_s = timed(lambda n=n, mt=mt: train_multitask(branch, names[:n], mt, scale_recipe, progress=False))
+        costs.append((n, merge_router_s, multitask_n_s))
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(mt, ignore_errors=True)
+    ratio = costs[-1][1] / costs[0][1]
+    multitask_ratio = costs[-1][2] / costs[0][2]
+
+    # -- report ---------------------------------------------------------------------------------
+    png = ROOT / "docs" / "bar_table.png"
+    chart(rows, png)
+    header = "| model | " + " | ".join(COLUMNS) + " | overall |"
+    lines = [
+        "Command: `.venv/bin/python bench/bar_table.py`  ",
+        f"Machine: {machine_line()}. Held-out score (0-100), {args.eval_n} problems per domain; experts from "
+        "`expert-tiny`, routers from `router-tiny` (5% stratified sample, dense top-k).",
+        "",
+        header,
+        "|---" * (len(COLUMNS) + 2) + "|",
+    ]
+    for name, scores in rows.items():
+        cells = " | ".join(f"{scores[c]:.1f}" for c in [*COLUMNS, "overall"])
+        lines.append(f"| {'**' + name + '**' if name.startswith('BAR') else name} | {cells} |")
+    lines += [
+        "",
+        "![BAR table](bar_table.png)",
+        "",
+        "Targets:",
+        "- BAR keeps >= 95% of each expert's own-domain score: "
+        + ", ".join(f"{d} {kept[d]:.0f}%" for d in EXPERT_DOMAINS)
+        + f" -> **{'met' if all(v >= 95 for v in kept.values()) else 'NOT met'}**.",
+        f"- BAR overall {bar['overall']:.1f} >= multitask {multitask['overall']:.1f} - 1.4: "
+        f"**{'met' if bar['overall'] >= multitask['overall'] - 1.4 else 'NOT met'}**; above the weight average "
+        f"({average['overall']:.1f}): **{'met' if bar['overall'] > average['overall'] else 'NOT met'}**.",
+    ]
+    if multitask_s is not None and bar_s is not None:
+        lines.append(
+            f"- Wall time in this run: multitask re-training {multitask_s:.0f} s; BAR merge + router {bar_s:.0f} s."
+        )
+    lines += [
+        "",
+        "Expert swap: the code expert retrained with 1.5x SFT steps and data, then merge + router again "
+        "(same router recipe and seed).",
+        "",
+        "| model | " + " | ".join(COLUMNS) + " |",
+        "|---" * (len(COLUMNS) + 1) + "|",
+        "| BAR | " + " | ".join(f"{bar[c]:.1f}" for c in COLUMNS) + " |",
+        "| BAR, code swapped | " + " | ".join(f"{swapped[c]:.1f}" for c in COLUMNS) + " |",
+        "| change | " + " | ".join(f"{swap_delta[c]:+.1f}" for c in COLUMNS) + " |",
+        "",
+        f"Code {'improved' if swap_delta['code'] > 0 else 'did NOT improve'} ({swap_delta['code']:+.1f}); "
+        f"the largest move elsewhere is {largest_other:.1f} points (target <= 1: "
+        f"**{'met' if largest_other <= 1 else 'NOT met'}**).",
+        "",
+        "Cost against N (parametric domains, `expert-scale` recipe, `router-tiny` router; seconds, this run):",
+        "",
+        "| N experts | merge + router training | multitask re-training |",
+        "|---|---|---|",
+        *(f"| {n} | {a:.1f} | {b:.1f} |" for n, a, b in costs),
+        "",
+        f"cost(16)/cost(2): merge + router {ratio:.1f} (target <= 10: **{'met' if ratio <= 10 else 'NOT met'}**), "
+        f"multitask {multitask_ratio:.1f}; multitask grows faster: "
+        f"**{'yes' if (costs[-1][2] - costs[0][2]) > (costs[-1][1] - costs[0][1]) else 'no'}**.",
+    ]
+    report = "\n".join(lines)
+    print(report)
+    if not args.no_write:
+        replace_section(ROOT / "docs" / "PERFORMANCE.md", "bar_table", "The BAR table at small scale (issue 3)", report)
+
+
+if __name__ == "__main__":
+    main()

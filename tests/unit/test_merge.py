@@ -1,0 +1,174 @@
+"""Merge, router training and opt-out: exact where the method says exact, stock-loadable, refusing bad inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+
+from bar_model.baselines import weight_average
+from bar_model.domains import get_domain
+from bar_model.evaluate import load_model
+from bar_model.freezing import part_of
+from bar_model.merge import drop_expert, merge_card, merge_experts
+from bar_model.recipe import load_router_recipe
+from bar_model.router import mean_hidden_states, train_router
+from contributor_node.package import build_package
+from protocol import pki
+from protocol.errors import BarFedError
+
+pytestmark = pytest.mark.slow
+
+
+def _state(path):
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).state_dict()
+
+
+@pytest.fixture(scope="module")
+def merged(micro, micro_expert, micro_math, tmp_path_factory):
+    return merge_experts(micro["branch"], [micro_expert, micro_math], tmp_path_factory.mktemp("m") / "merged")
+
+
+@pytest.fixture(scope="module")
+def routed(merged, tmp_path_factory):
+    return train_router(merged, tmp_path_factory.mktemp("r") / "routed", load_router_recipe("micro"), progress=False)
+
+
+def test_merged_checkpoint_loads_in_stock_transformers_and_generates(routed):
+    config = json.loads((routed / "config.json").read_text())
+    assert config["model_type"] == "flex_olmo" and config["num_experts"] == 3 and config["num_experts_per_tok"] == 3
+    assert "auto_map" not in config
+    model = AutoModelForCausalLM.from_pretrained(routed)  # no trust_remote_code
+    tokenizer = AutoTokenizer.from_pretrained(routed)
+    generator = pipeline("text-generation", model=model, tokenizer=tokenizer)
+    out = generator("Compute 1+2.", max_new_tokens=5, do_sample=False)
+    assert isinstance(out[0]["generated_text"], str) and out[0]["generated_text"].startswith("Compute 1+2.")
+    assert merge_card(routed)["slots"] == ["anchor", "test-vowels", "math"]
+
+
+def test_one_expert_merge_computes_exactly_the_expert(micro, micro_expert, tmp_path):
+    merged = merge_experts(micro["branch"], [micro_expert], tmp_path / "one")
+    expert = AutoModelForCausalLM.from_pretrained(micro_expert, dtype=torch.float32)
+    moe = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32)
+    ids = torch.randint(0, expert.config.vocab_size, (2, 13))
+    with torch.no_grad():
+        assert torch.equal(moe(ids).logits, expert(ids).logits)
+
+
+def test_slots_rows_and_averages(micro, micro_expert, micro_math, merged):
+    anchor, a, b, out = _state(micro["branch"]), _state(micro_expert), _state(micro_math), _state(merged)
+    for name, tensor in out.items():
+        part = part_of(name)
+        if part == "expert_ffn":
+            assert torch.equal(tensor[0], anchor[name][0]) and torch.equal(tensor[1], a[name][1])
+            assert torch.equal(tensor[2], b[name][1])
+        elif part == "router":
+            assert torch.equal(tensor, torch.stack([anchor[name][0], a[name][1], b[name][1]]))
+        else:
+            torch.testing.assert_close(tensor, (a[name] + b[name]) / 2, rtol=0, atol=1e-7)
+
+
+def test_package_with_only_changed_tensors_merges_identically(micro, micro_expert, micro_math, merged, tmp_path):
+    key = pki.write_private_key(tmp_path / "k.key", pki.generate_private_key())
+    package = tmp_path / "pkg"
+    build_package(micro_math, package, org="acme-labs", version=1, private_key=key)
+    from_package = merge_experts(micro["branch"], [micro_expert, package], tmp_path / "from-package")
+    reference = load_file(merged / "model.safetensors")
+    produced = load_file(from_package / "model.safetensors")
+    assert reference.keys() == produced.keys()
+    assert all(torch.equal(reference[k], produced[k]) for k in reference)
+
+
+def test_refuses_other_anchor_and_modified_slot0(micro, micro_expert, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(micro_expert, other)
+    card = json.loads((other / "bar_expert.json").read_text())
+    (other / "bar_expert.json").write_text(json.dumps({**card, "anchor_fingerprint": "sha256:" + "0" * 64}))
+    with pytest.raises(BarFedError) as err:
+        merge_experts(micro["branch"], [other], tmp_path / "x")
+    assert err.value.code == "ANCHOR_MISMATCH"
+    shutil.copy(micro_expert / "bar_expert.json", other / "bar_expert.json")
+    tensors = load_file(other / "model.safetensors")
+    tensors["model.layers.0.mlp.experts.0.up_proj.weight"][0, 0] += 1
+    save_file(tensors, other / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(BarFedError) as err:
+        merge_experts(micro["branch"], [other], tmp_path / "y")
+    assert err.value.code == "SLOT0_MODIFIED"
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_duplicate_domain_and_empty_merge(micro, micro_expert, tmp_path):
+    with pytest.raises(BarFedError) as err:
+        merge_experts(micro["branch"], [micro_expert, micro_expert], tmp_path / "x")
+    assert err.value.code == "DUPLICATE_DOMAIN"
+    with pytest.raises(BarFedError) as err:
+        merge_experts(micro["branch"], [], tmp_path / "x")
+    assert err.value.code == "NO_EXPERTS"
+
+
+def test_router_training_changes_only_router_weights_and_is_deterministic(merged, routed, tmp_path):
+    before, after = _state(merged), _state(routed)
+    for name in before:
+        if part_of(name) == "router":
+            assert not torch.equal(before[name], after[name]), name
+        else:
+            assert torch.equal(before[name], after[name]), f"router training changed {name}"
+    again = train_router(merged, tmp_path / "again", load_router_recipe("micro"), progress=False)
+    second = _state(again)
+    assert all(torch.equal(second[n], after[n]) for n in after), "router training is not deterministic"
+
+
+def test_sparse_top_k_works(merged, tmp_path):
+    recipe = load_router_recipe("micro").model_copy(update={"top_k": 1})
+    routed = train_router(merged, tmp_path / "top1", recipe, progress=False)
+    model, tokenizer = load_model(routed)
+    assert model.config.num_experts_per_tok == 1
+    ids = tokenizer("Compute 1+2.", return_tensors="pt").input_ids
+    out = model.generate(ids, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    assert out.shape[1] == ids.shape[1] + 3
+    with pytest.raises(BarFedError) as err:
+        train_router(merged, tmp_path / "bad", recipe.model_copy(update={"top_k": 9}), progress=False)
+    assert err.value.code == "BAD_TOP_K"
+
+
+def test_domain_informed_row_for_an_org_that_shares_no_data(micro, merged, tmp_path):
+    anchor = AutoModelForCausalLM.from_pretrained(micro["anchor"], dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(micro["anchor"])
+    rows = mean_hidden_states(anchor, tokenizer, get_domain("math").sft(8))
+    assert rows.shape == (anchor.config.num_hidden_layers, anchor.config.hidden_size)
+    recipe = load_router_recipe("micro").model_copy(update={"steps": 1, "learning_rate": 1e-9})
+    routed = train_router(merged, tmp_path / "informed", recipe, init_rows={"math": rows}, progress=False)
+    weight = _state(routed)["model.layers.0.mlp.gate.weight"][2]
+    cosine = torch.nn.functional.cosine_similarity(weight, rows[0], dim=0)
+    assert cosine > 0.99
+
+
+def test_opt_out_removes_exactly_one_slot_and_one_row(routed, tmp_path):
+    dropped = drop_expert(routed, "test-vowels", tmp_path / "dropped")
+    before, after = _state(routed), _state(dropped)
+    assert merge_card(dropped)["slots"] == ["anchor", "math"]
+    for name, tensor in after.items():
+        part = part_of(name)
+        if part in ("expert_ffn", "router"):
+            assert tensor.shape[0] == before[name].shape[0] - 1
+            assert torch.equal(tensor, torch.cat([before[name][:1], before[name][2:]]))
+        else:
+            assert torch.equal(tensor, before[name])
+    assert AutoModelForCausalLM.from_pretrained(dropped).config.num_experts == 2
+    with pytest.raises(BarFedError) as err:
+        drop_expert(dropped, "anchor", tmp_path / "x")
+    assert err.value.code == "UNKNOWN_EXPERT"
+    with pytest.raises(BarFedError) as err:
+        drop_expert(dropped, "math", tmp_path / "y")
+    assert err.value.code == "LAST_EXPERT"
+
+
+def test_weight_average_is_the_mean_of_every_tensor(micro, micro_expert, micro_math, tmp_path):
+    averaged = _state(weight_average(micro["branch"], [micro_expert, micro_math], tmp_path / "avg"))
+    a, b = _state(micro_expert), _state(micro_math)
+    for name, tensor in averaged.items():
+        torch.testing.assert_close(tensor, (a[name] + b[name]) / 2, rtol=0, atol=1e-7)
