@@ -164,7 +164,12 @@ def train_router(
         z_loss_coef=recipe.router_z_loss,
         progress=progress,
     )
-    summary = run_trainer(trainer)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)  # MoE's index_add_ otherwise sums in varying order
+    try:
+        summary = run_trainer(trainer)
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
     with atomic_directory(out_dir) as staging:
         model.to(dtype).save_pretrained(staging)
         tokenizer.save_pretrained(staging)

@@ -10,10 +10,12 @@ import typer
 from rich.console import Console
 
 from bar_model.cli import app as model_app
+from coordinator.admin_cli import app as coordinator_app
 from protocol.errors import BarFedError
 
 app = typer.Typer(help="BAR Federation: train experts separately, merge them together.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
+app.add_typer(coordinator_app, name="coordinator")
 err_console = Console(stderr=True)
 
 

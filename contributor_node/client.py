@@ -1,0 +1,228 @@
+"""The node's side of the wire: enroll, fetch the anchor, submit a package resumably, follow its status.
+
+Calls wait for the coordinator to be reachable (gRPC ``wait_for_ready``), and unary calls are retried
+by gRPC's own retry policy; an upload interrupted by either side resumes from the offsets the
+coordinator reports as durable, so a package crosses an unreliable network or a coordinator restart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+
+from bar_model.checkpoint import atomic_directory
+from protocol.errors import BarFedError
+from protocol.package import MANIFEST_FILE, file_sha256, read_package
+from protocol.signing import verify_directory
+from protocol.v1 import barfed_pb2 as pb
+from protocol.v1 import barfed_pb2_grpc
+
+log = logging.getLogger(__name__)
+ERROR_KEY = "barfed-error-code"
+RETRYABLE = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+)
+SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{"service": "barfed.v1.Federation"}],
+                "retryPolicy": {
+                    "maxAttempts": 5,
+                    "initialBackoff": "0.2s",
+                    "maxBackoff": "5s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+TERMINAL = {pb.ACCEPTED, pb.REJECTED, pb.QUARANTINED, pb.DEPRECATED, pb.OPTED_OUT}
+
+
+def error_from(exc: grpc.RpcError) -> BarFedError:
+    """The project error a coordinator's status carries (or a transport error)."""
+    code = dict(exc.trailing_metadata() or ()).get(ERROR_KEY)
+    if code:
+        return BarFedError(code, exc.details() or "")
+    return BarFedError(
+        "COORDINATOR_UNREACHABLE", f"the coordinator did not answer ({exc.code().name}): {exc.details()}"
+    )
+
+
+class CoordinatorClient:
+    def __init__(
+        self,
+        address: str,
+        *,
+        ca_pem: bytes | None = None,
+        key_pem: bytes | None = None,
+        cert_pem: bytes | None = None,
+        plaintext_org: str | None = None,
+        timeout: float = 120.0,
+    ) -> None:
+        options = [
+            ("grpc.service_config", SERVICE_CONFIG),
+            ("grpc.enable_retries", 1),
+            ("grpc.max_receive_message_length", 8 * 1024**2),
+            ("grpc.max_send_message_length", 8 * 1024**2),
+        ]
+        if plaintext_org is not None:
+            self.channel = grpc.insecure_channel(address, options=options)
+            self.metadata = (("barfed-dev-org", plaintext_org),)
+        else:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=ca_pem, private_key=key_pem, certificate_chain=cert_pem
+            )
+            self.channel = grpc.secure_channel(address, credentials, options=options)
+            self.metadata = ()
+        self.stub = barfed_pb2_grpc.FederationStub(self.channel)
+        self.timeout = timeout
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> CoordinatorClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, method, request, timeout: float | None = None):
+        try:
+            return method(request, timeout=timeout or self.timeout, metadata=self.metadata, wait_for_ready=True)
+        except grpc.RpcError as exc:
+            raise error_from(exc) from None
+
+    # -- enrollment and anchor ---------------------------------------------------------------
+
+    def enroll(self, org_id: str, csr_pem: bytes, token: str, contact: str = "") -> pb.Enrollment:
+        request = pb.EnrollRequest(org_id=org_id, csr_pem=csr_pem.decode(), enrollment_token=token, contact=contact)
+        return self._call(self.stub.Enroll, request)
+
+    def enrollment(self, enrollment_id: str) -> pb.Enrollment:
+        return self._call(self.stub.GetEnrollment, pb.GetEnrollmentRequest(enrollment_id=enrollment_id))
+
+    def fetch_anchor(self, target: Path, release_public_pem: bytes) -> str:
+        """Download the anchor, check sizes, digests and the coordinator's signature, then publish it."""
+        target = Path(target)
+        try:
+            parts = self.stub.FetchAnchor(
+                pb.FetchAnchorRequest(), timeout=3600, metadata=self.metadata, wait_for_ready=True
+            )
+            with atomic_directory(target) as staging:
+                manifest = None
+                handles = {}
+                for part in parts:
+                    if part.HasField("manifest"):
+                        manifest = part.manifest
+                        continue
+                    chunk = part.chunk
+                    if manifest is None or chunk.path not in {f.path for f in manifest.files} or "/" in chunk.path:
+                        raise BarFedError("BAD_ANCHOR_STREAM", "the coordinator sent a file it did not declare.")
+                    fh = handles.setdefault(chunk.path, open(staging / chunk.path, "wb"))  # noqa: SIM115
+                    if fh.tell() != chunk.offset:
+                        raise BarFedError("BAD_ANCHOR_STREAM", f"{chunk.path} arrived out of order.")
+                    fh.write(chunk.data)
+                for fh in handles.values():
+                    fh.close()
+                if manifest is None:
+                    raise BarFedError("BAD_ANCHOR_STREAM", "the coordinator sent no anchor manifest.")
+                for declared in manifest.files:
+                    path = staging / declared.path
+                    if (
+                        not path.is_file()
+                        or path.stat().st_size != declared.size
+                        or file_sha256(path) != declared.sha256
+                    ):
+                        raise BarFedError("BAD_ANCHOR_STREAM", f"{declared.path} did not arrive intact; fetch again.")
+                verify_directory(staging, release_public_pem)
+        except grpc.RpcError as exc:
+            raise error_from(exc) from None
+        return manifest.fingerprint
+
+    # -- submission --------------------------------------------------------------------------
+
+    def submit(
+        self,
+        package: Path,
+        *,
+        max_attempts: int = 50,
+        chunk_bytes: int | None = None,
+        on_chunk: Callable[[str, int, int], None] | None = None,
+    ) -> str:
+        """Upload and commit ``package``; resumes after interruptions; returns the submission id.
+
+        ``on_chunk(path, offset, size)`` is called before each chunk is sent (progress display).
+        """
+        package = Path(package)
+        manifest = read_package(package)  # never send what we would not accept ourselves
+        paths = sorted(p.relative_to(package).as_posix() for p in package.rglob("*") if p.is_file())
+        declared = [
+            pb.FileDeclaration(path=p, size=(package / p).stat().st_size, sha256=file_sha256(package / p))
+            for p in paths
+        ]
+        session = self._call(
+            self.stub.CreateUpload,
+            pb.CreateUploadRequest(domain=manifest.domain, version=manifest.version, files=declared),
+        )
+        chunk_bytes = min(chunk_bytes or session.max_chunk_bytes, session.max_chunk_bytes)
+        for attempt in range(1, max_attempts + 1):
+            progress = self._call(self.stub.GetUpload, pb.GetUploadRequest(session_id=session.session_id))
+            if progress.complete:
+                submission = self._call(self.stub.CommitUpload, pb.CommitUploadRequest(session_id=session.session_id))
+                return submission.submission_id
+            try:
+                self.stub.WriteChunks(
+                    self._chunks(package, session.session_id, progress, chunk_bytes, on_chunk),
+                    timeout=24 * 3600,
+                    metadata=self.metadata,
+                    wait_for_ready=True,
+                )
+            except grpc.RpcError as exc:
+                error = error_from(exc)
+                if exc.code() not in RETRYABLE and error.code != "OFFSET_MISMATCH":
+                    raise error from None
+                log.warning("upload interrupted (%s); resuming (attempt %d)", error.code, attempt)
+                time.sleep(min(5.0, 0.2 * attempt))
+        raise BarFedError("UPLOAD_GAVE_UP", f"the upload did not complete after {max_attempts} attempts; retry later.")
+
+    @staticmethod
+    def _chunks(
+        package: Path, session_id: str, progress: pb.UploadProgress, chunk_bytes: int, on_chunk=None
+    ) -> Iterator[pb.Chunk]:
+        for entry in progress.files:
+            if entry.committed >= entry.size:
+                continue
+            with open(package / entry.path, "rb") as fh:
+                fh.seek(entry.committed)
+                offset = entry.committed
+                while data := fh.read(chunk_bytes):
+                    if on_chunk is not None:
+                        on_chunk(entry.path, offset, entry.size)
+                    yield pb.Chunk(session_id=session_id, path=entry.path, offset=offset, data=data)
+                    offset += len(data)
+
+    def submission(self, submission_id: str) -> pb.Submission:
+        return self._call(self.stub.GetSubmission, pb.GetSubmissionRequest(submission_id=submission_id))
+
+    def wait(self, submission_id: str, timeout: float = 600.0, poll: float = 0.25) -> pb.Submission:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.submission(submission_id)
+            if status.state in TERMINAL or time.monotonic() > deadline:
+                return status
+            time.sleep(poll)
+
+
+__all__ = ["MANIFEST_FILE", "CoordinatorClient", "error_from"]

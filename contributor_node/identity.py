@@ -1,0 +1,60 @@
+"""An organization's identity on its node: its private key (generated here, never sent), CSR and certificate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from contributor_node.client import CoordinatorClient
+from protocol import pki
+from protocol.errors import BarFedError
+from protocol.v1 import barfed_pb2 as pb
+
+
+@dataclass
+class NodeIdentity:
+    home: Path
+    org_id: str
+    passphrase: str | None = None
+
+    @property
+    def key_path(self) -> Path:
+        return self.home / "org.key"
+
+    @property
+    def cert_path(self) -> Path:
+        return self.home / "org.pem"
+
+    @property
+    def ca_path(self) -> Path:
+        return self.home / "ca.pem"
+
+    def ensure_key(self) -> Path:
+        pki.check_org_id(self.org_id)
+        if not self.key_path.is_file():
+            pki.write_private_key(self.key_path, pki.generate_private_key(), self.passphrase)
+        return self.key_path
+
+    def csr(self) -> bytes:
+        return pki.make_csr(pki.load_private_key(self.ensure_key(), self.passphrase), self.org_id)
+
+    def save_enrollment(self, enrollment: pb.Enrollment) -> None:
+        if enrollment.state != pb.ENROLLMENT_APPROVED:
+            raise BarFedError("NOT_APPROVED", f"enrollment {enrollment.enrollment_id} is not approved yet.")
+        cert = pki.load_certificate(enrollment.certificate_pem.encode())
+        key = pki.load_private_key(self.key_path, self.passphrase)
+        if pki.public_key_fingerprint(cert.public_key()) != pki.public_key_fingerprint(key):
+            raise BarFedError("CERT_KEY_MISMATCH", "the issued certificate is not for this node's key.")
+        self.cert_path.write_text(enrollment.certificate_pem)
+        self.ca_path.write_text(enrollment.ca_certificate_pem)
+
+    def client(self, address: str, **kwargs) -> CoordinatorClient:
+        """An mTLS client as this organization (the key is read here, for the TLS stack, and stays here)."""
+        key = pki.load_private_key(self.key_path, self.passphrase)
+        return CoordinatorClient(
+            address,
+            ca_pem=self.ca_path.read_bytes(),
+            key_pem=pki.private_key_pem(key),
+            cert_pem=self.cert_path.read_bytes(),
+            **kwargs,
+        )

@@ -1,0 +1,64 @@
+"""The append-only, hash-chained audit log: every state change, who made it, and proof nothing was removed.
+
+Each entry's hash covers its content and the previous entry's hash; ``prev_hash`` is unique, so two
+writers racing for the same tail cannot fork the chain (the loser retries), and the database refuses
+UPDATE and DELETE on the table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from coordinator.models import AuditEntry, utcnow
+
+GENESIS = "0" * 64
+
+
+def _timestamp(value: dt.datetime) -> str:
+    if value.tzinfo is None:  # SQLite hands back naive datetimes; we only ever store UTC
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def entry_hash(prev_hash: str, at: dt.datetime, actor: str, action: str, subject: str, details: dict) -> str:
+    body = json.dumps(
+        {"at": _timestamp(at), "actor": actor, "action": action, "subject": subject, "details": details},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256((prev_hash + body).encode()).hexdigest()
+
+
+def record(session: Session, actor: str, action: str, subject: str, **details) -> AuditEntry:
+    """Append one entry in the caller's transaction (so the change and its record commit together)."""
+    last = session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(1)).first()
+    prev_hash = last.hash if last else GENESIS
+    at = utcnow()
+    entry = AuditEntry(
+        at=at,
+        actor=actor,
+        action=action,
+        subject=subject,
+        details=details,
+        prev_hash=prev_hash,
+        hash=entry_hash(prev_hash, at, actor, action, subject, details),
+    )
+    session.add(entry)
+    session.flush()
+    return entry
+
+
+def verify_chain(session: Session) -> int:
+    """Recompute every hash; return the number of entries, or raise ValueError at the first broken link."""
+    prev_hash, count = GENESIS, 0
+    for entry in session.scalars(select(AuditEntry).order_by(AuditEntry.id)):
+        expected = entry_hash(prev_hash, entry.at, entry.actor, entry.action, entry.subject, entry.details)
+        if entry.prev_hash != prev_hash or entry.hash != expected:
+            raise ValueError(f"audit log entry {entry.id} does not follow from the one before it")
+        prev_hash, count = entry.hash, count + 1
+    return count

@@ -1,0 +1,77 @@
+"""Content-addressed blob store on a filesystem: ``blobs/sha256/ab/cdef…``, written once, never modified.
+
+A blob arrives by rename from staging (same filesystem, after fsync), so it is either absent or
+complete. A package is a set of blobs; ``materialize`` lays one out as a directory of hard links for
+tools that want paths (signature verification, merging) without copying bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+from protocol.errors import BarFedError
+
+DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+
+def fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class BlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        (self.root / "sha256").mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        if not DIGEST.match(digest):
+            raise BarFedError("BAD_DIGEST", f"{digest!r} is not a lowercase hex sha256.")
+        return self.root / "sha256" / digest[:2] / digest[2:]
+
+    def exists(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def put(self, source: Path, digest: str) -> Path:
+        """Move a fully written, already hashed file into the store (a no-op if the content is there)."""
+        target = self.path(digest)
+        if target.is_file():
+            source.unlink(missing_ok=True)
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fsync_file(source)
+        os.replace(source, target)
+        os.chmod(target, 0o444)
+        fsync_dir(target.parent)
+        return target
+
+    def delete(self, digest: str) -> None:
+        self.path(digest).unlink(missing_ok=True)
+
+    def digests(self) -> set[str]:
+        return {p.parent.name + p.name for p in (self.root / "sha256").glob("??/*") if p.is_file()}
+
+    def materialize(self, files: dict[str, str], target: Path) -> Path:
+        """A directory whose ``path`` entries are hard links to the blobs ``files`` maps them to."""
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        for relative, digest in files.items():
+            destination = target / relative
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(self.path(digest), destination)
+            except OSError:
+                shutil.copy2(self.path(digest), destination)
+        return target

@@ -1,0 +1,55 @@
+"""An in-process coordinator on a background thread: the same server, for the demo and for tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from coordinator.server import serve
+from coordinator.settings import CoordinatorSettings
+
+
+@dataclass(frozen=True)
+class Addresses:
+    service: str  # mutual TLS
+    enroll: str  # TLS without a client certificate
+
+
+@contextlib.contextmanager
+def running_coordinator(settings: CoordinatorSettings, timeout: float = 30.0) -> Iterator[Addresses]:
+    """Serve (port 0 picks free ports) and yield the service and enrollment addresses until the block ends."""
+    port_file, enroll_file = settings.home / "grpc.port", settings.home / "enroll.port"
+    port_file.unlink(missing_ok=True)
+    enroll_file.unlink(missing_ok=True)
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(serve(settings, stop))
+        except BaseException as exc:  # surfaced to the caller below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="coordinator", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not (port_file.is_file() and enroll_file.is_file()):
+        if failure:
+            raise failure[0]
+        if time.monotonic() > deadline:
+            raise TimeoutError("the coordinator did not start")
+        time.sleep(0.02)
+    try:
+        yield Addresses(
+            f"{settings.listen.rsplit(':', 1)[0]}:{port_file.read_text().strip()}",
+            f"{settings.enroll_listen.rsplit(':', 1)[0]}:{enroll_file.read_text().strip()}",
+        )
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=30)

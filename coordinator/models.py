@@ -1,0 +1,170 @@
+"""The registry's tables (SQLAlchemy 2). The database is the single source of truth; schema changes go
+through Alembic migrations in ``coordinator/migrations``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import ClassVar
+
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar = {dt.datetime: DateTime(timezone=True)}
+
+
+class Organization(Base):
+    __tablename__ = "organizations"
+
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), default="invited")  # invited, active, revoked
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class Domain(Base):
+    """Which organization may publish which domain."""
+
+    __tablename__ = "domains"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+
+
+class Enrollment(Base):
+    __tablename__ = "enrollments"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    state: Mapped[str] = mapped_column(String(16), default="invited")  # invited, pending, approved, rejected
+    csr_pem: Mapped[str | None] = mapped_column(Text, default=None)
+    contact: Mapped[str] = mapped_column(String(256), default="")
+    certificate_pem: Mapped[str | None] = mapped_column(Text, default=None)
+    reason: Mapped[str] = mapped_column(String(512), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Certificate(Base):
+    """An issued client certificate; its public key is the org's pinned signing key."""
+
+    __tablename__ = "certificates"
+
+    serial: Mapped[str] = mapped_column(String(64), primary_key=True)  # decimal string: X.509 serials are 159-bit
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    fingerprint: Mapped[str] = mapped_column(String(80), unique=True)
+    public_key_pem: Mapped[str] = mapped_column(Text)
+    key_fingerprint: Mapped[str] = mapped_column(String(80), index=True)
+    not_after: Mapped[dt.datetime]
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class UploadSession(Base):
+    __tablename__ = "upload_sessions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    domain: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="open")  # open, committed, expired
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]
+    submission_id: Mapped[str | None] = mapped_column(String(36), default=None)
+
+
+class UploadFile(Base):
+    __tablename__ = "upload_files"
+
+    session_id: Mapped[str] = mapped_column(ForeignKey("upload_sessions.id", ondelete="CASCADE"), primary_key=True)
+    path: Mapped[str] = mapped_column(String(200), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    committed: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Submission(Base):
+    """One committed package and what verification made of it (kept when rejected, without its bytes)."""
+
+    __tablename__ = "submissions"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    domain: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="RECEIVED")
+    files: Mapped[dict] = mapped_column(JSON)  # path -> sha256 (blob digests)
+    package_digest: Mapped[str] = mapped_column(String(64))  # sha256 of expert.json
+    error_code: Mapped[str] = mapped_column(String(64), default="")
+    message: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Expert(Base):
+    """An accepted expert version. Versions are immutable and increase per domain."""
+
+    __tablename__ = "experts"
+    __table_args__ = (UniqueConstraint("domain", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    submission_id: Mapped[str] = mapped_column(ForeignKey("submissions.id"), unique=True)
+    org_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"), index=True)
+    domain: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    package_digest: Mapped[str] = mapped_column(String(64))
+    files: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="ACCEPTED")  # + QUARANTINED, DEPRECATED, OPTED_OUT
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Job(Base):
+    """A unit of work keyed by what it acts on, so a restarted coordinator resumes instead of repeating."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("kind", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default="queued")  # queued, running, done, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Release(Base):
+    __tablename__ = "releases"
+
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    manifest_sha256: Mapped[str] = mapped_column(String(64))
+    domains: Mapped[list] = mapped_column(JSON)
+    published_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Channel(Base):
+    __tablename__ = "channels"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    release: Mapped[int] = mapped_column(ForeignKey("releases.number"))
+
+
+class AuditEntry(Base):
+    """Append-only, hash-chained log of every state change (triggers refuse UPDATE and DELETE)."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(256))
+    details: Mapped[dict] = mapped_column(JSON)
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)  # unique: the chain cannot fork
+    hash: Mapped[str] = mapped_column(String(64), unique=True)

@@ -1,0 +1,96 @@
+"""Run the coordinator's gRPC service: TLS with optional client certificates (enrollment needs none, every
+other call checks one), or plaintext on loopback when asked for by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+
+import grpc
+
+from coordinator.db import Registry
+from coordinator.keys import CoordinatorKeys
+from coordinator.service import FederationService
+from coordinator.settings import CoordinatorSettings
+from protocol.errors import BarFedError
+from protocol.v1 import barfed_pb2_grpc
+
+log = logging.getLogger(__name__)
+MESSAGE_BYTES = 8 * 1024**2
+EXPIRY_INTERVAL_S = 600
+
+
+def server_credentials(settings: CoordinatorSettings, *, client_auth: bool) -> grpc.ServerCredentials:
+    """Mutual TLS for the service port; server-only TLS for the enrollment port (the node has no cert yet)."""
+    keys = CoordinatorKeys(settings.pki_dir)
+    if not keys.exists():
+        raise BarFedError("NOT_INITIALIZED", f"{settings.home} has no keys; run `barfed coordinator init` first.")
+    return grpc.ssl_server_credentials(
+        [(keys.server_key_path.read_bytes(), keys.server_cert_path.read_bytes())],
+        root_certificates=keys.ca_cert_path.read_bytes() if client_auth else None,
+        require_client_auth=client_auth,
+    )
+
+
+async def serve(settings: CoordinatorSettings, stop: asyncio.Event | None = None) -> None:
+    """Serve until SIGINT/SIGTERM (or until ``stop`` is set, for an embedded coordinator)."""
+    registry = Registry(settings.db_url)
+    service = FederationService(settings, registry)
+    server = grpc.aio.server(
+        options=[("grpc.max_receive_message_length", MESSAGE_BYTES), ("grpc.max_send_message_length", MESSAGE_BYTES)]
+    )
+    barfed_pb2_grpc.add_FederationServicer_to_server(service, server)
+    if settings.insecure_plaintext:
+        log.warning("serving PLAINTEXT on %s (loopback development mode)", settings.listen)
+        port = server.add_insecure_port(settings.listen)
+        enroll_port = server.add_insecure_port(settings.enroll_listen)
+    else:
+        port = server.add_secure_port(settings.listen, server_credentials(settings, client_auth=True))
+        enroll_port = server.add_secure_port(settings.enroll_listen, server_credentials(settings, client_auth=False))
+    await server.start()
+    _write_port_file(settings, "grpc.port", port)
+    _write_port_file(settings, "enroll.port", enroll_port)
+    log.info(
+        "coordinator listening on %s (mTLS) and %s (enrollment)",
+        _with_port(settings.listen, port),
+        _with_port(settings.enroll_listen, enroll_port),
+    )
+    await service.resume_pending()
+
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+
+    async def expire_sessions() -> None:
+        while True:
+            await asyncio.sleep(EXPIRY_INTERVAL_S)
+            await asyncio.to_thread(service.uploads.expire)
+
+    expiry = asyncio.create_task(expire_sessions())
+    await stop.wait()
+    log.info("shutting down")
+    expiry.cancel()
+    await server.stop(grace=5)
+    await service.drain()
+    registry.dispose()
+
+
+def _with_port(listen: str, port: int) -> str:
+    return f"{listen.rsplit(':', 1)[0]}:{port}"
+
+
+def _write_port_file(settings: CoordinatorSettings, name: str, port: int) -> None:
+    """``home/<name>``: where a coordinator started on port 0 actually listens (written atomically)."""
+    path = settings.home / name
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{port}\n")
+    os.replace(tmp, path)
+
+
+def run(settings: CoordinatorSettings) -> None:
+    asyncio.run(serve(settings))

@@ -1,0 +1,284 @@
+"""The gRPC submission service (grpc.aio): the org is whoever its verified client certificate names.
+
+Every handler turns a `BarFedError` into a gRPC status with the stable code in the trailing metadata
+``barfed-error-code``. Blocking work (files, database, hashing) runs in threads so one slow upload never
+stalls the others; verification runs on its own single worker, one package at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from functools import wraps
+
+import grpc
+from sqlalchemy import select
+
+from coordinator import enrollment
+from coordinator.blobs import BlobStore
+from coordinator.db import Registry
+from coordinator.keys import CoordinatorKeys
+from coordinator.models import Release, Submission
+from coordinator.settings import CoordinatorSettings
+from coordinator.submissions import Verifier
+from coordinator.uploads import Declared, Uploads
+from protocol.errors import BarFedError
+from protocol.fingerprint import anchor_fingerprint
+from protocol.package import file_sha256
+from protocol.v1 import barfed_pb2 as pb
+from protocol.v1 import barfed_pb2_grpc
+
+log = logging.getLogger(__name__)
+ERROR_KEY = "barfed-error-code"
+DEV_ORG_HEADER = "barfed-dev-org"
+
+STATUS = {
+    "UNAUTHENTICATED": grpc.StatusCode.UNAUTHENTICATED,
+    "PERMISSION_DENIED": grpc.StatusCode.PERMISSION_DENIED,
+    "NOT_FOUND": grpc.StatusCode.NOT_FOUND,
+    "FAILED_PRECONDITION": grpc.StatusCode.FAILED_PRECONDITION,
+    "RESOURCE_EXHAUSTED": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "ALREADY_EXISTS": grpc.StatusCode.ALREADY_EXISTS,
+}
+CODE_STATUS = {
+    **dict.fromkeys(("CLIENT_CERT_REQUIRED", "CERT_UNKNOWN", "CERT_REVOKED", "CERT_NOT_AN_ORG"), "UNAUTHENTICATED"),
+    **dict.fromkeys(("DOMAIN_NOT_OWNED", "ORG_REVOKED", "BAD_ENROLLMENT_TOKEN", "TOKEN_USED"), "PERMISSION_DENIED"),
+    **dict.fromkeys(("UNKNOWN_SESSION", "UNKNOWN_SUBMISSION", "UNKNOWN_ENROLLMENT", "NO_ANCHOR"), "NOT_FOUND"),
+    **dict.fromkeys(
+        ("OFFSET_MISMATCH", "UPLOAD_INCOMPLETE", "SESSION_CLOSED", "SESSION_EXPIRED", "VERSION_NOT_NEWER"),
+        "FAILED_PRECONDITION",
+    ),
+    **dict.fromkeys(
+        ("TOO_MANY_SESSIONS", "FILE_TOO_LARGE", "PACKAGE_TOO_LARGE", "CHUNK_TOO_LARGE"), "RESOURCE_EXHAUSTED"
+    ),
+}
+SUBMISSION_STATES = {name: getattr(pb, name) for name in pb.SubmissionState.keys()}  # noqa: SIM118
+ENROLLMENT_STATES = {
+    "invited": pb.ENROLLMENT_PENDING,
+    "pending": pb.ENROLLMENT_PENDING,
+    "approved": pb.ENROLLMENT_APPROVED,
+    "rejected": pb.ENROLLMENT_REJECTED,
+}
+
+
+async def abort(context: grpc.aio.ServicerContext, error: BarFedError):
+    status = STATUS.get(CODE_STATUS.get(error.code, ""), grpc.StatusCode.INVALID_ARGUMENT)
+    await context.abort(status, error.message, trailing_metadata=((ERROR_KEY, error.code),))
+
+
+def reports_errors(handler):
+    """Unary handlers: a BarFedError becomes a status with its code; anything else an INTERNAL error."""
+
+    @wraps(handler)
+    async def wrapper(self, request, context):
+        try:
+            return await handler(self, request, context)
+        except BarFedError as exc:
+            await abort(context, exc)
+
+    return wrapper
+
+
+class FederationService(barfed_pb2_grpc.FederationServicer):
+    def __init__(self, settings: CoordinatorSettings, registry: Registry) -> None:
+        self.settings, self.registry = settings, registry
+        self.keys = CoordinatorKeys(settings.pki_dir)
+        self.blobs = BlobStore(settings.blob_dir)
+        self.uploads = Uploads(registry, settings, self.blobs)
+        self.verifier = Verifier(registry, settings, self.blobs)
+        self._verify_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify")
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- identity ----------------------------------------------------------------------------
+
+    async def _org(self, context: grpc.aio.ServicerContext) -> str:
+        if self.settings.insecure_plaintext:
+            metadata = dict(context.invocation_metadata() or ())
+            if DEV_ORG_HEADER not in metadata:
+                raise BarFedError(
+                    "CLIENT_CERT_REQUIRED", f"plaintext development mode needs a {DEV_ORG_HEADER} header."
+                )
+            return await asyncio.to_thread(enrollment.authenticate_dev, self.registry, metadata[DEV_ORG_HEADER])
+        pems = context.auth_context().get("x509_pem_cert")
+        if not pems:
+            raise BarFedError("CLIENT_CERT_REQUIRED", "this call needs the client certificate your enrollment issued.")
+        return await asyncio.to_thread(enrollment.authenticate, self.registry, pems[0])
+
+    # -- enrollment --------------------------------------------------------------------------
+
+    @reports_errors
+    async def Enroll(self, request, context):
+        record = await asyncio.to_thread(
+            enrollment.enroll, self.registry, request.org_id, request.csr_pem, request.enrollment_token, request.contact
+        )
+        return await self._enrollment(record.id)
+
+    @reports_errors
+    async def GetEnrollment(self, request, context):
+        return await self._enrollment(request.enrollment_id)
+
+    async def _enrollment(self, enrollment_id: str) -> pb.Enrollment:
+        record, domains = await asyncio.to_thread(enrollment.get_enrollment, self.registry, enrollment_id)
+        return pb.Enrollment(
+            enrollment_id=record.id,
+            org_id=record.org_id,
+            state=ENROLLMENT_STATES[record.state],
+            certificate_pem=record.certificate_pem or "",
+            ca_certificate_pem=self.keys.ca_cert_path.read_text() if record.certificate_pem else "",
+            domains=domains if record.state == "approved" else [],
+            reason=record.reason,
+        )
+
+    # -- anchor ------------------------------------------------------------------------------
+
+    async def FetchAnchor(self, request, context):
+        try:
+            await self._org(context)
+            anchor = self.settings.anchor_dir
+            fingerprint = await asyncio.to_thread(anchor_fingerprint, anchor)
+            if request.fingerprint and request.fingerprint != fingerprint:
+                raise BarFedError("ANCHOR_MISMATCH", f"the current anchor is {fingerprint}.")
+        except BarFedError as exc:
+            await abort(context, exc)
+            return
+        files = sorted(p for p in anchor.iterdir() if p.is_file())
+        declarations = [
+            pb.FileDeclaration(path=p.name, size=p.stat().st_size, sha256=await asyncio.to_thread(file_sha256, p))
+            for p in files
+        ]
+        yield pb.AnchorPart(manifest=pb.AnchorManifest(fingerprint=fingerprint, files=declarations))
+        for path in files:
+            with open(path, "rb") as fh:
+                offset = 0
+                while data := await asyncio.to_thread(fh.read, self.settings.chunk_bytes):
+                    yield pb.AnchorPart(chunk=pb.FileChunk(path=path.name, offset=offset, data=data))
+                    offset += len(data)
+
+    # -- uploads -----------------------------------------------------------------------------
+
+    def _progress(self, upload, files) -> pb.UploadProgress:
+        return pb.UploadProgress(
+            session_id=upload.id,
+            files=[pb.FileProgress(path=f.path, size=f.size, committed=f.committed) for f in files],
+            complete=all(f.committed == f.size for f in files),
+        )
+
+    @reports_errors
+    async def CreateUpload(self, request, context):
+        org = await self._org(context)
+        declared = [Declared(f.path, f.size, f.sha256) for f in request.files]
+        session_id = await asyncio.to_thread(self.uploads.create, org, request.domain, request.version, declared)
+        upload, files = await asyncio.to_thread(self.uploads.progress, org, session_id)
+        return pb.UploadSession(
+            session_id=session_id,
+            max_chunk_bytes=self.settings.chunk_bytes,
+            expires_at_unix=int(upload.expires_at.timestamp()),
+            files=[pb.FileProgress(path=f.path, size=f.size, committed=f.committed) for f in files],
+        )
+
+    async def WriteChunks(self, request_iterator, context):
+        writer = None
+        try:
+            org = await self._org(context)
+            async for chunk in request_iterator:
+                if writer is None:
+                    writer = await asyncio.to_thread(self.uploads.writer, org, chunk.session_id)
+                elif chunk.session_id != writer.session_id:
+                    raise BarFedError("MIXED_SESSIONS", "one WriteChunks stream carries chunks of one session only.")
+                await asyncio.to_thread(writer.write, chunk.path, chunk.offset, chunk.data)
+        except BarFedError as exc:
+            if writer is not None:
+                await asyncio.to_thread(writer.close)
+            await abort(context, exc)
+            return None
+        except BaseException:
+            if writer is not None:  # the client vanished: keep what was received, durably
+                await asyncio.to_thread(writer.close)
+            raise
+        if writer is None:
+            return pb.UploadProgress()
+        await asyncio.to_thread(writer.close)
+        upload, files = await asyncio.to_thread(self.uploads.progress, org, writer.session_id)
+        return self._progress(upload, files)
+
+    @reports_errors
+    async def GetUpload(self, request, context):
+        org = await self._org(context)
+        upload, files = await asyncio.to_thread(self.uploads.progress, org, request.session_id)
+        return self._progress(upload, files)
+
+    @reports_errors
+    async def CommitUpload(self, request, context):
+        org = await self._org(context)
+        submission_id = await asyncio.to_thread(self.uploads.commit, org, request.session_id)
+        self.schedule_verification(submission_id)
+        return await self._submission(org, submission_id)
+
+    def schedule_verification(self, submission_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(loop.run_in_executor(self._verify_pool, self.verifier.run, submission_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- submissions and releases ------------------------------------------------------------
+
+    @reports_errors
+    async def GetSubmission(self, request, context):
+        org = await self._org(context)
+        return await self._submission(org, request.submission_id)
+
+    async def _submission(self, org: str, submission_id: str) -> pb.Submission:
+        def load():
+            with self.registry.session() as session:
+                row = session.get(Submission, submission_id)
+                if row is None or row.org_id != org:
+                    raise BarFedError("UNKNOWN_SUBMISSION", f"there is no submission {submission_id} for {org}.")
+                return row
+
+        row = await asyncio.to_thread(load)
+        return pb.Submission(
+            submission_id=row.id,
+            org_id=row.org_id,
+            domain=row.domain,
+            version=row.version,
+            state=SUBMISSION_STATES[row.state],
+            package_digest=row.package_digest,
+            error_code=row.error_code,
+            message=row.message,
+        )
+
+    async def WatchReleases(self, request, context):
+        try:
+            await self._org(context)
+        except BarFedError as exc:
+            await abort(context, exc)
+            return
+        last = request.after_release
+        while True:
+
+            def newer(after=last):
+                with self.registry.session() as session:
+                    return session.scalars(select(Release).where(Release.number > after).order_by(Release.number)).all()
+
+            for release in await asyncio.to_thread(newer):
+                last = release.number
+                yield pb.ReleaseEvent(
+                    release=release.number,
+                    name=f"r{release.number}",
+                    manifest_sha256=release.manifest_sha256,
+                    published_at_unix=int(release.published_at.timestamp()),
+                    domains=list(release.domains),
+                )
+            await asyncio.sleep(1.0)
+
+    async def resume_pending(self) -> None:
+        """Finish verifications a previous run left unfinished (and drop abandoned uploads)."""
+        await asyncio.to_thread(self.uploads.expire)
+        for submission_id in await asyncio.to_thread(self.verifier.pending):
+            self.schedule_verification(submission_id)
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._verify_pool.shutdown(wait=True)

@@ -1,0 +1,92 @@
+"""Coordinator settings: one place, from ``coordinator.toml`` (or $BARFED_COORDINATOR_CONFIG) and BARFED_COORD_*."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+from protocol.errors import BarFedError
+
+MiB = 1024**2
+GiB = 1024**3
+
+
+class CoordinatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BARFED_COORD_", extra="forbid")
+
+    home: Path = Field(default=Path(".barfed/coordinator"), description="keys, database, blobs, staging, anchor")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; sqlite file under home by default")
+    listen: str = Field(default="127.0.0.1:50051", description="host:port of the gRPC service (mutual TLS)")
+    enroll_listen: str = Field(
+        default="127.0.0.1:50052", description="host:port for enrollment only (TLS, no client certificate yet)"
+    )
+    insecure_plaintext: bool = Field(
+        default=False, description="loopback-only development mode without TLS; must be asked for by name"
+    )
+    hostnames: list[str] = Field(default=["localhost"], description="names in the server certificate")
+    chunk_bytes: int = Field(default=1 * MiB, gt=0, le=4 * MiB)
+    max_file_bytes: int = Field(default=64 * GiB, gt=0)
+    max_package_bytes: int = Field(default=128 * GiB, gt=0)
+    max_files: int = Field(default=64, gt=0)
+    max_open_sessions_per_org: int = Field(default=4, gt=0)
+    session_ttl_s: int = Field(default=24 * 3600, gt=0, description="abandoned upload sessions are removed after")
+    sync_every_bytes: int = Field(
+        default=16 * MiB, gt=0, description="uploads fsync and record durable progress at least this often"
+    )
+    max_shared_drift: float = Field(
+        default=1.0, gt=0, description="bound on ||expert - anchor|| / ||anchor|| for every shared tensor"
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings, env_settings, dotenv_settings, file_secret_settings
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = Path(os.environ.get("BARFED_COORDINATOR_CONFIG", "coordinator.toml"))
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+
+    @model_validator(mode="after")
+    def _plaintext_only_on_loopback(self) -> CoordinatorSettings:
+        if self.insecure_plaintext and not (is_loopback(self.listen) and is_loopback(self.enroll_listen)):
+            raise ValueError("insecure_plaintext is only allowed on a loopback address (127.0.0.1 or [::1])")
+        return self
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'registry.db').resolve()}"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.home / "blobs"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.home / "staging"
+
+    @property
+    def anchor_dir(self) -> Path:
+        return self.home / "anchor"
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.home / "pki"
+
+
+def is_loopback(listen: str) -> bool:
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_settings(**overrides) -> CoordinatorSettings:
+    try:
+        return CoordinatorSettings(**overrides)
+    except ValueError as exc:
+        raise BarFedError("BAD_SETTINGS", f"coordinator settings are invalid: {exc}") from None

@@ -1,0 +1,58 @@
+"""`barfed coordinator init`: the CA and coordinator keys, the database schema, and the published anchor.
+
+The anchor is the 2-expert training checkpoint every expert branches from; it is copied under
+``home/anchor`` and signed with the coordinator's release key, so nodes can check what they fetch.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from bar_model.checkpoint import atomic_directory, read_config
+from coordinator.db import Registry
+from coordinator.keys import CoordinatorKeys
+from coordinator.settings import CoordinatorSettings
+from protocol.errors import BarFedError
+from protocol.fingerprint import anchor_fingerprint
+from protocol.package import SIGNATURE_FILE
+from protocol.signing import sign_directory
+
+ANCHOR_FILES = (".json", ".safetensors", ".jinja")
+
+
+def initialize(settings: CoordinatorSettings, anchor: Path | None = None) -> str | None:
+    """Create what is missing (keys, schema, anchor); returns the anchor fingerprint when there is one."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    keys = CoordinatorKeys(settings.pki_dir)
+    if not keys.exists():
+        keys.create(settings.hostnames)
+    Registry(settings.db_url).dispose()  # runs the migrations
+    for directory in (settings.blob_dir, settings.staging_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+    if anchor is not None:
+        publish_anchor(settings, keys, Path(anchor))
+    if (settings.anchor_dir / "config.json").is_file():
+        return anchor_fingerprint(settings.anchor_dir)
+    return None
+
+
+def publish_anchor(settings: CoordinatorSettings, keys: CoordinatorKeys, source: Path) -> None:
+    config = read_config(source)
+    if config.get("model_type") != "flex_olmo" or config.get("num_experts") != 2:
+        raise BarFedError(
+            "WRONG_ARCHITECTURE",
+            f"{source} is not a 2-expert FlexOlmo anchor; build one with `barfed model init-anchor`.",
+        )
+    if settings.anchor_dir.exists():
+        if anchor_fingerprint(settings.anchor_dir) == anchor_fingerprint(source):
+            return
+        raise BarFedError(
+            "ANCHOR_EXISTS",
+            "this coordinator already publishes a different anchor; experts of the federation depend on it.",
+        )
+    with atomic_directory(settings.anchor_dir) as staging:
+        for path in sorted(source.iterdir()):
+            if path.is_file() and path.suffix in ANCHOR_FILES and path.name != SIGNATURE_FILE:
+                shutil.copy2(path, staging / path.name)
+        sign_directory(staging, keys.release_key_path)

@@ -1,0 +1,159 @@
+"""Submissions and expert versions: the verification job, and the lifecycle an operator drives.
+
+RECEIVED → VERIFYING → ACCEPTED | REJECTED(code, message). A rejected package leaves no expert version and
+no bytes (its blobs are deleted unless an accepted expert shares them); only the rejection record
+(code and message, so the node can be told why) and the audit trail remain. The job is keyed by the
+submission id and idempotent, so a coordinator that dies mid-verification simply runs it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from coordinator import audit
+from coordinator.blobs import BlobStore
+from coordinator.db import Registry
+from coordinator.enrollment import pinned_keys
+from coordinator.models import Domain, Expert, Job, Submission
+from coordinator.settings import CoordinatorSettings
+from coordinator.verify import Expectations, verify_package
+from protocol.errors import BarFedError
+from protocol.fingerprint import anchor_fingerprint
+
+log = logging.getLogger(__name__)
+
+TRANSITIONS = {
+    "ACCEPTED": {"QUARANTINED", "DEPRECATED", "OPTED_OUT"},
+    "QUARANTINED": {"ACCEPTED", "DEPRECATED", "OPTED_OUT"},
+    "DEPRECATED": {"OPTED_OUT"},
+    "OPTED_OUT": set(),
+}
+
+
+class Verifier:
+    def __init__(self, registry: Registry, settings: CoordinatorSettings, blobs: BlobStore) -> None:
+        self.registry, self.settings, self.blobs = registry, settings, blobs
+        self._anchor_fingerprint: str | None = None
+
+    @property
+    def anchor_fingerprint(self) -> str:
+        if self._anchor_fingerprint is None:
+            if not (self.settings.anchor_dir / "config.json").is_file():
+                raise BarFedError("NO_ANCHOR", "the coordinator has no anchor; run `barfed coordinator init --anchor`.")
+            self._anchor_fingerprint = anchor_fingerprint(self.settings.anchor_dir)
+        return self._anchor_fingerprint
+
+    def pending(self) -> list[str]:
+        """Submissions whose verification has not finished (after a crash, too)."""
+        with self.registry.session() as session:
+            jobs = session.scalars(select(Job).where(Job.kind == "verify", Job.state.in_(("queued", "running"))))
+            return [job.key for job in jobs]
+
+    def run(self, submission_id: str) -> str:
+        """Verify one submission (idempotent); returns its final state."""
+        with self.registry.session() as session:
+            submission = session.get(Submission, submission_id)
+            job = session.scalar(select(Job).where(Job.kind == "verify", Job.key == submission_id))
+            if submission.state not in ("RECEIVED", "VERIFYING"):
+                if job is not None:
+                    job.state = "done"
+                return submission.state
+            if job is not None:
+                job.state, job.attempts = "running", job.attempts + 1
+            submission.state = "VERIFYING"
+            audit.record(session, "coordinator", "submission.verify", submission_id)
+            expect = Expectations(
+                org_id=submission.org_id,
+                domain=submission.domain,
+                version=submission.version,
+                public_keys=[],
+                owned_domains=set(session.scalars(select(Domain.name).where(Domain.org_id == submission.org_id))),
+                latest_version=session.scalar(
+                    select(func.max(Expert.version)).where(Expert.domain == submission.domain)
+                )
+                or 0,
+                anchor_dir=self.settings.anchor_dir,
+                anchor_fingerprint=self.anchor_fingerprint,
+                max_shared_drift=self.settings.max_shared_drift,
+            )
+            files = dict(submission.files)
+        expect = Expectations(**{**expect.__dict__, "public_keys": pinned_keys(self.registry, expect.org_id)})
+        workdir = self.settings.staging_dir / f"verify-{submission_id}"
+        try:
+            package = self.blobs.materialize(files, workdir)
+            verify_package(package, expect)
+        except BarFedError as exc:
+            self._finish(submission_id, "REJECTED", exc.code, exc.message)
+            return "REJECTED"
+        except Exception as exc:  # a bug must not leave the submission VERIFYING forever
+            log.exception("verification of %s crashed", submission_id)
+            self._finish(submission_id, "REJECTED", "VERIFICATION_ERROR", f"verification failed unexpectedly ({exc}).")
+            return "REJECTED"
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        self._finish(submission_id, "ACCEPTED", "", "")
+        return "ACCEPTED"
+
+    def _finish(self, submission_id: str, state: str, code: str, message: str) -> None:
+        with self.registry.session() as session:
+            submission = session.get(Submission, submission_id)
+            submission.state, submission.error_code, submission.message = state, code, message
+            if state == "ACCEPTED":
+                session.add(
+                    Expert(
+                        submission_id=submission_id,
+                        org_id=submission.org_id,
+                        domain=submission.domain,
+                        version=submission.version,
+                        package_digest=submission.package_digest,
+                        files=submission.files,
+                    )
+                )
+            job = session.scalar(select(Job).where(Job.kind == "verify", Job.key == submission_id))
+            if job is not None:
+                job.state = "done"
+            audit.record(
+                session,
+                "coordinator",
+                f"submission.{state.lower()}",
+                submission_id,
+                code=code,
+                domain=submission.domain,
+                version=submission.version,
+            )
+            kept = set()
+            if state == "REJECTED":
+                for expert in session.scalars(select(Expert)):
+                    kept |= set(expert.files.values())
+                for digest in set(submission.files.values()) - kept:
+                    self.blobs.delete(digest)
+
+    def run_pending(self) -> int:
+        count = 0
+        for submission_id in self.pending():
+            self.run(submission_id)
+            count += 1
+        return count
+
+
+def set_expert_state(registry: Registry, domain: str, version: int, state: str, reason: str, actor: str) -> Expert:
+    """Admin lifecycle: quarantine, deprecate, opt out (or release from quarantine)."""
+    with registry.session() as session:
+        expert = session.scalar(select(Expert).where(Expert.domain == domain, Expert.version == version))
+        if expert is None:
+            raise BarFedError("UNKNOWN_EXPERT", f"there is no accepted {domain} v{version}.")
+        if state not in TRANSITIONS.get(expert.status, set()):
+            raise BarFedError("BAD_TRANSITION", f"{domain} v{version} is {expert.status}; it cannot become {state}.")
+        previous, expert.status, expert.reason = expert.status, state, reason[:1000]
+        audit.record(
+            session, actor, "expert.state", f"{domain}/v{version}", previous=previous, state=state, reason=reason[:1000]
+        )
+        return expert
+
+
+def package_dir(blobs: BlobStore, expert: Expert, target: Path) -> Path:
+    return blobs.materialize(dict(expert.files), target)

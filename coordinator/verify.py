@@ -1,0 +1,154 @@
+"""Verification of a committed expert package: every check of DESIGN §3 step 6, each with its own code.
+
+Order: structure and manifest → the facts it binds (org, domain, version, anchor) → signature with the
+organization's pinned, unrevoked key → domain ownership and version → tensors (names, shapes, dtypes
+against the anchor's layout, slot 0 and router row 0 untouched, every value finite, shared tensors
+within the drift bound) → side files. Nothing here unpickles or executes anything from the package.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bar_model.checkpoint import SafetensorsCheckpoint
+from protocol.errors import BarFedError
+from protocol.layout import disk_part, package_tensor_names
+from protocol.package import ExpertManifest, read_package
+from protocol.signing import verify_directory
+
+MAX_SIDECAR_BYTES = 16 * 1024**2
+MAX_SIDECAR_FIELD = 4096
+SIDECAR_FIELDS = {"calibration.jsonl": {"prompt", "response"}, "eval.jsonl": {"prompt", "response", "answer"}}
+
+
+@dataclass(frozen=True)
+class Expectations:
+    """What the coordinator knows independently of the package."""
+
+    org_id: str
+    domain: str
+    version: int
+    public_keys: list[bytes]  # the org's pinned, unrevoked keys
+    owned_domains: set[str]
+    latest_version: int  # highest accepted version of the domain (0 when none)
+    anchor_dir: Path
+    anchor_fingerprint: str
+    max_shared_drift: float
+
+
+def verify_package(directory: Path, expect: Expectations) -> ExpertManifest:
+    manifest = read_package(directory)
+    if manifest.org != expect.org_id:
+        raise BarFedError(
+            "ORG_MISMATCH", f"the manifest names organization {manifest.org!r}, but {expect.org_id} submitted it."
+        )
+    if (manifest.domain, manifest.version) != (expect.domain, expect.version):
+        raise BarFedError(
+            "MANIFEST_MISMATCH",
+            f"the manifest is for {manifest.domain} v{manifest.version}, the upload declared "
+            f"{expect.domain} v{expect.version}; declare what the package holds.",
+        )
+    _check_signature(directory, expect)
+    if manifest.domain not in expect.owned_domains:
+        raise BarFedError("DOMAIN_NOT_OWNED", f"{expect.org_id} may not publish domain {manifest.domain!r}.")
+    if manifest.version <= expect.latest_version:
+        raise BarFedError(
+            "VERSION_NOT_NEWER",
+            f"{manifest.domain} is already at version {expect.latest_version}; a package for version "
+            f"{manifest.version} is a replay or out of date. Submit version {expect.latest_version + 1}.",
+        )
+    if manifest.anchor_fingerprint != expect.anchor_fingerprint:
+        raise BarFedError(
+            "ANCHOR_MISMATCH",
+            f"the expert was trained from anchor {manifest.anchor_fingerprint}, but the federation's anchor is "
+            f"{expect.anchor_fingerprint}; fetch the current anchor and retrain.",
+        )
+    _check_tensors(directory, manifest, expect)
+    _check_sidecars(directory, manifest)
+    return manifest
+
+
+def _check_signature(directory: Path, expect: Expectations) -> None:
+    if not expect.public_keys:
+        raise BarFedError("ORG_REVOKED", f"{expect.org_id} has no valid signing key; it was revoked or never enrolled.")
+    failure: BarFedError | None = None
+    for key in expect.public_keys:
+        try:
+            verify_directory(directory, key)
+            return
+        except BarFedError as exc:
+            failure = exc
+            if exc.code != "SIGNATURE_WRONG_KEY":
+                break
+    raise failure
+
+
+def _check_tensors(directory: Path, manifest: ExpertManifest, expect: Expectations) -> None:
+    anchor = SafetensorsCheckpoint(expect.anchor_dir)
+    package = SafetensorsCheckpoint(directory)  # validates headers and byte ranges; refuses non-safetensors
+    allowed = package_tensor_names(anchor.keys(), manifest.stages)
+    present = set(package.keys())
+    for name in sorted(present):
+        if disk_part(name) == ("expert_ffn", 0):
+            raise BarFedError(
+                "SLOT0_MODIFIED", f"the package carries {name}, the anchor's slot 0, which no expert may change."
+            )
+    if extra := sorted(present - allowed):
+        raise BarFedError(
+            "EXTRA_TENSOR",
+            f"{extra[0]} is not a tensor that stages {','.join(manifest.stages)} may change; remove it.",
+        )
+    if missing := sorted(allowed - present):
+        raise BarFedError("MISSING_TENSOR", f"the package lacks {missing[0]}, which its stages train.")
+    for name in sorted(present):
+        if package.shape(name) != anchor.shape(name):
+            raise BarFedError(
+                "SHAPE_MISMATCH", f"{name} is {list(package.shape(name))}, the anchor's is {list(anchor.shape(name))}."
+            )
+        if package.dtype(name) != anchor.dtype(name):
+            raise BarFedError(
+                "DTYPE_MISMATCH", f"{name} is {package.dtype(name)}, the anchor's is {anchor.dtype(name)}."
+            )
+    for name in sorted(present):
+        tensor = package.tensor(name)
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise BarFedError("NON_FINITE", f"{name} holds NaN or infinite values.")
+        part, _slot = disk_part(name)
+        if part == "router":
+            if not torch.equal(tensor[0], anchor.tensor(name)[0]):
+                raise BarFedError("SLOT0_MODIFIED", f"router row 0 of {name} differs from the anchor's; it is frozen.")
+        elif part in ("embeddings", "shared"):
+            reference = anchor.tensor(name).float()
+            drift = float((tensor.float() - reference).norm() / reference.norm().clamp_min(1e-12))
+            if drift > expect.max_shared_drift:
+                raise BarFedError(
+                    "DRIFT_EXCEEDED",
+                    f"{name} moved {drift:.2f} (relative L2) from the anchor; the federation allows "
+                    f"{expect.max_shared_drift}. Shared tensors are averaged into every release.",
+                )
+
+
+def _check_sidecars(directory: Path, manifest: ExpertManifest) -> None:
+    for entry in manifest.files:
+        fields = SIDECAR_FIELDS.get(entry.path)
+        if fields is None:
+            continue
+        if entry.size > MAX_SIDECAR_BYTES:
+            raise BarFedError("BAD_SIDECAR", f"{entry.path} is larger than {MAX_SIDECAR_BYTES} bytes.")
+        for number, line in enumerate((directory / entry.path).read_bytes().splitlines(), start=1):
+            try:
+                row = json.loads(line)
+            except (ValueError, RecursionError):
+                raise BarFedError("BAD_SIDECAR", f"{entry.path} line {number} is not JSON.") from None
+            if (
+                not isinstance(row, dict)
+                or set(row) != fields
+                or not all(isinstance(v, str) and len(v) <= MAX_SIDECAR_FIELD for v in row.values())
+            ):
+                raise BarFedError(
+                    "BAD_SIDECAR", f"{entry.path} line {number} must be an object with string fields {sorted(fields)}."
+                )

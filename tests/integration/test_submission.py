@@ -1,0 +1,147 @@
+"""Over real gRPC with mTLS on loopback, on SQLite and PostgreSQL: enroll → upload → verify → ACCEPTED."""
+
+from __future__ import annotations
+
+import hashlib
+
+import grpc
+import pytest
+from sqlalchemy import select
+
+from contributor_node.client import CoordinatorClient
+from contributor_node.package import build_package
+from coordinator.audit import verify_chain
+from coordinator.enrollment import revoke
+from coordinator.models import AuditEntry, Expert, Submission
+from coordinator.submissions import set_expert_state
+from protocol.errors import BarFedError
+from protocol.v1 import barfed_pb2 as pb
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _package(identity, source, out, version=1):
+    build_package(source, out, org=identity.org_id, version=version, private_key=identity.key_path)
+    return out
+
+
+def test_enroll_upload_accept(federation, packages, tmp_path):
+    acme = federation.enroll("acme-labs", ["test-vowels"])
+    with acme.client(federation.address.service) as client:
+        anchor_fp = client.fetch_anchor(tmp_path / "anchor", (federation.settings.pki_dir / "release.pub").read_bytes())
+        package = _package(acme, packages["test-vowels"], tmp_path / "pkg")
+        submission_id = client.submit(package)
+        status = client.wait(submission_id)
+        assert status.state == pb.ACCEPTED, (status.error_code, status.message)
+        assert status.package_digest == hashlib.sha256((package / "expert.json").read_bytes()).hexdigest()
+        # Committing again is idempotent: same submission, no second expert.
+        again = client.stub.CommitUpload(pb.CommitUploadRequest(session_id=_session_of(federation, submission_id)))
+        assert again.submission_id == submission_id
+    with federation.registry.session() as session:
+        experts = session.scalars(select(Expert)).all()
+        assert [(e.domain, e.version, e.org_id, e.status) for e in experts] == [
+            ("test-vowels", 1, "acme-labs", "ACCEPTED")
+        ]
+        assert anchor_fp.startswith("sha256:")
+        assert verify_chain(session) > 0
+        actions = [a.action for a in session.scalars(select(AuditEntry))]
+        assert {"org.invite", "enrollment.approve", "upload.commit", "submission.accepted"} <= set(actions)
+    for digest in experts[0].files.values():
+        assert federation.settings.blob_dir.joinpath("sha256", digest[:2], digest[2:]).is_file()
+
+
+def _session_of(federation, submission_id):
+    from coordinator.models import UploadSession
+
+    with federation.registry.session() as session:
+        return session.scalar(select(UploadSession.id).where(UploadSession.submission_id == submission_id))
+
+
+def test_domain_not_owned_is_refused(federation, packages, tmp_path):
+    acme = federation.enroll("acme-labs", ["math"])
+    with acme.client(federation.address.service) as client:
+        package = _package(acme, packages["test-vowels"], tmp_path / "pkg")
+        with pytest.raises(BarFedError) as err:
+            client.submit(package)
+        assert err.value.code == "DOMAIN_NOT_OWNED"
+
+
+def test_revoked_org_is_refused_at_the_transport(federation, packages, tmp_path):
+    acme = federation.enroll("acme-labs", ["test-vowels"])
+    package = _package(acme, packages["test-vowels"], tmp_path / "pkg")
+    revoke(federation.registry, "acme-labs", "key compromised")
+    with acme.client(federation.address.service) as client, pytest.raises(BarFedError) as err:
+        client.submit(package)
+    assert err.value.code == "CERT_REVOKED"
+
+
+def test_revoked_org_is_refused_at_the_signature_check(federation, packages, tmp_path):
+    """A package committed before revocation is verified after it: the pinned key no longer counts."""
+    from coordinator.blobs import BlobStore
+    from coordinator.submissions import Verifier
+    from coordinator.uploads import Declared, Uploads
+    from protocol.package import file_sha256
+
+    acme = federation.enroll("acme-labs", ["test-vowels"])
+    package = _package(acme, packages["test-vowels"], tmp_path / "pkg")
+    blobs = BlobStore(federation.settings.blob_dir)
+    uploads = Uploads(federation.registry, federation.settings, blobs)
+    files = sorted(p for p in package.iterdir())
+    session_id = uploads.create(
+        "acme-labs", "test-vowels", 1, [Declared(p.name, p.stat().st_size, file_sha256(p)) for p in files]
+    )
+    writer = uploads.writer("acme-labs", session_id)
+    for path in files:
+        data = path.read_bytes()
+        for start in range(0, len(data), federation.settings.chunk_bytes):
+            writer.write(path.name, start, data[start : start + federation.settings.chunk_bytes])
+    writer.close()
+    submission_id = uploads.commit("acme-labs", session_id)
+    revoke(federation.registry, "acme-labs", "left the federation")
+    # Committed outside the server, so only this verifier runs it.
+    assert Verifier(federation.registry, federation.settings, blobs).run(submission_id) == "REJECTED"
+    with federation.registry.session() as session:
+        submission = session.get(Submission, submission_id)
+        assert (submission.state, submission.error_code) == ("REJECTED", "ORG_REVOKED")
+        assert session.scalars(select(Expert)).all() == []
+    assert blobs.digests() == set()
+
+
+def test_unenrolled_caller_and_enrollment_port_limits(federation, tmp_path):
+    # No client certificate: the mutual-TLS port refuses the handshake itself.
+    anonymous = CoordinatorClient(federation.address.service, ca_pem=federation.ca_pem, timeout=5)
+    with anonymous, pytest.raises(BarFedError):
+        anonymous.submission("whatever")
+    # On the enrollment port, everything but enrollment needs an identity.
+    channel = grpc.secure_channel(federation.address.enroll, grpc.ssl_channel_credentials(federation.ca_pem))
+    stub = pb_stub(channel)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.GetSubmission(pb.GetSubmissionRequest(submission_id="x"), timeout=5)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert dict(err.value.trailing_metadata())["barfed-error-code"] == "CLIENT_CERT_REQUIRED"
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Enroll(pb.EnrollRequest(org_id="acme-labs", csr_pem="junk", enrollment_token="t"), timeout=5)
+    assert dict(err.value.trailing_metadata())["barfed-error-code"] == "CSR_INVALID"
+    channel.close()
+
+
+def pb_stub(channel):
+    from protocol.v1 import barfed_pb2_grpc
+
+    return barfed_pb2_grpc.FederationStub(channel)
+
+
+def test_versions_increase_and_lifecycle(federation, packages, tmp_path):
+    acme = federation.enroll("acme-labs", ["test-vowels"])
+    with acme.client(federation.address.service) as client:
+        for version in (1, 2):
+            package = _package(acme, packages["test-vowels"], tmp_path / f"pkg{version}", version=version)
+            assert client.wait(client.submit(package)).state == pb.ACCEPTED
+        with pytest.raises(BarFedError) as err:
+            client.submit(_package(acme, packages["test-vowels"], tmp_path / "old", version=2))
+        assert err.value.code == "VERSION_NOT_NEWER"
+    set_expert_state(federation.registry, "test-vowels", 1, "QUARANTINED", "eval regression", "admin")
+    set_expert_state(federation.registry, "test-vowels", 1, "OPTED_OUT", "org asked", "admin")
+    with pytest.raises(BarFedError) as err:
+        set_expert_state(federation.registry, "test-vowels", 1, "ACCEPTED", "undo", "admin")
+    assert err.value.code == "BAD_TRANSITION"
