@@ -45,7 +45,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - 
 """
 
 
-def synthetic_expert(anchor_dir: Path, out: Path, seed: int, fingerprint: str) -> None:
+def synthetic_expert(anchor_dir: Path, out: Path, seed: int, fingerprint: str, domain: str | None = None) -> None:
     """The anchor with its domain slot, router and shared tensors perturbed, as train-expert would leave it."""
     generator = torch.Generator().manual_seed(seed)
     source = SafetensorsCheckpoint(anchor_dir)
@@ -60,7 +60,14 @@ def synthetic_expert(anchor_dir: Path, out: Path, seed: int, fingerprint: str) -
             writer.add(key, tensor)
         writer.close()
         shutil.copy(anchor_dir / "config.json", staging / "config.json")
-        write_json(staging / "bar_expert.json", {"domain": f"synthetic-{seed}", "anchor_fingerprint": fingerprint})
+        card = {
+            "domain": domain or f"synthetic-{seed}",
+            "anchor_fingerprint": fingerprint,
+            "stages": ["mid", "sft", "rl"],
+            "recipe": {},
+            "stage_summaries": {},
+        }
+        write_json(staging / "bar_expert.json", card)
 
 
 def child(*args: str) -> tuple[float, float]:

@@ -36,15 +36,15 @@ def configure() -> None:
 @app.command()
 def demo(
     home: Annotated[Path | None, typer.Option(help="working directory (default: settings.home)")] = None,
-    domain: Annotated[str, typer.Option(help="the domain of the expert to train")] = "math",
+    quick: Annotated[
+        bool, typer.Option(help="micro models: a smoke run in about a minute that learns nothing")
+    ] = False,
 ) -> None:
-    """Run the whole pipeline on embedded defaults: tiny base and anchor, one expert, evaluation."""
-    from bar_model.domains import get_domain
+    """A whole tiny federation on embedded defaults: coordinator, two organizations, experts, merged model."""
     from bar_model.settings import Settings
     from coordinator.demo import run_demo
 
-    get_domain(domain)
-    run_demo(home or Settings().home, domain)
+    run_demo(home or Settings().home, recipes="micro" if quick else "tiny")
 
 
 def main() -> None:
