@@ -23,7 +23,7 @@ from accelerate import PartialState
 from safetensors.torch import save_file
 
 from protocol.errors import BarFedError
-from protocol.fingerprint import safetensors_header
+from protocol.fingerprint import MAX_HEADER_BYTES, safetensors_header
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -87,27 +87,39 @@ class SafetensorsCheckpoint:
     shape and the file's length, so an untrusted file cannot make us read out of bounds.
     """
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(
+        self, directory: str | Path, *, max_header_bytes: int = MAX_HEADER_BYTES, max_tensors: int | None = None
+    ) -> None:
         self.directory = Path(directory)
-        index = self.directory / INDEX_FILE
-        if (self.directory / SINGLE_FILE).is_file():
-            files = [SINGLE_FILE]
+        self.max_header_bytes, self.max_tensors = max_header_bytes, max_tensors
+        single, index = self.directory / SINGLE_FILE, self.directory / INDEX_FILE
+        if single.is_file() and index.is_file():
+            raise BarFedError("BAD_SAFETENSORS", f"{self.directory} holds both {SINGLE_FILE} and {INDEX_FILE}.")
+        weight_map: dict[str, str] | None = None
+        if single.is_file():
+            self.files = [SINGLE_FILE]
         elif index.is_file():
-            weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
-            files = sorted(set(weight_map.values()))
+            weight_map = _read_index(index)
+            self.files = sorted(set(weight_map.values()))
         else:
             pickled = any(self.directory.glob("*.bin")) or any(self.directory.glob("*.pt"))
             hint = " It holds pickle weights, which are never loaded; convert them to safetensors." if pickled else ""
             raise BarFedError("NO_SAFETENSORS", f"{self.directory} has no safetensors weights.{hint}")
         self._entries: dict[str, _Entry] = {}
-        for name in files:
+        for name in self.files:
             path = self.directory / name
-            if "/" in name or not path.is_file():
-                raise BarFedError("NO_SAFETENSORS", f"{self.directory} lists a missing shard {name!r}.")
+            if "/" in name or name.startswith(".") or not path.is_file():
+                raise BarFedError("NO_SAFETENSORS", f"{self.directory} lists a missing shard {name[:200]!r}.")
             self._index_file(path)
+        if weight_map is not None:
+            actual = {key: entry.path.name for key, entry in self._entries.items()}
+            if actual != weight_map:
+                raise BarFedError(
+                    "BAD_SAFETENSORS", f"{INDEX_FILE} does not describe the tensors its shards actually hold."
+                )
 
     def _index_file(self, path: Path) -> None:
-        header = safetensors_header(path)
+        header = safetensors_header(path, self.max_header_bytes)
         with open(path, "rb") as fh:
             data_start = 8 + int.from_bytes(fh.read(8), "little")
         size = path.stat().st_size
@@ -117,18 +129,23 @@ class SafetensorsCheckpoint:
             try:
                 dtype, shape = DTYPES[entry["dtype"]], tuple(int(d) for d in entry["shape"])
                 begin, finish = (int(o) for o in entry["data_offsets"])
-            except (KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError, AttributeError):
                 raise BarFedError(
-                    "BAD_SAFETENSORS", f"{path.name}: tensor {key!r} has an invalid header entry."
+                    "BAD_SAFETENSORS", f"{path.name}: tensor {key[:200]!r} has an invalid header entry."
                 ) from None
             nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
             if min(shape, default=0) < 0 or finish - begin != nbytes or begin < 0 or data_start + finish > size:
                 raise BarFedError(
-                    "BAD_SAFETENSORS", f"{path.name}: tensor {key!r} does not fit its declared dtype, shape or file."
+                    "BAD_SAFETENSORS",
+                    f"{path.name}: tensor {key[:200]!r} does not fit its declared dtype, shape or file.",
                 )
             if key in self._entries:
-                raise BarFedError("BAD_SAFETENSORS", f"tensor {key!r} appears in two shards of {self.directory}.")
+                raise BarFedError("BAD_SAFETENSORS", f"tensor {key[:200]!r} appears in two shards.")
             self._entries[key] = _Entry(path, entry["dtype"], shape, data_start + begin, data_start + finish)
+            if self.max_tensors is not None and len(self._entries) > self.max_tensors:
+                raise BarFedError(
+                    "EXTRA_TENSOR", f"the checkpoint holds more than the {self.max_tensors} tensors it may hold."
+                )
 
     def keys(self) -> list[str]:
         return list(self._entries)
@@ -159,6 +176,21 @@ class SafetensorsCheckpoint:
         if not buffer:
             return torch.empty(entry.shape, dtype=DTYPES[entry.dtype])
         return torch.frombuffer(buffer, dtype=DTYPES[entry.dtype]).reshape(entry.shape)
+
+
+def _read_index(path: Path, max_bytes: int = 16 * 1024**2) -> dict[str, str]:
+    """``weight_map`` of a sharded checkpoint's index, size-checked and type-checked."""
+    if path.stat().st_size > max_bytes:
+        raise BarFedError("BAD_SAFETENSORS", f"{path.name} is larger than {max_bytes} bytes.")
+    try:
+        weight_map = json.loads(path.read_bytes()).get("weight_map")
+    except (ValueError, RecursionError, AttributeError):
+        raise BarFedError("BAD_SAFETENSORS", f"{path.name} is not a valid index.") from None
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
+    ):
+        raise BarFedError("BAD_SAFETENSORS", f"{path.name} has no valid weight_map.")
+    return weight_map
 
 
 class ShardedSafetensorsWriter:

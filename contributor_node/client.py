@@ -130,7 +130,9 @@ class CoordinatorClient:
                     chunk = part.chunk
                     if manifest is None or chunk.path not in {f.path for f in manifest.files} or "/" in chunk.path:
                         raise BarFedError("BAD_ANCHOR_STREAM", "the coordinator sent a file it did not declare.")
-                    fh = handles.setdefault(chunk.path, open(staging / chunk.path, "wb"))  # noqa: SIM115
+                    if chunk.path not in handles:
+                        handles[chunk.path] = open(staging / chunk.path, "wb")  # noqa: SIM115 (closed below)
+                    fh = handles[chunk.path]
                     if fh.tell() != chunk.offset:
                         raise BarFedError("BAD_ANCHOR_STREAM", f"{chunk.path} arrived out of order.")
                     fh.write(chunk.data)
@@ -191,7 +193,7 @@ class CoordinatorClient:
                 )
             except grpc.RpcError as exc:
                 error = error_from(exc)
-                if exc.code() not in RETRYABLE and error.code != "OFFSET_MISMATCH":
+                if exc.code() not in RETRYABLE and error.code not in ("OFFSET_MISMATCH", "SESSION_BUSY"):
                     raise error from None
                 log.warning("upload interrupted (%s); resuming (attempt %d)", error.code, attempt)
                 time.sleep(min(5.0, 0.2 * attempt))

@@ -1,8 +1,8 @@
 """The append-only, hash-chained audit log: every state change, who made it, and proof nothing was removed.
 
-Each entry's hash covers its content and the previous entry's hash; ``prev_hash`` is unique, so two
-writers racing for the same tail cannot fork the chain (the loser retries), and the database refuses
-UPDATE and DELETE on the table.
+Each entry's hash covers its content and the previous entry's hash. Appends are serialised (an advisory
+lock on PostgreSQL, an immediate write transaction on SQLite), ``prev_hash`` is unique so the chain could
+not fork even if they were not, and the database refuses UPDATE and DELETE on the table.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import datetime as dt
 import hashlib
 import json
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from coordinator.models import AuditEntry, utcnow
@@ -34,8 +34,13 @@ def entry_hash(prev_hash: str, at: dt.datetime, actor: str, action: str, subject
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
 
 
+AUDIT_LOCK_KEY = 0x6261726665640001  # pg_advisory_xact_lock key that serialises appends
+
+
 def record(session: Session, actor: str, action: str, subject: str, **details) -> AuditEntry:
     """Append one entry in the caller's transaction (so the change and its record commit together)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK_KEY - 2**63})
     last = session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(1)).first()
     prev_hash = last.hash if last else GENESIS
     at = utcnow()

@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
 from pathlib import Path
 
 from protocol.errors import BarFedError
 
-DIGEST = re.compile(r"^[0-9a-f]{64}$")
+DIGEST = re.compile(r"[0-9a-f]{64}")
+_LOCKS: dict[Path, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
 
 
 def fsync_file(path: Path) -> None:
@@ -34,9 +37,11 @@ class BlobStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         (self.root / "sha256").mkdir(parents=True, exist_ok=True)
+        with _LOCKS_GUARD:  # one lock per store, however many objects point at it
+            self.lock = _LOCKS.setdefault(self.root.resolve(), threading.Lock())
 
     def path(self, digest: str) -> Path:
-        if not DIGEST.match(digest):
+        if not DIGEST.fullmatch(digest):
             raise BarFedError("BAD_DIGEST", f"{digest!r} is not a lowercase hex sha256.")
         return self.root / "sha256" / digest[:2] / digest[2:]
 

@@ -21,11 +21,18 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:
+            dbapi_connection.isolation_level = None  # we issue BEGIN ourselves, below
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=FULL")  # an accepted row survives a crash
             cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin_immediate(connection) -> None:
+            # Take the write lock when a transaction starts, not at its first write: two transactions can
+            # then never read the same state and both act on it (the audit chain's tail, a version number).
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True)

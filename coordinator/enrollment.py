@@ -74,6 +74,8 @@ def approve(registry: Registry, keys: CoordinatorKeys, enrollment_id: str, actor
         enrollment = session.get(Enrollment, enrollment_id)
         if enrollment is None or enrollment.state != "pending":
             raise BarFedError("NOT_PENDING", f"enrollment {enrollment_id} is not waiting for approval.")
+        if session.get(Organization, enrollment.org_id).status == "revoked":
+            raise BarFedError("ORG_REVOKED", f"{enrollment.org_id} was revoked; a revoked organization stays revoked.")
         cert = pki.issue_client_certificate(ca_key, ca_cert, enrollment.csr_pem.encode(), enrollment.org_id)
         public_pem = pki.public_key_pem(cert.public_key()).decode()
         session.add(
@@ -117,6 +119,10 @@ def revoke(registry: Registry, org_id: str, reason: str, actor: str = "admin") -
         org.status, org.revoked_at = "revoked", utcnow()
         for cert in session.scalars(select(Certificate).where(Certificate.org_id == org_id)):
             cert.revoked_at = cert.revoked_at or utcnow()
+        for enrollment in session.scalars(
+            select(Enrollment).where(Enrollment.org_id == org_id, Enrollment.state.in_(("invited", "pending")))
+        ):
+            enrollment.state, enrollment.reason = "rejected", "organization revoked"
         audit.record(session, actor, "org.revoke", org_id, reason=reason[:512])
 
 

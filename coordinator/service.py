@@ -50,7 +50,16 @@ CODE_STATUS = {
         "FAILED_PRECONDITION",
     ),
     **dict.fromkeys(
-        ("TOO_MANY_SESSIONS", "FILE_TOO_LARGE", "PACKAGE_TOO_LARGE", "CHUNK_TOO_LARGE"), "RESOURCE_EXHAUSTED"
+        (
+            "TOO_MANY_SESSIONS",
+            "TOO_MANY_PENDING",
+            "FILE_TOO_LARGE",
+            "PACKAGE_TOO_LARGE",
+            "CHUNK_TOO_LARGE",
+            "INSUFFICIENT_STORAGE",
+            "SESSION_BUSY",
+        ),
+        "RESOURCE_EXHAUSTED",
     ),
 }
 SUBMISSION_STATES = {name: getattr(pb, name) for name in pb.SubmissionState.keys()}  # noqa: SIM118
@@ -64,7 +73,7 @@ ENROLLMENT_STATES = {
 
 async def abort(context: grpc.aio.ServicerContext, error: BarFedError):
     status = STATUS.get(CODE_STATUS.get(error.code, ""), grpc.StatusCode.INVALID_ARGUMENT)
-    await context.abort(status, error.message, trailing_metadata=((ERROR_KEY, error.code),))
+    await context.abort(status, error.message[:2000], trailing_metadata=((ERROR_KEY, error.code),))
 
 
 def reports_errors(handler):
@@ -89,6 +98,8 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
         self.verifier = Verifier(registry, settings, self.blobs)
         self._verify_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify")
         self._tasks: set[asyncio.Task] = set()
+        self._scheduled: set[str] = set()
+        self._anchor: pb.AnchorManifest | None = None
 
     # -- identity ----------------------------------------------------------------------------
 
@@ -135,25 +146,33 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
     async def FetchAnchor(self, request, context):
         try:
             await self._org(context)
-            anchor = self.settings.anchor_dir
-            fingerprint = await asyncio.to_thread(anchor_fingerprint, anchor)
-            if request.fingerprint and request.fingerprint != fingerprint:
-                raise BarFedError("ANCHOR_MISMATCH", f"the current anchor is {fingerprint}.")
+            manifest = await asyncio.to_thread(self._anchor_manifest)
+            if request.fingerprint and request.fingerprint != manifest.fingerprint:
+                raise BarFedError("ANCHOR_MISMATCH", f"the current anchor is {manifest.fingerprint}.")
         except BarFedError as exc:
             await abort(context, exc)
             return
-        files = sorted(p for p in anchor.iterdir() if p.is_file())
-        declarations = [
-            pb.FileDeclaration(path=p.name, size=p.stat().st_size, sha256=await asyncio.to_thread(file_sha256, p))
-            for p in files
-        ]
-        yield pb.AnchorPart(manifest=pb.AnchorManifest(fingerprint=fingerprint, files=declarations))
-        for path in files:
+        yield pb.AnchorPart(manifest=manifest)
+        for declared in manifest.files:
+            path = self.settings.anchor_dir / declared.path
             with open(path, "rb") as fh:
                 offset = 0
                 while data := await asyncio.to_thread(fh.read, self.settings.chunk_bytes):
                     yield pb.AnchorPart(chunk=pb.FileChunk(path=path.name, offset=offset, data=data))
                     offset += len(data)
+
+    def _anchor_manifest(self) -> pb.AnchorManifest:
+        """Fingerprint, sizes and digests of the published anchor, computed once (it never changes in place)."""
+        if self._anchor is None:
+            anchor = self.settings.anchor_dir
+            if not (anchor / "config.json").is_file():
+                raise BarFedError("NO_ANCHOR", "this coordinator publishes no anchor yet.")
+            files = sorted(p for p in anchor.iterdir() if p.is_file())
+            self._anchor = pb.AnchorManifest(
+                fingerprint=anchor_fingerprint(anchor),
+                files=[pb.FileDeclaration(path=p.name, size=p.stat().st_size, sha256=file_sha256(p)) for p in files],
+            )
+        return self._anchor
 
     # -- uploads -----------------------------------------------------------------------------
 
@@ -181,12 +200,17 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
         writer = None
         try:
             org = await self._org(context)
+            received = 0
             async for chunk in request_iterator:
                 if writer is None:
-                    writer = await asyncio.to_thread(self.uploads.writer, org, chunk.session_id)
+                    writer = await self._open_writer(org, chunk.session_id)
                 elif chunk.session_id != writer.session_id:
                     raise BarFedError("MIXED_SESSIONS", "one WriteChunks stream carries chunks of one session only.")
                 await asyncio.to_thread(writer.write, chunk.path, chunk.offset, chunk.data)
+                received += len(chunk.data)
+                if received >= self.settings.sync_every_bytes:  # a revocation also ends open streams
+                    await self._org(context)
+                    received = 0
         except BarFedError as exc:
             if writer is not None:
                 await asyncio.to_thread(writer.close)
@@ -202,6 +226,21 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
         upload, files = await asyncio.to_thread(self.uploads.progress, org, writer.session_id)
         return self._progress(upload, files)
 
+    async def _open_writer(self, org: str, session_id: str):
+        """Claim the session in a thread; if this stream is cancelled meanwhile, release the claim when it lands."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(None, self.uploads.writer, org, session_id)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+
+            def orphaned(done: asyncio.Future) -> None:
+                if not done.cancelled() and done.exception() is None:
+                    loop.run_in_executor(None, done.result().close)
+
+            future.add_done_callback(orphaned)
+            raise
+
     @reports_errors
     async def GetUpload(self, request, context):
         org = await self._org(context)
@@ -216,10 +255,20 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
         return await self._submission(org, submission_id)
 
     def schedule_verification(self, submission_id: str) -> None:
+        if submission_id in self._scheduled:
+            return  # a repeated commit must not verify twice
+        self._scheduled.add(submission_id)
         loop = asyncio.get_running_loop()
         task = asyncio.ensure_future(loop.run_in_executor(self._verify_pool, self.verifier.run, submission_id))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+
+        def done(finished: asyncio.Future) -> None:
+            self._tasks.discard(finished)
+            self._scheduled.discard(submission_id)
+            if not finished.cancelled() and finished.exception() is not None:
+                log.error("verification of %s failed", submission_id, exc_info=finished.exception())
+
+        task.add_done_callback(done)
 
     # -- submissions and releases ------------------------------------------------------------
 
@@ -256,6 +305,11 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
             return
         last = request.after_release
         while True:
+            try:
+                await self._org(context)  # a revoked organization stops hearing about releases
+            except BarFedError as exc:
+                await abort(context, exc)
+                return
 
             def newer(after=last):
                 with self.registry.session() as session:

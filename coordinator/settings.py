@@ -33,12 +33,14 @@ class CoordinatorSettings(BaseSettings):
     max_package_bytes: int = Field(default=128 * GiB, gt=0)
     max_files: int = Field(default=64, gt=0)
     max_open_sessions_per_org: int = Field(default=4, gt=0)
+    max_pending_submissions_per_org: int = Field(default=4, gt=0, description="committed, not yet verified")
+    min_free_bytes: int = Field(default=512 * MiB, ge=0, description="disk kept free; uploads beyond it are refused")
     session_ttl_s: int = Field(default=24 * 3600, gt=0, description="abandoned upload sessions are removed after")
     sync_every_bytes: int = Field(
         default=16 * MiB, gt=0, description="uploads fsync and record durable progress at least this often"
     )
     max_shared_drift: float = Field(
-        default=1.0, gt=0, description="bound on ||expert - anchor|| / ||anchor|| for every shared tensor"
+        default=0.9, gt=0, description="bound on ||expert - anchor|| / ||anchor|| for every shared tensor"
     )
 
     @classmethod

@@ -18,7 +18,7 @@ from coordinator import audit
 from coordinator.blobs import BlobStore
 from coordinator.db import Registry
 from coordinator.enrollment import pinned_keys
-from coordinator.models import Domain, Expert, Job, Submission
+from coordinator.models import Domain, Expert, Job, Submission, UploadFile, UploadSession
 from coordinator.settings import CoordinatorSettings
 from coordinator.verify import Expectations, verify_package
 from protocol.errors import BarFedError
@@ -26,6 +26,7 @@ from protocol.fingerprint import anchor_fingerprint
 
 log = logging.getLogger(__name__)
 
+MAX_ATTEMPTS = 3
 TRANSITIONS = {
     "ACCEPTED": {"QUARANTINED", "DEPRECATED", "OPTED_OUT"},
     "QUARANTINED": {"ACCEPTED", "DEPRECATED", "OPTED_OUT"},
@@ -64,6 +65,9 @@ class Verifier:
                 return submission.state
             if job is not None:
                 job.state, job.attempts = "running", job.attempts + 1
+                gave_up = job.attempts > MAX_ATTEMPTS
+            else:
+                gave_up = False
             submission.state = "VERIFYING"
             audit.record(session, "coordinator", "submission.verify", submission_id)
             expect = Expectations(
@@ -81,22 +85,25 @@ class Verifier:
                 max_shared_drift=self.settings.max_shared_drift,
             )
             files = dict(submission.files)
+        if gave_up:  # it took the coordinator down every time it ran
+            self._finish(submission_id, "REJECTED", "VERIFICATION_ERROR", "the package could not be verified.")
+            return "REJECTED"
         expect = Expectations(**{**expect.__dict__, "public_keys": pinned_keys(self.registry, expect.org_id)})
         workdir = self.settings.staging_dir / f"verify-{submission_id}"
+        outcome = ("ACCEPTED", "", "")
         try:
             package = self.blobs.materialize(files, workdir)
             verify_package(package, expect)
         except BarFedError as exc:
-            self._finish(submission_id, "REJECTED", exc.code, exc.message)
-            return "REJECTED"
-        except Exception as exc:  # a bug must not leave the submission VERIFYING forever
+            outcome = ("REJECTED", exc.code, exc.message)
+        except Exception:  # a bug must not leave the submission VERIFYING forever
             log.exception("verification of %s crashed", submission_id)
-            self._finish(submission_id, "REJECTED", "VERIFICATION_ERROR", f"verification failed unexpectedly ({exc}).")
-            return "REJECTED"
+            message = "the package could not be verified; the operator has the details in the coordinator's log."
+            outcome = ("REJECTED", "VERIFICATION_ERROR", message)
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-        self._finish(submission_id, "ACCEPTED", "", "")
-        return "ACCEPTED"
+            shutil.rmtree(workdir, ignore_errors=True)  # before the outcome is visible: nothing stays behind
+        self._finish(submission_id, *outcome)
+        return outcome[0]
 
     def _finish(self, submission_id: str, state: str, code: str, message: str) -> None:
         with self.registry.session() as session:
@@ -125,12 +132,21 @@ class Verifier:
                 domain=submission.domain,
                 version=submission.version,
             )
-            kept = set()
-            if state == "REJECTED":
-                for expert in session.scalars(select(Expert)):
-                    kept |= set(expert.files.values())
-                for digest in set(submission.files.values()) - kept:
-                    self.blobs.delete(digest)
+        if state == "REJECTED":
+            self._collect(submission_id)
+
+    def _collect(self, submission_id: str) -> None:
+        """Delete the rejected package's blobs that nothing else refers to (accepted, pending or uploading)."""
+        with self.blobs.lock, self.registry.session() as session:
+            rejected = session.get(Submission, submission_id)
+            referenced: set[str] = set()
+            for other in session.scalars(select(Submission).where(Submission.id != submission_id)):
+                if other.state != "REJECTED":
+                    referenced |= set(other.files.values())
+            open_uploads = select(UploadSession.id).where(UploadSession.state == "open")
+            referenced |= set(session.scalars(select(UploadFile.sha256).where(UploadFile.session_id.in_(open_uploads))))
+            for digest in set(rejected.files.values()) - referenced:
+                self.blobs.delete(digest)
 
     def run_pending(self) -> int:
         count = 0

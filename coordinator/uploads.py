@@ -5,6 +5,9 @@ there; after any crash (client or coordinator) the client asks for those offsets
 the durable length are cut off on resume, so nothing half-written is ever trusted. On commit every file is
 checked against its declared size and sha256 (hashed as it streams in) and moved into the blob store; only
 then does a submission exist.
+
+One stream or commit works on a session at a time: a second one is told ``SESSION_BUSY`` at once rather
+than made to wait, so no caller can pile threads up behind a stalled stream.
 """
 
 from __future__ import annotations
@@ -18,17 +21,18 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from coordinator import audit
-from coordinator.blobs import BlobStore, fsync_file
+from coordinator.blobs import BlobStore
 from coordinator.db import Registry
 from coordinator.models import Domain, Expert, Job, Submission, UploadFile, UploadSession, utcnow
 from coordinator.settings import CoordinatorSettings
 from protocol.errors import BarFedError
-from protocol.package import MANIFEST_FILE, OPTIONAL_FILES, SIGNATURE_FILE, check_relative_path
+from protocol.package import MANIFEST_FILE, OPTIONAL_FILES, SIGNATURE_FILE, check_file_name
 
 HASH_BLOCK = 4 * 1024**2
+PENDING_STATES = ("RECEIVED", "VERIFYING")
 
 
 @dataclass(frozen=True)
@@ -44,8 +48,23 @@ def _allowed_name(path: str) -> bool:
     )
 
 
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def _hash_prefix(path: Path, length: int):
+    hasher = hashlib.sha256()
+    if length and path.exists():
+        with open(path, "rb") as fh:
+            remaining = length
+            while remaining > 0 and (block := fh.read(min(HASH_BLOCK, remaining))):
+                hasher.update(block)
+                remaining -= len(block)
+    return hasher
+
+
 class _Hashers:
-    """Running sha256 of each staged file, valid while this process lives; rebuilt from disk otherwise."""
+    """sha256 state of each staged file's durable prefix, kept while this process lives (copies in, copies out)."""
 
     def __init__(self) -> None:
         self._state: dict[tuple[str, str], tuple[int, object]] = {}
@@ -54,21 +73,13 @@ class _Hashers:
     def get(self, session_id: str, path: str, staged: Path, length: int):
         with self._lock:
             position, hasher = self._state.get((session_id, path), (-1, None))
-        if position != length:
-            hasher = hashlib.sha256()
-            with open(staged, "rb") if staged.exists() else open(os.devnull, "rb") as fh:
-                remaining = length
-                while remaining > 0:
-                    block = fh.read(min(HASH_BLOCK, remaining))
-                    if not block:
-                        break
-                    hasher.update(block)
-                    remaining -= len(block)
-        return hasher
+            if position == length:
+                return hasher.copy()
+        return _hash_prefix(staged, length)
 
     def put(self, session_id: str, path: str, length: int, hasher) -> None:
         with self._lock:
-            self._state[(session_id, path)] = (length, hasher)
+            self._state[(session_id, path)] = (length, hasher.copy())
 
     def drop(self, session_id: str) -> None:
         with self._lock:
@@ -76,17 +87,38 @@ class _Hashers:
                 del self._state[key]
 
 
+class _SessionLocks:
+    """At most one writer or committer per session; locks exist only for sessions someone owns."""
+
+    def __init__(self) -> None:
+        self._held: set[str] = set()
+        self._guard = threading.Lock()
+
+    def try_acquire(self, session_id: str) -> bool:
+        with self._guard:
+            if session_id in self._held:
+                return False
+            self._held.add(session_id)
+            return True
+
+    def release(self, session_id: str) -> None:
+        with self._guard:
+            self._held.discard(session_id)
+
+
+def _check_session_id(session_id: str) -> str:
+    try:
+        return str(uuid.UUID(session_id))
+    except (ValueError, TypeError, AttributeError):
+        raise BarFedError("UNKNOWN_SESSION", "that is not an upload session id; create an upload first.") from None
+
+
 class Uploads:
     def __init__(self, registry: Registry, settings: CoordinatorSettings, blobs: BlobStore) -> None:
         self.registry, self.settings, self.blobs = registry, settings, blobs
         self.settings.staging_dir.mkdir(parents=True, exist_ok=True)
         self._hashers = _Hashers()
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
-
-    def _lock(self, session_id: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(session_id, threading.Lock())
+        self._locks = _SessionLocks()
 
     def staged(self, session_id: str, path: str) -> Path:
         return self.settings.staging_dir / session_id / path
@@ -102,9 +134,9 @@ class Uploads:
             raise BarFedError("BAD_FILE_LIST", "a file is declared twice; declare each file once.")
         for f in files:
             try:
-                check_relative_path(f.path)
+                check_file_name(f.path)
             except ValueError as exc:
-                raise BarFedError("BAD_PATH", f"{f.path!r}: {exc}.") from None
+                raise BarFedError("BAD_PATH", f"{exc}.") from None
             if not _allowed_name(f.path):
                 raise BarFedError("FILE_NOT_ALLOWED", f"{f.path} is not a file an expert package may hold.")
             if f.size <= 0 or f.size > limits.max_file_bytes:
@@ -114,7 +146,8 @@ class Uploads:
                 )
             if len(f.sha256) != 64 or any(c not in "0123456789abcdef" for c in f.sha256):
                 raise BarFedError("BAD_DIGEST", f"{f.path}: sha256 must be 64 lowercase hex characters.")
-        if sum(f.size for f in files) > limits.max_package_bytes:
+        total = sum(f.size for f in files)
+        if total > limits.max_package_bytes:
             raise BarFedError("PACKAGE_TOO_LARGE", f"the package exceeds {limits.max_package_bytes} bytes.")
         if (
             MANIFEST_FILE not in paths
@@ -125,17 +158,24 @@ class Uploads:
                 "PACKAGE_INCOMPLETE",
                 f"a package holds {MANIFEST_FILE}, {SIGNATURE_FILE} and at least one .safetensors.",
             )
+        free = shutil.disk_usage(self.settings.staging_dir).free
+        if free < total + limits.min_free_bytes:
+            raise BarFedError(
+                "INSUFFICIENT_STORAGE", "the coordinator lacks the disk space for this upload now; try again later."
+            )
 
     def create(self, org_id: str, domain: str, version: int, files: list[Declared]) -> str:
         """Open (or, for an identical declaration, reopen) an upload session; returns its id."""
         self._check_declaration(files)
         if version < 1:
             raise BarFedError("BAD_VERSION", "versions start at 1.")
+        now = utcnow()
         with self.registry.session() as session:
             owner = session.get(Domain, domain)
             if owner is None or owner.org_id != org_id:
                 raise BarFedError(
-                    "DOMAIN_NOT_OWNED", f"organization {org_id} may not publish domain {domain!r}; ask the operator."
+                    "DOMAIN_NOT_OWNED",
+                    f"organization {org_id} may not publish domain {domain[:64]!r}; ask the operator.",
                 )
             latest = session.scalar(select(func.max(Expert.version)).where(Expert.domain == domain)) or 0
             if version <= latest:
@@ -143,10 +183,15 @@ class Uploads:
                     "VERSION_NOT_NEWER",
                     f"{domain} is already at version {latest}; submit version {latest + 1} or later.",
                 )
+            self._check_pending(session, org_id)
             declared = {f.path: (f.size, f.sha256) for f in files}
-            open_sessions = session.scalars(
-                select(UploadSession).where(UploadSession.org_id == org_id, UploadSession.state == "open")
-            ).all()
+            open_sessions = [
+                s
+                for s in session.scalars(
+                    select(UploadSession).where(UploadSession.org_id == org_id, UploadSession.state == "open")
+                )
+                if _aware(s.expires_at) > now
+            ]
             for existing in open_sessions:
                 rows = session.scalars(select(UploadFile).where(UploadFile.session_id == existing.id)).all()
                 if (existing.domain, existing.version) == (domain, version) and {
@@ -165,7 +210,7 @@ class Uploads:
                     org_id=org_id,
                     domain=domain,
                     version=version,
-                    expires_at=utcnow() + dt.timedelta(seconds=self.settings.session_ttl_s),
+                    expires_at=now + dt.timedelta(seconds=self.settings.session_ttl_s),
                 )
             )
             session.flush()
@@ -183,95 +228,142 @@ class Uploads:
             )
         return session_id
 
+    def _check_pending(self, session, org_id: str) -> None:
+        pending = session.scalar(
+            select(func.count())
+            .select_from(Submission)
+            .where(Submission.org_id == org_id, Submission.state.in_(PENDING_STATES))
+        )
+        if pending >= self.settings.max_pending_submissions_per_org:
+            raise BarFedError(
+                "TOO_MANY_PENDING",
+                f"organization {org_id} has {pending} submissions awaiting verification; wait for their outcome.",
+            )
+
     # -- progress ----------------------------------------------------------------------------
 
-    def _open_session(self, session, org_id: str, session_id: str) -> UploadSession:
-        upload = session.get(UploadSession, session_id)
-        if upload is None or upload.org_id != org_id:
-            raise BarFedError("UNKNOWN_SESSION", f"there is no upload session {session_id} for {org_id}.")
-        return upload
-
     def progress(self, org_id: str, session_id: str) -> tuple[UploadSession, list[UploadFile]]:
+        session_id = _check_session_id(session_id)
         with self.registry.session() as session:
-            upload = self._open_session(session, org_id, session_id)
+            upload = session.get(UploadSession, session_id)
+            if upload is None or upload.org_id != org_id:
+                raise BarFedError("UNKNOWN_SESSION", f"there is no upload session {session_id} for {org_id}.")
             files = session.scalars(
                 select(UploadFile).where(UploadFile.session_id == session_id).order_by(UploadFile.path)
             ).all()
             return upload, list(files)
 
+    def _claim(self, org_id: str, session_id: str) -> tuple[UploadSession, list[UploadFile]]:
+        """Ownership first, then the session's lock (never waited for)."""
+        upload, files = self.progress(org_id, session_id)
+        if not self._locks.try_acquire(upload.id):
+            raise BarFedError(
+                "SESSION_BUSY", "another stream or commit is working on this upload; retry when it has finished."
+            )
+        return upload, files
+
     # -- write -------------------------------------------------------------------------------
 
     def writer(self, org_id: str, session_id: str) -> ChunkWriter:
-        return ChunkWriter(self, org_id, session_id)
+        upload, files = self._claim(org_id, session_id)
+        try:
+            if upload.state != "open":
+                raise BarFedError("SESSION_CLOSED", f"upload {upload.id} is {upload.state}; start a new upload.")
+            if _aware(upload.expires_at) < utcnow():
+                raise BarFedError("SESSION_EXPIRED", f"upload {upload.id} expired; start a new upload.")
+        except BaseException:
+            self._locks.release(upload.id)
+            raise
+        return ChunkWriter(self, org_id, upload.id, files)
 
     # -- commit ------------------------------------------------------------------------------
 
     def commit(self, org_id: str, session_id: str) -> str:
         """Check every file, move it into the blob store, create the submission; idempotent."""
-        with self._lock(session_id):
-            upload, files = self.progress(org_id, session_id)
+        upload, files = self._claim(org_id, session_id)
+        session_id = upload.id
+        try:
             if upload.state == "committed":
                 return upload.submission_id
             if upload.state != "open":
                 raise BarFedError("SESSION_CLOSED", f"upload {session_id} is {upload.state}; start a new upload.")
+            if _aware(upload.expires_at) < utcnow():
+                raise BarFedError("SESSION_EXPIRED", f"upload {session_id} expired; start a new upload.")
             for f in files:
                 if f.committed != f.size:
                     raise BarFedError(
                         "UPLOAD_INCOMPLETE",
                         f"{f.path} has {f.committed} of {f.size} bytes; send the rest from offset {f.committed}.",
                     )
-            digests: dict[str, str] = {}
+            with self.registry.session() as session:
+                self._check_pending(session, org_id)
             for f in files:
                 staged = self.staged(session_id, f.path)
-                if not staged.exists() and self.blobs.exists(f.sha256):
-                    digests[f.path] = f.sha256  # moved by a commit that crashed before recording it
-                    continue
-                digest = self._hashers.get(session_id, f.path, staged, f.committed).hexdigest()
+                if staged.exists():
+                    digest = self._hashers.get(session_id, f.path, staged, f.committed).hexdigest()
+                    if digest != f.sha256:
+                        digest = _hash_prefix(staged, f.committed).hexdigest()  # trust the disk, not a cache
+                elif self.blobs.exists(f.sha256):
+                    digest = f.sha256  # moved by a commit that crashed before recording it
+                else:
+                    digest = None
                 if digest != f.sha256:
-                    self._fail(session_id, org_id, "DIGEST_MISMATCH", f.path)
+                    self._fail(session_id, org_id, "DIGEST_MISMATCH" if digest else "STAGING_LOST", f.path)
                     raise BarFedError(
                         "DIGEST_MISMATCH",
                         f"{f.path} does not match its declared sha256; the upload was discarded, upload it again.",
                     )
-                digests[f.path] = digest
-            for f in files:
-                staged = self.staged(session_id, f.path)
-                if staged.exists():
-                    self.blobs.put(staged, f.sha256)
             submission_id = str(uuid.uuid4())
-            with self.registry.session() as session:
-                upload = session.get(UploadSession, session_id)
-                session.add(
-                    Submission(
-                        id=submission_id,
-                        org_id=org_id,
+            with self.blobs.lock:  # no garbage collection may decide about these digests meanwhile
+                for f in files:
+                    staged = self.staged(session_id, f.path)
+                    if staged.exists():
+                        self.blobs.put(staged, f.sha256)
+                with self.registry.session() as session:
+                    session.add(
+                        Submission(
+                            id=submission_id,
+                            org_id=org_id,
+                            domain=upload.domain,
+                            version=upload.version,
+                            files={f.path: f.sha256 for f in files},
+                            package_digest=next(f.sha256 for f in files if f.path == MANIFEST_FILE),
+                        )
+                    )
+                    session.flush()
+                    changed = session.execute(
+                        update(UploadSession)
+                        .where(UploadSession.id == session_id, UploadSession.state == "open")
+                        .values(state="committed", submission_id=submission_id)
+                    ).rowcount
+                    if changed != 1:
+                        raise BarFedError("SESSION_CLOSED", f"upload {session_id} was closed meanwhile.")
+                    session.add(Job(kind="verify", key=submission_id))
+                    audit.record(
+                        session,
+                        org_id,
+                        "upload.commit",
+                        session_id,
+                        submission=submission_id,
                         domain=upload.domain,
                         version=upload.version,
-                        files=digests,
-                        package_digest=digests[MANIFEST_FILE],
                     )
-                )
-                session.flush()
-                upload.state, upload.submission_id = "committed", submission_id
-                session.add(Job(kind="verify", key=submission_id))
-                audit.record(
-                    session,
-                    org_id,
-                    "upload.commit",
-                    session_id,
-                    submission=submission_id,
-                    domain=upload.domain,
-                    version=upload.version,
-                )
             shutil.rmtree(self.settings.staging_dir / session_id, ignore_errors=True)
             self._hashers.drop(session_id)
             return submission_id
+        finally:
+            self._locks.release(session_id)
 
     def _fail(self, session_id: str, org_id: str, code: str, path: str) -> None:
+        """Discard an upload that cannot be trusted (the caller holds its lock)."""
         with self.registry.session() as session:
-            upload = session.get(UploadSession, session_id)
-            upload.state = "failed"
-            audit.record(session, org_id, "upload.fail", session_id, code=code, path=path)
+            changed = session.execute(
+                update(UploadSession)
+                .where(UploadSession.id == session_id, UploadSession.state == "open")
+                .values(state="failed")
+            ).rowcount
+            if changed:
+                audit.record(session, org_id, "upload.fail", session_id, code=code, path=path)
         shutil.rmtree(self.settings.staging_dir / session_id, ignore_errors=True)
         self._hashers.drop(session_id)
 
@@ -279,43 +371,50 @@ class Uploads:
         """Remove abandoned sessions (past their expiry) and their staged bytes; returns how many."""
         now = now or utcnow()
         with self.registry.session() as session:
-            stale = session.scalars(select(UploadSession).where(UploadSession.state == "open")).all()
-            stale = [s for s in stale if _aware(s.expires_at) < now]
-            for upload in stale:
-                upload.state = "expired"
-                audit.record(session, "coordinator", "upload.expire", upload.id, org=upload.org_id)
-        for upload in stale:
-            shutil.rmtree(self.settings.staging_dir / upload.id, ignore_errors=True)
-            self._hashers.drop(upload.id)
-        return len(stale)
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+            candidates = [
+                s.id
+                for s in session.scalars(select(UploadSession).where(UploadSession.state == "open"))
+                if _aware(s.expires_at) < now
+            ]
+        expired = 0
+        for session_id in candidates:
+            if not self._locks.try_acquire(session_id):
+                continue  # in use right now; the next sweep will see it
+            try:
+                with self.registry.session() as session:
+                    changed = session.execute(
+                        update(UploadSession)
+                        .where(UploadSession.id == session_id, UploadSession.state == "open")
+                        .values(state="expired")
+                    ).rowcount
+                    if changed:
+                        audit.record(session, "coordinator", "upload.expire", session_id)
+                if changed:
+                    shutil.rmtree(self.settings.staging_dir / session_id, ignore_errors=True)
+                    self._hashers.drop(session_id)
+                    expired += 1
+            finally:
+                self._locks.release(session_id)
+        return expired
 
 
 class ChunkWriter:
-    """Writes one stream of chunks to staging; progress becomes durable at checkpoints and at close."""
+    """Writes one stream of chunks to staging; progress becomes durable at checkpoints and at close.
 
-    def __init__(self, uploads: Uploads, org_id: str, session_id: str) -> None:
+    ``write`` and ``close`` are serialised, so closing a stream whose client vanished waits for the chunk
+    being written and records it together with its hash.
+    """
+
+    def __init__(self, uploads: Uploads, org_id: str, session_id: str, files: list[UploadFile]) -> None:
         self.uploads, self.org_id, self.session_id = uploads, org_id, session_id
-        self._lock = uploads._lock(session_id)
-        self._lock.acquire()
-        try:
-            upload, files = uploads.progress(org_id, session_id)
-            if upload.state != "open":
-                raise BarFedError("SESSION_CLOSED", f"upload {session_id} is {upload.state}; start a new upload.")
-            if _aware(upload.expires_at) < utcnow():
-                raise BarFedError("SESSION_EXPIRED", f"upload {session_id} expired; start a new upload.")
-        except BaseException:
-            self._lock.release()
-            raise
         self.files = {f.path: f for f in files}
         self.length = {f.path: f.committed for f in files}  # bytes written (durable or not)
         self.durable = dict(self.length)
         self._handles: dict[str, object] = {}
-        self._hash = {}
+        self._hash: dict[str, object] = {}
         self._unsynced = 0
+        self._io = threading.Lock()
+        self._closed = False
         self.failed: str | None = None  # set when the upload must be discarded rather than resumed
 
     def _handle(self, path: str):
@@ -330,35 +429,38 @@ class ChunkWriter:
         return self._handles[path]
 
     def write(self, path: str, offset: int, data: bytes) -> None:
-        if path not in self.files:
-            raise BarFedError("UNKNOWN_FILE", f"{path!r} was not declared in this upload.")
-        if not data or len(data) > self.uploads.settings.chunk_bytes:
-            raise BarFedError(
-                "CHUNK_TOO_LARGE" if data else "EMPTY_CHUNK",
-                f"chunks carry 1 to {self.uploads.settings.chunk_bytes} bytes; this one has {len(data)}.",
-            )
-        if offset != self.length[path]:
-            raise BarFedError(
-                "OFFSET_MISMATCH",
-                f"{path} continues at offset {self.length[path]}, not {offset}; ask for the upload's progress "
-                "and resume from there.",
-            )
-        if offset + len(data) > self.files[path].size:
-            self.failed = "SIZE_EXCEEDED"
-            raise BarFedError(
-                "SIZE_EXCEEDED",
-                f"{path} would grow past its declared {self.files[path].size} bytes; the upload was discarded, "
-                "declare the true sizes in a new upload.",
-            )
-        fh = self._handle(path)
-        fh.write(data)
-        self._hash[path].update(data)
-        self.length[path] += len(data)
-        self._unsynced += len(data)
-        if self._unsynced >= self.uploads.settings.sync_every_bytes:
-            self.checkpoint()
+        with self._io:
+            if self._closed:
+                raise BarFedError("SESSION_CLOSED", "this stream is closed.")
+            if path not in self.files:
+                raise BarFedError("UNKNOWN_FILE", f"{path[:200]!r} was not declared in this upload.")
+            if not data or len(data) > self.uploads.settings.chunk_bytes:
+                raise BarFedError(
+                    "CHUNK_TOO_LARGE" if data else "EMPTY_CHUNK",
+                    f"chunks carry 1 to {self.uploads.settings.chunk_bytes} bytes; this one has {len(data)}.",
+                )
+            if offset != self.length[path]:
+                raise BarFedError(
+                    "OFFSET_MISMATCH",
+                    f"{path} continues at offset {self.length[path]}, not {offset}; ask for the upload's progress "
+                    "and resume from there.",
+                )
+            if offset + len(data) > self.files[path].size:
+                self.failed = "SIZE_EXCEEDED"
+                raise BarFedError(
+                    "SIZE_EXCEEDED",
+                    f"{path} would grow past its declared {self.files[path].size} bytes; the upload was discarded, "
+                    "declare the true sizes in a new upload.",
+                )
+            fh = self._handle(path)
+            fh.write(data)
+            self._hash[path].update(data)
+            self.length[path] += len(data)
+            self._unsynced += len(data)
+            if self._unsynced >= self.uploads.settings.sync_every_bytes:
+                self._checkpoint()
 
-    def checkpoint(self) -> None:
+    def _checkpoint(self) -> None:
         """fsync what was written and record it as durable (what a resuming client may rely on)."""
         changed = {p: n for p, n in self.length.items() if n != self.durable[p]}
         if not changed:
@@ -369,24 +471,27 @@ class ChunkWriter:
             os.fsync(fh.fileno())
         with self.uploads.registry.session() as session:
             for path, length in changed.items():
-                row = session.get(UploadFile, (self.session_id, path))
-                row.committed = length
+                session.get(UploadFile, (self.session_id, path)).committed = length
         for path, length in changed.items():
             self.durable[path] = length
-            self.uploads._hashers.put(self.session_id, path, length, self._hash[path].copy())
+            self.uploads._hashers.put(self.session_id, path, length, self._hash[path])
         self._unsynced = 0
 
     def close(self) -> dict[str, int]:
-        try:
-            if self.failed is None:
-                self.checkpoint()
-        finally:
-            for fh in self._handles.values():
-                fh.close()
-            self._lock.release()
-        if self.failed is not None:  # a lying upload is discarded, not kept for resumption
-            self.uploads._fail(self.session_id, self.org_id, self.failed, "")
+        with self._io:
+            if self._closed:
+                return dict(self.durable)
+            self._closed = True
+            try:
+                if self.failed is None:
+                    self._checkpoint()
+                else:  # a lying upload is discarded, not kept for resumption
+                    self.uploads._fail(self.session_id, self.org_id, self.failed, "")
+            finally:
+                for fh in self._handles.values():
+                    fh.close()
+                self.uploads._locks.release(self.session_id)
         return dict(self.durable)
 
 
-__all__ = ["ChunkWriter", "Declared", "Uploads", "fsync_file"]
+__all__ = ["ChunkWriter", "Declared", "Uploads"]

@@ -14,13 +14,14 @@ from pathlib import Path
 
 import torch
 
-from bar_model.checkpoint import SafetensorsCheckpoint
+from bar_model.checkpoint import INDEX_FILE, SafetensorsCheckpoint
 from protocol.errors import BarFedError
 from protocol.layout import disk_part, package_tensor_names
 from protocol.package import ExpertManifest, read_package
 from protocol.signing import verify_directory
 
 MAX_SIDECAR_BYTES = 16 * 1024**2
+MAX_PACKAGE_HEADER_BYTES = 16 * 1024**2
 MAX_SIDECAR_FIELD = 4096
 SIDECAR_FIELDS = {"calibration.jsonl": {"prompt", "response"}, "eval.jsonl": {"prompt", "response", "answer"}}
 
@@ -89,7 +90,18 @@ def _check_signature(directory: Path, expect: Expectations) -> None:
 
 def _check_tensors(directory: Path, manifest: ExpertManifest, expect: Expectations) -> None:
     anchor = SafetensorsCheckpoint(expect.anchor_dir)
-    package = SafetensorsCheckpoint(directory)  # validates headers and byte ranges; refuses non-safetensors
+    # Validates headers (bounded) and byte ranges, and refuses non-safetensors before reading a tensor.
+    package = SafetensorsCheckpoint(
+        directory, max_header_bytes=MAX_PACKAGE_HEADER_BYTES, max_tensors=len(anchor.keys())
+    )
+    tensor_files = {f.path for f in manifest.files if f.path.endswith(".safetensors") or f.path == INDEX_FILE}
+    expected_files = set(package.files) | ({INDEX_FILE} if (directory / INDEX_FILE).is_file() else set())
+    if tensor_files != expected_files:
+        stray = sorted(tensor_files ^ expected_files)[0]
+        raise BarFedError(
+            "BAD_SAFETENSORS",
+            f"{stray} is not part of the package's tensors: ship one model.safetensors, or shards and their index.",
+        )
     allowed = package_tensor_names(anchor.keys(), manifest.stages)
     present = set(package.keys())
     for name in sorted(present):
@@ -124,7 +136,7 @@ def _check_tensors(directory: Path, manifest: ExpertManifest, expect: Expectatio
         elif part in ("embeddings", "shared"):
             reference = anchor.tensor(name).float()
             drift = float((tensor.float() - reference).norm() / reference.norm().clamp_min(1e-12))
-            if drift > expect.max_shared_drift:
+            if drift >= expect.max_shared_drift:
                 raise BarFedError(
                     "DRIFT_EXCEEDED",
                     f"{name} moved {drift:.2f} (relative L2) from the anchor; the federation allows "

@@ -39,22 +39,22 @@ TOKENIZER_FILES = (
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
-def safetensors_header(path: Path) -> dict:
+def safetensors_header(path: Path, max_bytes: int = MAX_HEADER_BYTES) -> dict:
     """The JSON header of a safetensors file (names, dtypes, shapes, offsets), size-checked."""
     with open(path, "rb") as fh:
         prefix = fh.read(8)
         if len(prefix) != 8:
             raise BarFedError("BAD_SAFETENSORS", f"{path.name} is too short to be a safetensors file.")
         (length,) = struct.unpack("<Q", prefix)
-        if length > MAX_HEADER_BYTES:
+        if length > max_bytes:
             raise BarFedError("BAD_SAFETENSORS", f"{path.name} declares a {length}-byte header; refusing it.")
         raw = fh.read(length)
     if len(raw) != length:
         raise BarFedError("BAD_SAFETENSORS", f"{path.name} is truncated inside its header.")
     try:
         header = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BarFedError("BAD_SAFETENSORS", f"{path.name} has a header that is not JSON.") from None
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, absurd integers, absurd nesting
+        raise BarFedError("BAD_SAFETENSORS", f"{path.name} has a header that is not valid JSON.") from None
     if not isinstance(header, dict):
         raise BarFedError("BAD_SAFETENSORS", f"{path.name} has a header that is not a JSON object.")
     return header

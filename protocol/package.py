@@ -39,16 +39,15 @@ MAX_PATH_CHARS = 200
 MAX_JSON_DEPTH = 16
 HASH_CHUNK = 4 * 1024 * 1024
 
-_PATH_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 
 
-def check_relative_path(path: str) -> str:
-    """A plain relative POSIX path inside the package: no '..', no absolute, no hidden or odd names."""
+def check_file_name(path: str) -> str:
+    """A package is a flat directory: every entry a plain file name (no '/', no '..', nothing hidden or odd)."""
     if not isinstance(path, str) or not path or len(path) > MAX_PATH_CHARS:
-        raise ValueError(f"path must be 1-{MAX_PATH_CHARS} characters")
-    parts = path.split("/")
-    if len(parts) > 3 or any(not _PATH_PART.match(p) or p in (".", "..") for p in parts):
-        raise ValueError(f"unsafe path {path!r}: use letters, digits, '.', '_', '-' and at most 3 levels")
+        raise ValueError(f"file names have 1-{MAX_PATH_CHARS} characters")
+    if not _FILE_NAME.fullmatch(path):
+        raise ValueError(f"unsafe file name {path[:80]!r}: use letters, digits, '.', '_' and '-', no directories")
     return path
 
 
@@ -69,7 +68,7 @@ def _bounded_json(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-SafePath = Annotated[str, AfterValidator(check_relative_path)]
+SafePath = Annotated[str, AfterValidator(check_file_name)]
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 JsonObject = Annotated[dict[str, Any], AfterValidator(_bounded_json)]
 
@@ -204,24 +203,25 @@ def read_package(directory: str | Path) -> ExpertManifest:
     """
     directory = Path(directory)
     manifest_path = directory / MANIFEST_FILE
-    if not manifest_path.is_file():
+    if manifest_path.is_symlink() or not manifest_path.is_file():
         raise BarFedError("PACKAGE_NO_MANIFEST", f"{directory} has no {MANIFEST_FILE}; is it an expert package?")
     if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
         raise BarFedError("MANIFEST_TOO_LARGE", f"{MANIFEST_FILE} is larger than {MAX_MANIFEST_BYTES} bytes.")
     manifest = parse_manifest(manifest_path.read_bytes())
     listed = {f.path: f for f in manifest.files}
-    present = {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file() or p.is_symlink()} - {
-        MANIFEST_FILE,
-        SIGNATURE_FILE,
-    }
+    present = set()
+    for entry in directory.iterdir():
+        if entry.name in (MANIFEST_FILE, SIGNATURE_FILE):
+            continue
+        if entry.is_symlink() or not entry.is_file():
+            raise BarFedError("PACKAGE_EXTRA_FILE", f"{entry.name} is not a plain file; a package holds plain files.")
+        present.add(entry.name)
     if extra := sorted(present - set(listed)):
         raise BarFedError("PACKAGE_EXTRA_FILE", f"{extra[0]} is in the package but not in {MANIFEST_FILE}.")
     if missing := sorted(set(listed) - present):
         raise BarFedError("PACKAGE_FILE_MISSING", f"{missing[0]} is listed in {MANIFEST_FILE} but missing.")
     for path, entry in listed.items():
         target = directory / path
-        if target.is_symlink():
-            raise BarFedError("PACKAGE_EXTRA_FILE", f"{path} is a symbolic link; packages hold plain files only.")
         if target.stat().st_size != entry.size:
             raise BarFedError(
                 "PACKAGE_FILE_SIZE",

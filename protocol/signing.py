@@ -88,7 +88,10 @@ def _classify(message: str, directory: Path) -> BarFedError:
         )
     if not message.startswith("Signature mismatch"):
         return BarFedError("SIGNATURE_MALFORMED", f"{SIGNATURE_FILE} is not a valid bundle: {message[:200]}")
-    signed = _signed_digests(directory / SIGNATURE_FILE)
+    try:
+        signed = _signed_digests(directory / SIGNATURE_FILE)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return BarFedError("SIGNATURE_MALFORMED", f"{SIGNATURE_FILE} does not hold a readable in-toto statement.")
     actual = {
         p.relative_to(directory).as_posix(): file_sha256(p)
         for p in sorted(directory.rglob("*"))

@@ -69,6 +69,7 @@ class Federation:
 def make_settings(root: Path, db_url: str, **overrides):
     from coordinator.settings import load_settings
 
+    overrides = {"min_free_bytes": 0, **overrides}
     return load_settings(
         home=root / "coordinator", database_url=db_url, listen="127.0.0.1:0", enroll_listen="127.0.0.1:0", **overrides
     )
@@ -82,7 +83,8 @@ def federation(micro, db_url, tmp_path):
     from coordinator.keys import CoordinatorKeys
     from coordinator.setup import initialize
 
-    settings = make_settings(tmp_path, db_url, sync_every_bytes=64 * 1024)
+    # Small chunks: the anchor's files and every package cross the wire in many pieces.
+    settings = make_settings(tmp_path, db_url, sync_every_bytes=64 * 1024, chunk_bytes=64 * 1024)
     initialize(settings, micro["branch"])
     registry = Registry(settings.db_url)
     with running_coordinator(settings) as address:

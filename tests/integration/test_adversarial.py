@@ -5,11 +5,13 @@ afterwards the registry holds no expert and the blob store no byte from any of t
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import pickle
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -397,7 +399,114 @@ def tensors_beyond_declared_stages(w):
     return send_dir(w, resign(p, w.identity.key_path))
 
 
+def stray_tensor_file(w):
+    """A second, signed and listed .safetensors that the tensor reader would never look at."""
+    p = copy_of(w, "stray")
+    save_file(
+        {"model.layers.0.mlp.experts.0.up_proj.weight": torch.full((2, 2), float("nan"))},
+        p / "extra.safetensors",
+        metadata={"format": "pt"},
+    )
+    return send_dir(w, resign(p, w.identity.key_path))
+
+
+def index_and_single_file(w):
+    p = copy_of(w, "index-and-single")
+    names = load_file(p / "model.safetensors")
+    (p / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": dict.fromkeys(names, "model.safetensors")})
+    )
+    return send_dir(w, resign(p, w.identity.key_path))
+
+
+def lying_index(w):
+    """Shards whose index describes other tensors than the shards hold."""
+    p = copy_of(w, "lying-index")
+    tensors = load_file(p / "model.safetensors")
+    names = sorted(tensors)
+    save_file(
+        {n: tensors[n] for n in names[: len(names) // 2]},
+        p / "model-00001-of-00002.safetensors",
+        metadata={"format": "pt"},
+    )
+    save_file(
+        {n: tensors[n] for n in names[len(names) // 2 :]},
+        p / "model-00002-of-00002.safetensors",
+        metadata={"format": "pt"},
+    )
+    (p / "model.safetensors").unlink()
+    weight_map = dict.fromkeys(names, "model-00001-of-00002.safetensors")
+    (p / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    return send_dir(w, resign(p, w.identity.key_path))
+
+
+def zeroed_shared_tensor(w):
+    p = copy_of(w, "zeroed")
+    name = first_name(p, "self_attn.k_proj")
+    edit_tensors(p, lambda t: t[name].zero_())
+    return send_dir(w, resign(p, w.identity.key_path))
+
+
+def nested_path(w):
+    return send(w, {"weights/model.safetensors": b"x", MANIFEST_FILE: b"{}", SIGNATURE_FILE: b"{}"})
+
+
+def not_a_session_id(w):
+    try:
+        w.client.stub.GetUpload(pb.GetUploadRequest(session_id="x" * 100_000), timeout=30)
+    except grpc.RpcError as exc:
+        assert len(exc.details()) < 5000, "the error echoed the whole bogus id back"
+        return code_of(exc)
+    return "OK"
+
+
+def second_stream_on_a_busy_session(w):
+    import threading
+
+    files = {p.name: p.read_bytes() for p in sorted(w.good.iterdir())}
+    stub = w.client.stub
+    declared = [pb.FileDeclaration(path=p, size=len(d), sha256=hashlib.sha256(d).hexdigest()) for p, d in files.items()]
+    session = stub.CreateUpload(pb.CreateUploadRequest(domain="test-vowels", version=2, files=declared), timeout=30)
+    first = next(iter(files))
+    hold = threading.Event()
+
+    def slow_stream():
+        yield pb.Chunk(session_id=session.session_id, path=first, offset=0, data=files[first][:10])
+        hold.wait(timeout=30)
+
+    holder = threading.Thread(target=lambda: _swallow(lambda: stub.WriteChunks(slow_stream(), timeout=60)))
+    holder.start()
+    try:
+        for _ in range(100):  # until the first stream holds the session
+            try:
+                stub.WriteChunks(
+                    iter([pb.Chunk(session_id=session.session_id, path=first, offset=10, data=files[first][10:20])]),
+                    timeout=30,
+                )
+                time.sleep(0.05)
+            except grpc.RpcError as exc:
+                if code_of(exc) == "SESSION_BUSY":
+                    return "SESSION_BUSY"
+                time.sleep(0.05)
+        return "NEVER_BUSY"
+    finally:
+        hold.set()
+        holder.join()
+
+
+def _swallow(fn):
+    with contextlib.suppress(grpc.RpcError):
+        fn()
+
+
 CASES = {
+    stray_tensor_file: ("BAD_SAFETENSORS",),
+    index_and_single_file: ("BAD_SAFETENSORS",),
+    lying_index: ("BAD_SAFETENSORS",),
+    zeroed_shared_tensor: ("DRIFT_EXCEEDED",),
+    nested_path: ("BAD_PATH",),
+    not_a_session_id: ("UNKNOWN_SESSION",),
+    second_stream_on_a_busy_session: ("SESSION_BUSY",),
     bad_signature: ("SIGNATURE_INVALID", "SIGNATURE_MALFORMED"),
     garbage_signature: ("SIGNATURE_MALFORMED",),
     signed_by_another_key: ("SIGNATURE_WRONG_KEY",),

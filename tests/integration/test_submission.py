@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 
 import grpc
 import pytest
@@ -90,12 +91,7 @@ def test_revoked_org_is_refused_at_the_signature_check(federation, packages, tmp
     session_id = uploads.create(
         "acme-labs", "test-vowels", 1, [Declared(p.name, p.stat().st_size, file_sha256(p)) for p in files]
     )
-    writer = uploads.writer("acme-labs", session_id)
-    for path in files:
-        data = path.read_bytes()
-        for start in range(0, len(data), federation.settings.chunk_bytes):
-            writer.write(path.name, start, data[start : start + federation.settings.chunk_bytes])
-    writer.close()
+    _write_all(uploads, session_id, files, federation.settings.chunk_bytes)
     submission_id = uploads.commit("acme-labs", session_id)
     revoke(federation.registry, "acme-labs", "left the federation")
     # Committed outside the server, so only this verifier runs it.
@@ -105,6 +101,16 @@ def test_revoked_org_is_refused_at_the_signature_check(federation, packages, tmp
         assert (submission.state, submission.error_code) == ("REJECTED", "ORG_REVOKED")
         assert session.scalars(select(Expert)).all() == []
     assert blobs.digests() == set()
+
+
+def _write_all(uploads, session_id, files, chunk_bytes):
+    """Stream every file into the session, in order, without the gRPC layer."""
+    writer = uploads.writer("acme-labs", session_id)
+    for path in files:
+        data = path.read_bytes()
+        for start in range(0, len(data), chunk_bytes):
+            writer.write(path.name, start, data[start : start + chunk_bytes])
+    writer.close()
 
 
 def test_unenrolled_caller_and_enrollment_port_limits(federation, tmp_path):
@@ -145,3 +151,57 @@ def test_versions_increase_and_lifecycle(federation, packages, tmp_path):
     with pytest.raises(BarFedError) as err:
         set_expert_state(federation.registry, "test-vowels", 1, "ACCEPTED", "undo", "admin")
     assert err.value.code == "BAD_TRANSITION"
+
+
+def test_approving_after_revocation_is_refused(federation):
+    from coordinator.enrollment import approve, enroll, invite
+    from protocol import pki
+
+    token = invite(federation.registry, "globex", ["code"])
+    key = pki.generate_private_key()
+    pending = enroll(federation.registry, "globex", pki.make_csr(key, "globex").decode(), token)
+    revoke(federation.registry, "globex", "changed their mind")
+    with pytest.raises(BarFedError) as err:
+        approve(federation.registry, federation.keys, pending.id)
+    assert err.value.code == "NOT_PENDING"  # revocation rejected the pending enrollment
+    assert pinned_keys_of(federation, "globex") == []
+
+
+def pinned_keys_of(federation, org):
+    from coordinator.enrollment import pinned_keys
+
+    return pinned_keys(federation.registry, org)
+
+
+def test_rejecting_one_package_keeps_blobs_another_still_needs(federation, packages, tmp_path):
+    """Two submissions share a tensor file; the first is rejected, the second must still verify."""
+    from coordinator.blobs import BlobStore
+    from coordinator.submissions import Verifier
+    from coordinator.uploads import Declared, Uploads
+    from protocol.package import file_sha256
+    from protocol.signing import sign_directory
+
+    acme = federation.enroll("acme-labs", ["test-vowels"])
+    good = _package(acme, packages["test-vowels"], tmp_path / "good")
+    bad = tmp_path / "bad"
+    shutil.copytree(good, bad)
+    (bad / "model.sig").unlink()
+    sign_directory(bad, federation.root / "nodes" / "acme-labs" / "org.key")  # same files, fresh signature...
+    manifest = (bad / "expert.json").read_text().replace('"org":"acme-labs"', '"org":"nobody"')
+    (bad / "expert.json").write_text(manifest)  # ...then a tampered manifest: this one will be rejected
+    blobs = BlobStore(federation.settings.blob_dir)
+    uploads = Uploads(federation.registry, federation.settings, blobs)
+    submissions = []
+    for package in (bad, good):
+        files = sorted(package.iterdir())
+        session_id = uploads.create(
+            "acme-labs", "test-vowels", 1, [Declared(p.name, p.stat().st_size, file_sha256(p)) for p in files]
+        )
+        _write_all(uploads, session_id, files, federation.settings.chunk_bytes)
+        submissions.append(uploads.commit("acme-labs", session_id))
+    verifier = Verifier(federation.registry, federation.settings, blobs)
+    assert verifier.run(submissions[0]) == "REJECTED"
+    assert verifier.run(submissions[1]) == "ACCEPTED"
+    with federation.registry.session() as session:
+        kept = set(session.get(Submission, submissions[1]).files.values())
+    assert kept <= blobs.digests()
