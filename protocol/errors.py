@@ -10,9 +10,13 @@ class BarFedError(Exception):
     ``message`` is a full sentence that says what went wrong and what to do about it.
     """
 
+    MAX_MESSAGE = 2000  # messages may quote untrusted input; never echo megabytes of it
+
     def __init__(self, code: str, message: str) -> None:
         if not code or not code.isupper() or " " in code:
             raise ValueError(f"error codes are UPPER_SNAKE_CASE, got {code!r}")
+        if len(message) > self.MAX_MESSAGE:
+            message = message[: self.MAX_MESSAGE] + "…"
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
