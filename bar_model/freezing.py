@@ -70,15 +70,18 @@ class StageFreeze:
                 "checkpoint made by `barfed model init-anchor`.",
             )
 
-    def param_groups(self, weight_decay: float) -> list[dict]:
-        """AdamW groups: sliced tensors never decay (decay would move slot 0)."""
+    def param_groups(self, weight_decay: float, learning_rate: float, shared_lr_scale: float = 1.0) -> list[dict]:
+        """AdamW groups: sliced tensors never decay (decay would move slot 0); tensors every expert shares
+        (embeddings, attention, norms) learn ``shared_lr_scale`` times slower, because the merge averages
+        them over all experts and each expert's domain slot must survive that average."""
+        shared_lr = learning_rate * shared_lr_scale
         decayed = [p for n, p in self.full if p.ndim >= 2 and weight_decay > 0]
         plain = [p for n, p in self.full if not (p.ndim >= 2 and weight_decay > 0)]
-        groups = [{"params": [p for _, p in self.sliced], "weight_decay": 0.0}]
+        groups = [{"params": [p for _, p in self.sliced], "weight_decay": 0.0, "lr": learning_rate}]
         if plain:
-            groups.append({"params": plain, "weight_decay": 0.0})
+            groups.append({"params": plain, "weight_decay": 0.0, "lr": shared_lr})
         if decayed:
-            groups.append({"params": decayed, "weight_decay": weight_decay})
+            groups.append({"params": decayed, "weight_decay": weight_decay, "lr": shared_lr})
         return groups
 
     def remove(self) -> None:

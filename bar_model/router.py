@@ -42,8 +42,8 @@ class RouterOnly:
         if not self.params:
             raise BarFedError("WRONG_ARCHITECTURE", "the model has no FlexOlmo router to train.")
 
-    def param_groups(self, weight_decay: float) -> list[dict]:
-        return [{"params": self.params, "weight_decay": 0.0}]
+    def param_groups(self, weight_decay: float, learning_rate: float, shared_lr_scale: float = 1.0) -> list[dict]:
+        return [{"params": self.params, "weight_decay": 0.0, "lr": learning_rate}]
 
     def remove(self) -> None:
         pass

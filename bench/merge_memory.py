@@ -35,13 +35,16 @@ from protocol.fingerprint import anchor_fingerprint  # noqa: E402
 from protocol.layout import disk_part  # noqa: E402
 
 SIZE = {"hidden_size": 1024, "num_hidden_layers": 8, "num_attention_heads": 16, "intermediate_size": 2816}
+# Peak RSS is read from /proc/self/status (VmHWM, per process image); getrusage's ru_maxrss would carry the
+# parent's peak across fork+exec.
 CHILD = """
-import resource, sys, time
+import re, sys, time
 from bar_model.merge import merge_experts
 started = time.perf_counter()
 if sys.argv[1] == "merge":
     merge_experts(sys.argv[2], sys.argv[4:], sys.argv[3])
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - started)
+peak_kb = int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
+print(peak_kb, time.perf_counter() - started)
 """
 
 
@@ -88,8 +91,7 @@ def main() -> None:
     work.mkdir(parents=True)
     torch.manual_seed(0)
     config = Olmo2Config(vocab_size=2048, pad_token_id=0, eos_token_id=1, **SIZE)
-    dense = Olmo2ForCausalLM(config)
-    dense.save_pretrained(work / "anchor")
+    Olmo2ForCausalLM(config).save_pretrained(work / "anchor")
     branch = init_anchor(work / "anchor", work / "anchor-2x")
     fingerprint = anchor_fingerprint(branch)
     experts = []

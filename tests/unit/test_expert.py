@@ -141,3 +141,20 @@ def test_dense_anchor_is_branched_on_the_fly(micro, tmp_path):
     for name in anchor:
         if part_of(name) in ("expert_ffn", "router"):
             assert torch.equal(trained[name][0], anchor[name][0])
+
+
+def test_shared_tensors_learn_at_the_scaled_rate(micro):
+    """The merge averages shared tensors over every expert, so a recipe can make them learn slower."""
+    model = AutoModelForCausalLM.from_pretrained(micro["branch"], dtype=torch.float32)
+    freeze = StageFreeze(model, "rl")
+    try:
+        groups = freeze.param_groups(weight_decay=0.01, learning_rate=1e-3, shared_lr_scale=0.05)
+    finally:
+        freeze.remove()
+    sliced = {id(p) for _, p in freeze.sliced}
+    assert sum(len(g["params"]) for g in groups) == len(freeze.sliced) + len(freeze.full)
+    for group in groups:
+        is_domain_slot = all(id(p) in sliced for p in group["params"])
+        assert group["lr"] == pytest.approx(1e-3 if is_domain_slot else 5e-5)
+        assert is_domain_slot or not any(id(p) in sliced for p in group["params"])
+    assert any(g["weight_decay"] == 0.01 for g in groups), "2-D shared tensors keep their weight decay"
