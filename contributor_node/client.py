@@ -170,8 +170,11 @@ class CoordinatorClient:
         package = Path(package)
         manifest = read_package(package)  # never send what we would not accept ourselves
         paths = sorted(p.relative_to(package).as_posix() for p in package.rglob("*") if p.is_file())
+        listed = {f.path: f.sha256 for f in manifest.files}  # read_package just checked these
         declared = [
-            pb.FileDeclaration(path=p, size=(package / p).stat().st_size, sha256=file_sha256(package / p))
+            pb.FileDeclaration(
+                path=p, size=(package / p).stat().st_size, sha256=listed.get(p) or file_sha256(package / p)
+            )
             for p in paths
         ]
         session = self._call(

@@ -93,7 +93,7 @@ class Verifier:
         outcome = ("ACCEPTED", "", "")
         try:
             package = self.blobs.materialize(files, workdir)
-            verify_package(package, expect)
+            verify_package(package, expect, digests=files)
         except BarFedError as exc:
             outcome = ("REJECTED", exc.code, exc.message)
         except Exception:  # a bug must not leave the submission VERIFYING forever

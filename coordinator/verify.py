@@ -41,8 +41,9 @@ class Expectations:
     max_shared_drift: float
 
 
-def verify_package(directory: Path, expect: Expectations) -> ExpertManifest:
-    manifest = read_package(directory)
+def verify_package(directory: Path, expect: Expectations, digests: dict[str, str] | None = None) -> ExpertManifest:
+    """Every check of DESIGN §3 step 6; ``digests`` are the files' sha256 as the blob store verified them."""
+    manifest = read_package(directory, known_digests=digests)
     if manifest.org != expect.org_id:
         raise BarFedError(
             "ORG_MISMATCH", f"the manifest names organization {manifest.org!r}, but {expect.org_id} submitted it."

@@ -196,10 +196,12 @@ def describe_files(directory: Path, paths: list[str]) -> list[PackageFile]:
     return [PackageFile(path=p, size=(directory / p).stat().st_size, sha256=file_sha256(directory / p)) for p in paths]
 
 
-def read_package(directory: str | Path) -> ExpertManifest:
+def read_package(directory: str | Path, known_digests: dict[str, str] | None = None) -> ExpertManifest:
     """Parse ``expert.json``; check the directory holds exactly its files, with their sizes and digests.
 
-    This is the structural check; the signature (protocol.signing) is checked separately.
+    This is the structural check; the signature (protocol.signing) is checked separately. ``known_digests``
+    (path -> sha256) are digests the caller has already established, e.g. a content-addressed store's: they are
+    compared instead of hashing those files again.
     """
     directory = Path(directory)
     manifest_path = directory / MANIFEST_FILE
@@ -227,6 +229,7 @@ def read_package(directory: str | Path) -> ExpertManifest:
                 "PACKAGE_FILE_SIZE",
                 f"{path} is {target.stat().st_size} bytes, not the declared {entry.size}.",
             )
-        if file_sha256(target) != entry.sha256:
+        digest = (known_digests or {}).get(path) or file_sha256(target)
+        if digest != entry.sha256:
             raise BarFedError("PACKAGE_FILE_DIGEST", f"{path} does not match its declared sha256.")
     return manifest

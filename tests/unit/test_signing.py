@@ -136,6 +136,17 @@ def test_structural_check_catches_a_lying_manifest(copy):
     assert err.value.code in ("PACKAGE_FILE_SIZE", "PACKAGE_FILE_DIGEST")
 
 
+def test_known_digests_replace_hashing_but_are_still_compared(copy):
+    """The coordinator passes its blob store's digests; one that disagrees with the manifest is refused."""
+    manifest = read_package(copy)
+    known = {f.path: f.sha256 for f in manifest.files}
+    assert read_package(copy, known_digests=known) == manifest
+    victim = manifest.files[0].path
+    with pytest.raises(BarFedError) as err:
+        read_package(copy, known_digests={**known, victim: "0" * 64})
+    assert err.value.code == "PACKAGE_FILE_DIGEST"
+
+
 def test_standard_model_signing_cli_verifies_our_package(package, keys, tmp_path):
     public = tmp_path / "acme.pub"
     public.write_bytes(keys["acme-labs"][1])
