@@ -52,7 +52,7 @@ class LoopRecipe(_Strict):
     max_length: int = Field(default=128, gt=8)
     save_steps: int = Field(default=100, gt=0)
     activation_checkpointing: bool = False  # trade compute for memory on large models
-    shared_lr_scale: float = Field(default=1.0, gt=0, le=1, description="LR factor for tensors all experts share")
+    shared_lr_scale: float = Field(default=1.0, ge=0, le=1, description="LR factor for tensors all experts share")
 
 
 class PretrainRecipe(LoopRecipe):

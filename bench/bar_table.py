@@ -41,6 +41,7 @@ def scores_of(path: Path, n: int, cache: dict) -> dict[str, float]:
     if str(path) not in cache:
         model, tokenizer = load_model(path)
         cache[str(path)] = evaluate(model, tokenizer, COLUMNS, n=n)
+        print(f"{path.name}: {cache[str(path)]}", flush=True)
     return cache[str(path)]
 
 
@@ -113,12 +114,6 @@ def main() -> None:
     rows["weight average"] = scores_of(
         ensure(table / "average", lambda: weight_average(branch, paths, table / "average")), args.eval_n, cache
     )
-    multitask_s = None
-    if not (table / "multitask").exists():
-        multitask_s = timed(
-            lambda: train_multitask(branch, EXPERT_DOMAINS, table / "multitask", recipe, progress=False)
-        )
-    rows["multitask (4x budget)"] = scores_of(table / "multitask", args.eval_n, cache)
     rows["BTX (no anchor slot)"] = scores_of(
         ensure(table / "btx", lambda: build_btx(branch, paths, table / "btx", router_recipe, progress=False)),
         args.eval_n,
@@ -128,6 +123,13 @@ def main() -> None:
     if not (table / "bar").exists():
         bar_s = timed(lambda: bar_model(branch, paths, table / "bar", router_recipe))
     rows["BAR (merge + router)"] = scores_of(table / "bar", args.eval_n, cache)
+    multitask_s = None
+    if not (table / "multitask").exists():
+        multitask_s = timed(
+            lambda: train_multitask(branch, EXPERT_DOMAINS, table / "multitask", recipe, progress=False)
+        )
+    rows["multitask (4x budget)"] = scores_of(table / "multitask", args.eval_n, cache)
+    rows["BAR (merge + router)"] = rows.pop("BAR (merge + router)")  # the table ends with BAR
     for scores in rows.values():
         scores["overall"] = round(sum(scores[c] for c in COLUMNS) / len(COLUMNS), 1)
 

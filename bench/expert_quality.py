@@ -39,6 +39,12 @@ def main() -> None:
     parser.add_argument("--domains", default="math,tool_use")
     parser.add_argument("--eval-n", type=int, default=200)
     parser.add_argument("--no-write", action="store_true", help="do not update docs/PERFORMANCE.md")
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="evaluate experts already trained with this recipe (e.g. by bench/bar_table.py); their time is the "
+        "sum of the stage wall times their card recorded",
+    )
     args = parser.parse_args()
 
     base_recipe, recipe = load_base_recipe(args.base_recipe), load_expert_recipe(args.expert_recipe)
@@ -53,14 +59,23 @@ def main() -> None:
     model, tokenizer = load_model(anchor)
     anchor_scores = evaluate(model, tokenizer, list(CORE_DOMAINS), n=args.eval_n)
     rows = []
+    notes: list[str] = []
     for domain in [d.strip() for d in args.domains.split(",")]:
         out = work / "experts" / domain
-        shutil.rmtree(out, ignore_errors=True)
-        shutil.rmtree(out.parent / f".{domain}.partial", ignore_errors=True)
-        t0 = time.perf_counter()
-        train_expert(branch, domain, "mid,sft,rl", out, recipe, progress=False)
-        total_s = time.perf_counter() - t0
+        reused = args.reuse and out.exists() and expert_card(out)["recipe"] == recipe.model_dump()
+        if not reused:
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.rmtree(out.parent / f".{domain}.partial", ignore_errors=True)
+            t0 = time.perf_counter()
+            train_expert(branch, domain, "mid,sft,rl", out, recipe, progress=False)
+            total_s = time.perf_counter() - t0
         stages = {s: v["wall_s"] for s, v in expert_card(out)["stage_summaries"].items()}
+        if reused:
+            total_s = sum(stages.values())
+            notes.append(
+                f"The {domain} expert was reused (trained earlier with the same recipe); its total is the "
+                "sum of the stage wall times on its card."
+            )
         model, tokenizer = load_model(out)
         scores = evaluate(model, tokenizer, list(CORE_DOMAINS), n=args.eval_n)
         gain = scores[domain] - anchor_scores[domain]
@@ -69,7 +84,7 @@ def main() -> None:
 
     lines = [
         f"Command: `.venv/bin/python bench/expert_quality.py --base-recipe {args.base_recipe} "
-        f"--expert-recipe {args.expert_recipe} --eval-n {args.eval_n}`  ",
+        f"--expert-recipe {args.expert_recipe} --eval-n {args.eval_n}{' --reuse' if args.reuse else ''}`  ",
         f"Machine: {machine_line()}. Building the tiny base took {pretrain_s:.0f} s of pretraining and "
         f"{anchor_sft_s:.0f} s of general SFT for the anchor (reused between runs).",
         "",
@@ -92,6 +107,7 @@ def main() -> None:
         f"Target: each expert in <= {TIME_TARGET_S // 60} min wall time (all three stages) and "
         f">= +{GAIN_TARGET:.0f} points on its own domain over the anchor."
     )
+    lines += ["", *notes] if notes else []
     report = "\n".join(lines)
     print(report)
     if not args.no_write:
