@@ -1,4 +1,4 @@
-"""`barfed model …`: build the tiny base, branch an anchor, train and evaluate experts."""
+"""`barfed model …`: build the tiny base, branch an anchor, train, merge, route and evaluate experts."""
 
 from __future__ import annotations
 
@@ -72,6 +72,47 @@ def train_expert_command(
     for stage, summary in card["stage_summaries"].items():
         console.print(f"{stage}: {summary['steps']} steps in {summary['wall_s']}s, last loss {summary['last_loss']}")
     console.print(f"expert written to {out}")
+
+
+@app.command("merge")
+def merge_command(
+    anchor: Annotated[Path, typer.Option(help="the 2-expert anchor every expert branched from")],
+    expert: Annotated[list[Path], typer.Option(help="an expert checkpoint or package; repeat for each expert")],
+    out: Annotated[Path, typer.Option(help="where the merged (N+1)-expert model appears")],
+    top_k: Annotated[int | None, typer.Option(help="experts per token (default: all)", min=1)] = None,
+) -> None:
+    """Merge N experts into one FlexOlmo model: anchor slot, one slot per expert, averaged shared tensors."""
+    from bar_model.merge import merge_card, merge_experts
+
+    merge_experts(anchor, expert, out, top_k=top_k)
+    console.print(f"merged {', '.join(merge_card(out)['slots'])} into {out}; train its router next")
+
+
+@app.command("train-router")
+def train_router_command(
+    merged: Annotated[Path, typer.Argument(help="a model written by `barfed model merge`")],
+    out: Annotated[Path, typer.Option(help="where the routed model appears")],
+    recipe: Annotated[str, typer.Option(help="named router recipe (tiny, micro) or a TOML file")] = "tiny",
+) -> None:
+    """Train only the router of a merged model on a stratified sample of every domain's SFT data."""
+    from bar_model.recipe import load_router_recipe
+    from bar_model.router import train_router
+
+    train_router(merged, out, load_router_recipe(recipe))
+    console.print(f"routed model written to {out}")
+
+
+@app.command("drop-expert")
+def drop_expert_command(
+    merged: Annotated[Path, typer.Argument(help="a merged (and possibly routed) model")],
+    domain: Annotated[str, typer.Option(help="the expert to remove")],
+    out: Annotated[Path, typer.Option(help="where the model without it appears")],
+) -> None:
+    """Opt-out: the same model without one expert's FFN slot and router row."""
+    from bar_model.merge import drop_expert
+
+    drop_expert(merged, domain, out)
+    console.print(f"{domain} removed; written to {out}")
 
 
 def score_table(columns: dict[str, dict[str, float]], title: str | None = None) -> Table:

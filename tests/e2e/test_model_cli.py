@@ -113,3 +113,17 @@ def test_resume_with_other_settings_is_refused(micro, tmp_path):
         "micro",
     )
     assert result.returncode == 2 and "RESUME_MISMATCH" in result.stderr
+
+
+def test_merge_route_and_opt_out_from_the_command_line(micro, micro_math, tmp_path):
+    merged, routed, without = tmp_path / "merged", tmp_path / "routed", tmp_path / "without"
+    result = barfed("model", "merge", "--anchor", micro["branch"], "--expert", micro_math, "--out", merged)
+    assert result.returncode == 0, result.stderr
+    result = barfed("model", "train-router", merged, "--out", routed, "--recipe", "micro")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((routed / "config.json").read_text())["num_experts"] == 2
+    result = barfed("model", "drop-expert", routed, "--domain", "code", "--out", without)
+    assert result.returncode == 2 and "UNKNOWN_EXPERT" in result.stderr and "Traceback" not in result.stderr
+    result = barfed("model", "merge", "--anchor", micro["branch"], "--expert", micro_math, "--out", merged)
+    assert result.returncode == 2 and "OUTPUT_EXISTS" in result.stderr
+    assert not without.exists()
