@@ -106,7 +106,8 @@ class Verifier:
         return outcome[0]
 
     def _finish(self, submission_id: str, state: str, code: str, message: str) -> None:
-        with self.registry.session() as session:
+        """Record the outcome; a rejected package's blobs are gone before anyone can see REJECTED."""
+        with self.blobs.lock, self.registry.session() as session:
             submission = session.get(Submission, submission_id)
             submission.state, submission.error_code, submission.message = state, code, message
             if state == "ACCEPTED":
@@ -132,21 +133,23 @@ class Verifier:
                 domain=submission.domain,
                 version=submission.version,
             )
-        if state == "REJECTED":
-            self._collect(submission_id)
+            if state == "REJECTED":
+                self._collect(session, submission)
 
-    def _collect(self, submission_id: str) -> None:
-        """Delete the rejected package's blobs that nothing else refers to (accepted, pending or uploading)."""
-        with self.blobs.lock, self.registry.session() as session:
-            rejected = session.get(Submission, submission_id)
-            referenced: set[str] = set()
-            for other in session.scalars(select(Submission).where(Submission.id != submission_id)):
-                if other.state != "REJECTED":
-                    referenced |= set(other.files.values())
-            open_uploads = select(UploadSession.id).where(UploadSession.state == "open")
-            referenced |= set(session.scalars(select(UploadFile.sha256).where(UploadFile.session_id.in_(open_uploads))))
-            for digest in set(rejected.files.values()) - referenced:
-                self.blobs.delete(digest)
+    def _collect(self, session, rejected: Submission) -> None:
+        """Delete the rejected package's blobs that nothing else refers to (accepted, pending or uploading).
+
+        Runs under the blob store's lock, inside the transaction that records the rejection: a crash before
+        that commits leaves the submission to be verified again, and it fails again on the missing blobs.
+        """
+        referenced: set[str] = set()
+        for other in session.scalars(select(Submission).where(Submission.id != rejected.id)):
+            if other.state != "REJECTED":
+                referenced |= set(other.files.values())
+        open_uploads = select(UploadSession.id).where(UploadSession.state == "open")
+        referenced |= set(session.scalars(select(UploadFile.sha256).where(UploadFile.session_id.in_(open_uploads))))
+        for digest in set(rejected.files.values()) - referenced:
+            self.blobs.delete(digest)
 
     def run_pending(self) -> int:
         count = 0
