@@ -1,5 +1,5 @@
-"""The tiny base and its anchor: a BPE tokenizer, a small `Olmo2ForCausalLM` pretrained on general text,
-and the anchor, which is that base after general SFT (DESIGN §2).
+"""The tiny base and its anchor: a BPE tokenizer, a small `Olmo2ForCausalLM` pretrained on general text (and
+optionally a share of every domain's text), and the anchor, which is that base after general SFT (DESIGN §2).
 
 Each product is published atomically and skipped when it already exists, so an interrupted build
 resumes where it stopped (inside a training loop, from the loop's last checkpoint).
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import shutil
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from bar_model.domains import domain_names, get_domain
 from bar_model.recipe import BaseRecipe
 from bar_model.stages import train_chat, train_language_model
 from bar_model.tokenizer import train_tokenizer
+from protocol.errors import BarFedError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,21 @@ def tokenizer_corpus(texts_per_domain: int, seed: int) -> list[str]:
         domain = get_domain(name)
         corpus += domain.mid_texts(texts_per_domain, seed)
         corpus += [f"{e.prompt}\n{e.response}" for e in domain.sft(texts_per_domain, seed)]
+    return corpus
+
+
+def pretraining_corpus(documents: int, domain_text_share: float, seed: int) -> list[str]:
+    """General text, plus a share of every other domain's text, as a web-pretrained base would have seen.
+
+    Without that share, tokens only the domains use (digits, JSON punctuation) keep near-random LM-head rows,
+    so an expert can only gain the skill by moving the LM head, which the merge then averages away.
+    """
+    others = [name for name in domain_names() if name != "general"]
+    per_domain = round(documents * domain_text_share / len(others)) if others else 0
+    corpus = get_domain("general").mid_texts(documents - per_domain * len(others), seed)
+    for name in others:  # another seed than the experts' mid-training text
+        corpus += get_domain(name).mid_texts(per_domain, seed + 7919)
+    random.Random(seed).shuffle(corpus)
     return corpus
 
 
@@ -47,6 +64,14 @@ def build_base(recipe: BaseRecipe, out_dir: str | Path, *, progress: bool = True
     base_dir, anchor_dir, work = out_dir / "base", out_dir / "anchor", out_dir / ".work"
     record = {"recipe": recipe.model_dump()}
     general = get_domain("general")
+    for existing in (base_dir, anchor_dir):
+        built = existing / "bar_build.json"
+        if built.is_file() and json.loads(built.read_text()).get("recipe") != record["recipe"]:
+            raise BarFedError(
+                "BASE_RECIPE_MISMATCH",
+                f"{existing} was built with another base recipe; remove {out_dir} to rebuild it, or choose another "
+                "output directory.",
+            )
 
     if not base_dir.exists():
         torch.manual_seed(recipe.seed)
@@ -76,7 +101,7 @@ def build_base(recipe: BaseRecipe, out_dir: str | Path, *, progress: bool = True
         summary = train_language_model(
             model,
             tokenizer,
-            general.mid_texts(recipe.pretrain.documents, recipe.seed),
+            pretraining_corpus(recipe.pretrain.documents, recipe.pretrain.domain_text_share, recipe.seed),
             recipe.pretrain,
             work / "pretrain",
             seed=recipe.seed,

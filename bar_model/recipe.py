@@ -57,6 +57,9 @@ class LoopRecipe(_Strict):
 
 class PretrainRecipe(LoopRecipe):
     documents: int = Field(gt=0)
+    domain_text_share: float = Field(
+        default=0.0, ge=0, lt=1, description="share of pretraining documents drawn from every domain's text"
+    )
 
 
 class AnchorSftRecipe(LoopRecipe):

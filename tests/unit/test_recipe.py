@@ -61,3 +61,27 @@ def test_bad_stages(text, code):
     with pytest.raises(BarFedError) as err:
         parse_stages(text)
     assert err.value.code == code
+
+
+def test_pretraining_corpus_mixes_a_share_of_every_domain():
+    from bar_model.base import pretraining_corpus
+    from bar_model.domains import domain_names, get_domain
+
+    others = len(domain_names()) - 1
+    general_only = pretraining_corpus(100 * others, 0.0, seed=0)
+    mixed = pretraining_corpus(100 * others, 0.1, seed=0)
+    assert len(general_only) == len(mixed) == 100 * others
+    assert pretraining_corpus(100 * others, 0.1, seed=0) == mixed, "deterministic for a seed"
+    math_texts = set(get_domain("math").mid_texts(10, 7919))
+    assert math_texts <= set(mixed) and not math_texts & set(general_only)
+
+
+def test_an_existing_base_built_with_another_recipe_is_refused(micro):
+    from bar_model.base import build_base
+
+    recipe = load_base_recipe("micro")
+    other = recipe.model_copy(update={"pretrain": recipe.pretrain.model_copy(update={"domain_text_share": 0.5})})
+    with pytest.raises(BarFedError) as err:
+        build_base(other, micro["root"], progress=False)
+    assert err.value.code == "BASE_RECIPE_MISMATCH"
+    assert build_base(recipe, micro["root"], progress=False) == (micro["base"], micro["anchor"])
