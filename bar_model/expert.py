@@ -64,7 +64,7 @@ def _link(src: str | Path, dst: str | Path) -> None:
 
 
 def _run_stage(stage: str, model, tokenizer, domain, recipe: ExpertRecipe, work: Path, progress: bool) -> dict:
-    freeze = StageFreeze(model, stage)
+    freeze = StageFreeze(model, stage, getattr(recipe, stage).shared_lr_scale)
     before = fingerprint_frozen(model, stage)
     common = {
         "seed": recipe.seed,

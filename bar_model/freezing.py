@@ -45,10 +45,10 @@ def _zero_slot0(grad: torch.Tensor) -> torch.Tensor:
 class StageFreeze:
     """Applies one stage's schedule to a model; ``remove()`` takes the gradient hooks off again."""
 
-    def __init__(self, model: nn.Module, stage: str) -> None:
+    def __init__(self, model: nn.Module, stage: str, shared_lr_scale: float = 1.0) -> None:
         if stage not in SCHEDULE:
             raise BarFedError("BAD_STAGES", f"unknown stage {stage!r}; use one of {', '.join(SCHEDULE)}.")
-        self.stage = stage
+        self.stage, self.shared_lr_scale = stage, shared_lr_scale
         self.sliced: list[tuple[str, nn.Parameter]] = []  # trainable except slot/row 0
         self.full: list[tuple[str, nn.Parameter]] = []  # entirely trainable
         self._hooks = []
@@ -58,7 +58,7 @@ class StageFreeze:
                 param.requires_grad_(True)
                 self._hooks.append(param.register_hook(_zero_slot0))
                 self.sliced.append((name, param))
-            elif part in SCHEDULE[stage]:
+            elif part in SCHEDULE[stage] and shared_lr_scale > 0:  # at scale 0, no gradient is computed at all
                 param.requires_grad_(True)
                 self.full.append((name, param))
             else:
@@ -70,11 +70,11 @@ class StageFreeze:
                 "checkpoint made by `barfed model init-anchor`.",
             )
 
-    def param_groups(self, weight_decay: float, learning_rate: float, shared_lr_scale: float = 1.0) -> list[dict]:
+    def param_groups(self, weight_decay: float, learning_rate: float) -> list[dict]:
         """AdamW groups: sliced tensors never decay (decay would move slot 0); tensors every expert shares
         (embeddings, attention, norms) learn ``shared_lr_scale`` times slower, because the merge averages
         them over all experts and each expert's domain slot must survive that average."""
-        shared_lr = learning_rate * shared_lr_scale
+        shared_lr = learning_rate * self.shared_lr_scale
         decayed = [p for n, p in self.full if p.ndim >= 2 and weight_decay > 0]
         plain = [p for n, p in self.full if not (p.ndim >= 2 and weight_decay > 0)]
         groups = [{"params": [p for _, p in self.sliced], "weight_decay": 0.0, "lr": learning_rate}]

@@ -42,7 +42,7 @@ class RouterOnly:
         if not self.params:
             raise BarFedError("WRONG_ARCHITECTURE", "the model has no FlexOlmo router to train.")
 
-    def param_groups(self, weight_decay: float, learning_rate: float, shared_lr_scale: float = 1.0) -> list[dict]:
+    def param_groups(self, weight_decay: float, learning_rate: float) -> list[dict]:
         return [{"params": self.params, "weight_decay": 0.0, "lr": learning_rate}]
 
     def remove(self) -> None:

@@ -80,15 +80,13 @@ def _args(loop: LoopRecipe, work_dir: Path, seed: int, progress: bool) -> dict:
     }
 
 
-def build_trainer(
-    trainer_cls, model, args, freeze: StageFreeze | None, z_loss_coef: float, shared_lr_scale: float = 1.0, **kwargs
-):
+def build_trainer(trainer_cls, model, args, freeze: StageFreeze | None, z_loss_coef: float, **kwargs):
     """A TRL trainer whose optimizer only sees what ``freeze`` lets train, with router z-loss attached."""
     if args.disable_tqdm:
         datasets.disable_progress_bars()
     optimizers = (None, None)
     if freeze is not None:
-        groups = freeze.param_groups(args.weight_decay, args.learning_rate, shared_lr_scale)
+        groups = freeze.param_groups(args.weight_decay, args.learning_rate)
         optimizers = (torch.optim.AdamW(groups, lr=args.learning_rate, weight_decay=0.0), None)
     trainer = trainer_cls(model=model, args=args, optimizers=optimizers, **kwargs)
     trainer.z_loss = RouterZLoss(model) if z_loss_coef > 0 else None
@@ -153,7 +151,6 @@ def train_language_model(
             config,
             freeze,
             z_loss_coef,
-            loop.shared_lr_scale,
             train_dataset=dataset,
             processing_class=tokenizer,
         )
@@ -198,7 +195,6 @@ def chat_trainer(
         config,
         freeze,
         z_loss_coef,
-        loop.shared_lr_scale,
         train_dataset=chat_dataset(examples),
         processing_class=tokenizer,
     )
@@ -273,7 +269,6 @@ def train_rl(
             config,
             freeze,
             z_loss_coef,
-            loop.shared_lr_scale,
             reward_funcs=[domain_reward_function(domain)],
             train_dataset=dataset,
             processing_class=tokenizer,

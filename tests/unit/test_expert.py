@@ -146,9 +146,9 @@ def test_dense_anchor_is_branched_on_the_fly(micro, tmp_path):
 def test_shared_tensors_learn_at_the_scaled_rate(micro):
     """The merge averages shared tensors over every expert, so a recipe can make them learn slower."""
     model = AutoModelForCausalLM.from_pretrained(micro["branch"], dtype=torch.float32)
-    freeze = StageFreeze(model, "rl")
+    freeze = StageFreeze(model, "rl", shared_lr_scale=0.05)
     try:
-        groups = freeze.param_groups(weight_decay=0.01, learning_rate=1e-3, shared_lr_scale=0.05)
+        groups = freeze.param_groups(weight_decay=0.01, learning_rate=1e-3)
     finally:
         freeze.remove()
     sliced = {id(p) for _, p in freeze.sliced}
@@ -158,3 +158,13 @@ def test_shared_tensors_learn_at_the_scaled_rate(micro):
         assert group["lr"] == pytest.approx(1e-3 if is_domain_slot else 5e-5)
         assert is_domain_slot or not any(id(p) in sliced for p in group["params"])
     assert any(g["weight_decay"] == 0.01 for g in groups), "2-D shared tensors keep their weight decay"
+
+
+def test_shared_tensors_at_scale_zero_get_no_gradient(micro):
+    """A zero rate would leave them unchanged too, but their gradients would still cost time."""
+    model = AutoModelForCausalLM.from_pretrained(micro["branch"], dtype=torch.float32)
+    freeze = StageFreeze(model, "rl", shared_lr_scale=0.0)
+    freeze.remove()
+    assert freeze.full == []
+    trainable = {part_of(n) for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"expert_ffn", "router"}
