@@ -356,16 +356,21 @@ class Uploads:
 
     def _fail(self, session_id: str, org_id: str, code: str, path: str) -> None:
         """Discard an upload that cannot be trusted (the caller holds its lock)."""
+        self._close(session_id, "failed", org_id, "upload.fail", code=code, path=path)
+        shutil.rmtree(self.settings.staging_dir / session_id, ignore_errors=True)
+        self._hashers.drop(session_id)
+
+    def _close(self, session_id: str, state: str, actor: str, action: str, **details) -> bool:
+        """Move an open session to ``state`` and audit it; False when it was no longer open."""
         with self.registry.session() as session:
             changed = session.execute(
                 update(UploadSession)
                 .where(UploadSession.id == session_id, UploadSession.state == "open")
-                .values(state="failed")
+                .values(state=state)
             ).rowcount
             if changed:
-                audit.record(session, org_id, "upload.fail", session_id, code=code, path=path)
-        shutil.rmtree(self.settings.staging_dir / session_id, ignore_errors=True)
-        self._hashers.drop(session_id)
+                audit.record(session, actor, action, session_id, **details)
+        return bool(changed)
 
     def expire(self, now: dt.datetime | None = None) -> int:
         """Remove abandoned sessions (past their expiry) and their staged bytes; returns how many."""
@@ -381,15 +386,7 @@ class Uploads:
             if not self._locks.try_acquire(session_id):
                 continue  # in use right now; the next sweep will see it
             try:
-                with self.registry.session() as session:
-                    changed = session.execute(
-                        update(UploadSession)
-                        .where(UploadSession.id == session_id, UploadSession.state == "open")
-                        .values(state="expired")
-                    ).rowcount
-                    if changed:
-                        audit.record(session, "coordinator", "upload.expire", session_id)
-                if changed:
+                if self._close(session_id, "expired", "coordinator", "upload.expire"):
                     shutil.rmtree(self.settings.staging_dir / session_id, ignore_errors=True)
                     self._hashers.drop(session_id)
                     expired += 1

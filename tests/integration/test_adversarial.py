@@ -468,15 +468,18 @@ def second_stream_on_a_busy_session(w):
     declared = [pb.FileDeclaration(path=p, size=len(d), sha256=hashlib.sha256(d).hexdigest()) for p, d in files.items()]
     session = stub.CreateUpload(pb.CreateUploadRequest(domain="test-vowels", version=2, files=declared), timeout=30)
     first = next(iter(files))
-    hold = threading.Event()
+    hold, sent = threading.Event(), threading.Event()
 
     def slow_stream():
         yield pb.Chunk(session_id=session.session_id, path=first, offset=0, data=files[first][:10])
+        sent.set()
         hold.wait(timeout=30)
 
     holder = threading.Thread(target=lambda: _swallow(lambda: stub.WriteChunks(slow_stream(), timeout=60)))
     holder.start()
     try:
+        sent.wait(timeout=30)  # a probe sent before the holder's first chunk could claim the session itself
+        time.sleep(0.2)
         for _ in range(100):  # until the first stream holds the session
             try:
                 stub.WriteChunks(
