@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 import time
@@ -26,10 +27,10 @@ from bar_model.baselines import build_btx, train_multitask, weight_average  # no
 from bar_model.branch import init_anchor  # noqa: E402
 from bar_model.domains.parametric import parametric_names  # noqa: E402
 from bar_model.evaluate import evaluate, load_model  # noqa: E402
-from bar_model.expert import train_expert  # noqa: E402
+from bar_model.expert import EXPERT_CARD, train_expert  # noqa: E402
 from bar_model.merge import merge_experts  # noqa: E402
 from bar_model.recipe import load_base_recipe, load_expert_recipe, load_router_recipe  # noqa: E402
-from bar_model.router import train_router  # noqa: E402
+from bar_model.router import ROUTER_CARD, train_router  # noqa: E402
 from bench.report import machine_line, replace_section  # noqa: E402
 
 EXPERT_DOMAINS = ["math", "code", "tool_use", "safety"]
@@ -45,11 +46,25 @@ def scores_of(path: Path, n: int, cache: dict) -> dict[str, float]:
     return cache[str(path)]
 
 
-def ensure(path: Path, build) -> Path:
-    """Build ``path`` unless a previous run already did (every product is published atomically)."""
+def ensure(path: Path, build, recipe=None) -> Path:
+    """Build ``path`` unless a previous run already did (every product is published atomically).
+
+    With ``recipe``, a product whose card records another recipe (an expert's or a router's) is rebuilt,
+    so a run after a recipe change never reuses stale models.
+    """
+    if path.exists() and recipe is not None and recorded_recipe(path) != recipe.model_dump():
+        shutil.rmtree(path)
     if not path.exists():
         build()
     return path
+
+
+def recorded_recipe(path: Path) -> dict | None:
+    """The recipe on a product's expert or router card (None when there is no such product)."""
+    for card in (ROUTER_CARD, EXPERT_CARD):
+        if (path / card).is_file():
+            return json.loads((path / card).read_text())["recipe"]
+    return None
 
 
 def timed(fn) -> float:
@@ -103,7 +118,7 @@ def main() -> None:
     for domain in EXPERT_DOMAINS:
         out = work / "experts" / domain
         experts[domain] = ensure(
-            out, lambda d=domain, o=out: train_expert(branch, d, "mid,sft,rl", o, recipe, progress=False)
+            out, lambda d=domain, o=out: train_expert(branch, d, "mid,sft,rl", o, recipe, progress=False), recipe
         )
     table = work / "table"
     cache: dict = {}
@@ -115,12 +130,15 @@ def main() -> None:
         ensure(table / "average", lambda: weight_average(branch, paths, table / "average")), args.eval_n, cache
     )
     rows["BTX (no anchor slot)"] = scores_of(
-        ensure(table / "btx", lambda: build_btx(branch, paths, table / "btx", router_recipe, progress=False)),
+        ensure(
+            table / "btx", lambda: build_btx(branch, paths, table / "btx", router_recipe, progress=False), router_recipe
+        ),
         args.eval_n,
         cache,
     )
     bar_s = None
-    if not (table / "bar").exists():
+    if recorded_recipe(table / "bar") != router_recipe.model_dump():  # absent, or routed with another recipe
+        shutil.rmtree(table / "bar", ignore_errors=True)
         bar_s = timed(lambda: bar_model(branch, paths, table / "bar", router_recipe))
     rows["BAR (merge + router)"] = scores_of(table / "bar", args.eval_n, cache)
     multitask_s = None
@@ -149,10 +167,15 @@ def main() -> None:
     code_plus = ensure(
         work / "experts" / "code-plus",
         lambda: train_expert(branch, "code", "mid,sft,rl", work / "experts" / "code-plus", plus_recipe, progress=False),
+        plus_recipe,
     )
     swapped_paths = [code_plus if d == "code" else p for d, p in experts.items()]
     swapped = scores_of(
-        ensure(table / "bar-swapped", lambda: bar_model(branch, swapped_paths, table / "bar-swapped", router_recipe)),
+        ensure(
+            table / "bar-swapped",
+            lambda: bar_model(branch, swapped_paths, table / "bar-swapped", router_recipe),
+            router_recipe,
+        ),
         args.eval_n,
         cache,
     )
