@@ -114,13 +114,15 @@ def main() -> None:
     work = args.work / base_recipe.name
     base, anchor = build_base(base_recipe, work, progress=False)
     branch = ensure(work / "anchor-2x", lambda: init_anchor(anchor, work / "anchor-2x", base))
+    table = work / "table"
+    if any(recorded_recipe(work / "experts" / d) != recipe.model_dump() for d in EXPERT_DOMAINS):
+        shutil.rmtree(table, ignore_errors=True)  # every product in the table is built from these experts
     experts = {}
     for domain in EXPERT_DOMAINS:
         out = work / "experts" / domain
         experts[domain] = ensure(
             out, lambda d=domain, o=out: train_expert(branch, d, "mid,sft,rl", o, recipe, progress=False), recipe
         )
-    table = work / "table"
     cache: dict = {}
     rows: dict[str, dict[str, float]] = {"anchor": scores_of(anchor, args.eval_n, cache)}
     for domain, path in experts.items():
@@ -164,6 +166,8 @@ def main() -> None:
             )
         }
     )
+    if recorded_recipe(work / "experts" / "code-plus") != plus_recipe.model_dump():
+        shutil.rmtree(table / "bar-swapped", ignore_errors=True)  # built from the code-plus about to be retrained
     code_plus = ensure(
         work / "experts" / "code-plus",
         lambda: train_expert(branch, "code", "mid,sft,rl", work / "experts" / "code-plus", plus_recipe, progress=False),
