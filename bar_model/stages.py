@@ -30,11 +30,26 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
-class BarSFTTrainer(ZLossTrainerMixin, SFTTrainer):
+class ConvertingResumeMixin:
+    """Resume restores the weights through ``from_pretrained``, with transformers' checkpoint conversion.
+
+    Trainer's own resume is a plain ``load_state_dict(strict=False)``. transformers 5 keeps MoE experts fused
+    in memory but saves them per expert, so that load skips every expert FFN with only a warning, and a
+    resumed expert silently continues from the weights its stage *started* with.
+    """
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        model = model if model is not None else self.model  # type: ignore[attr-defined]
+        dtype = next(model.parameters()).dtype
+        saved = type(model).from_pretrained(resume_from_checkpoint, dtype=dtype, use_safetensors=True)
+        model.load_state_dict(saved.state_dict(), strict=True)
+
+
+class BarSFTTrainer(ConvertingResumeMixin, ZLossTrainerMixin, SFTTrainer):
     pass
 
 
-class BarGRPOTrainer(ZLossTrainerMixin, GRPOTrainer):
+class BarGRPOTrainer(ConvertingResumeMixin, ZLossTrainerMixin, GRPOTrainer):
     pass
 
 

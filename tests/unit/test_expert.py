@@ -12,7 +12,7 @@ from bar_model.domains import get_domain
 from bar_model.expert import expert_card, train_expert
 from bar_model.freezing import SCHEDULE, StageFreeze, part_of
 from bar_model.recipe import load_expert_recipe
-from bar_model.stages import chat_trainer
+from bar_model.stages import chat_trainer, latest_checkpoint, run_trainer
 from bar_model.zloss import RouterZLoss
 from protocol.errors import BarFedError
 
@@ -84,6 +84,29 @@ def test_sft_loss_covers_only_assistant_tokens(micro, tmp_path):
     )
     assert loss.item() == pytest.approx(manual.item(), rel=1e-4)
     freeze.remove()
+
+
+def test_resuming_restores_the_expert_ffn_from_the_checkpoint(micro, tmp_path):
+    """Trainer's own resume skipped transformers 5's key conversion and kept the stage's starting FFN."""
+    recipe = load_expert_recipe("micro").sft.model_copy(update={"steps": 2, "save_steps": 2})
+    examples = get_domain("math").sft(32)
+    tokenizer = AutoTokenizer.from_pretrained(micro["branch"])
+
+    def trainer_from_branch():
+        model = AutoModelForCausalLM.from_pretrained(micro["branch"], dtype=torch.float32)
+        freeze = StageFreeze(model, "sft")
+        return chat_trainer(model, tokenizer, examples, recipe, tmp_path, seed=0, freeze=freeze, progress=False)
+
+    run_trainer(trainer_from_branch())
+    checkpoint = latest_checkpoint(tmp_path)
+    saved = _state(checkpoint)
+    resumed = trainer_from_branch()
+    resumed._load_from_checkpoint(checkpoint)
+    branch, state = _state(micro["branch"]), resumed.model.state_dict()
+    assert not torch.equal(
+        saved["model.layers.0.mlp.experts.gate_up_proj"], branch["model.layers.0.mlp.experts.gate_up_proj"]
+    )
+    assert all(torch.equal(state[name], saved[name]) for name in saved)
 
 
 def test_router_z_loss_is_recorded_only_with_gradients(micro):
