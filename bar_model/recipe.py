@@ -121,6 +121,12 @@ class RouterRecipe(LoopRecipe):
     domain_pool: int = Field(gt=0, description="SFT examples each expert saw from its domain")
     general_pool: int = Field(gt=0, description="general SFT examples the anchor saw")
     top_k: int | None = Field(default=None, gt=0, description="experts per token; all of them when unset")
+    norm_topk_prob: bool = Field(
+        default=False, description="renormalise the top-k routing weights to sum to 1 (FlexOlmo's config flag)"
+    )
+    train_dense: bool = Field(
+        default=False, description="train with every expert active, then publish the model routing top_k"
+    )
 
 
 def _load(kind: str, name_or_path: str | Path, model: type[_Strict]) -> _Strict:

@@ -121,6 +121,19 @@ def _init_rows(model, slots: list[str], init_rows: dict[str, torch.Tensor]) -> N
             weight.data[index] = (direction * scale).to(weight.dtype)
 
 
+def set_routing(model, top_k: int, norm_topk_prob: bool) -> None:
+    """Route each token to ``top_k`` experts, in the live model and in the config it will be saved with.
+
+    With ``norm_topk_prob`` the chosen weights are renormalised to sum to 1: a token routed to the anchor
+    and its domain's expert then gets exactly the two-way mixture that expert was trained with.
+    """
+    for block in model.model.layers:
+        block.mlp.gate.top_k = top_k
+        block.mlp.gate.norm_topk_prob = norm_topk_prob
+    model.config.num_experts_per_tok = top_k
+    model.config.norm_topk_prob = norm_topk_prob
+
+
 def train_router(
     merged_dir: str | Path,
     out_dir: str | Path,
@@ -140,12 +153,15 @@ def train_router(
     torch.manual_seed(recipe.seed)
     model = FlexOlmoForCausalLM.from_pretrained(merged_dir, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(merged_dir)
-    if recipe.top_k:
-        if not 1 <= recipe.top_k <= len(slots):
-            raise BarFedError("BAD_TOP_K", f"top-k must be between 1 and {len(slots)}, not {recipe.top_k}.")
-        for block in model.model.layers:
-            block.mlp.gate.top_k = recipe.top_k
-        model.config.num_experts_per_tok = recipe.top_k
+    if recipe.top_k and not 1 <= recipe.top_k <= len(slots):
+        raise BarFedError("BAD_TOP_K", f"top-k must be between 1 and {len(slots)}, not {recipe.top_k}.")
+    top_k = recipe.top_k or model.config.num_experts_per_tok
+    if recipe.train_dense:
+        # Every row learns on every token (a sparse router gets no gradient for the experts it did not
+        # pick); weights over all experts already sum to 1. The published model still routes top_k.
+        set_routing(model, len(slots), norm_topk_prob=False)
+    else:
+        set_routing(model, top_k, recipe.norm_topk_prob)
     _init_rows(model, slots, init_rows)
     # An organization that initialises its row from its own hidden states shares no sample.
     examples = stratified_sample(slots, recipe, skip=frozenset(init_rows))
@@ -170,10 +186,14 @@ def train_router(
         summary = run_trainer(trainer)
     finally:
         torch.use_deterministic_algorithms(deterministic)
+    set_routing(model, top_k, recipe.norm_topk_prob)
     with atomic_directory(out_dir) as staging:
         model.to(dtype).save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        write_json(staging / MERGE_CARD, {**card, "top_k": model.config.num_experts_per_tok})
+        write_json(
+            staging / MERGE_CARD,
+            {**card, "top_k": model.config.num_experts_per_tok, "norm_topk_prob": model.config.norm_topk_prob},
+        )
         write_json(
             staging / ROUTER_CARD,
             {

@@ -16,7 +16,7 @@ from bar_model.evaluate import load_model
 from bar_model.freezing import part_of
 from bar_model.merge import drop_expert, merge_card, merge_experts
 from bar_model.recipe import load_router_recipe
-from bar_model.router import mean_hidden_states, train_router
+from bar_model.router import mean_hidden_states, set_routing, train_router
 from contributor_node.package import build_package
 from protocol import pki
 from protocol.errors import BarFedError
@@ -133,6 +133,38 @@ def test_sparse_top_k_works(merged, tmp_path):
     with pytest.raises(BarFedError) as err:
         train_router(merged, tmp_path / "bad", recipe.model_copy(update={"top_k": 9}), progress=False)
     assert err.value.code == "BAD_TOP_K"
+
+
+def test_top2_normalised_routing_to_anchor_and_expert_is_exactly_the_experts_mixture(micro_expert, merged):
+    """With top-2 and renormalised weights, a token sent to {anchor, expert} gets that expert's own FFN output."""
+    expert = AutoModelForCausalLM.from_pretrained(micro_expert, dtype=torch.float32)
+    moe = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32)
+    set_routing(moe, 2, norm_topk_prob=True)
+    torch.manual_seed(0)
+    hidden = torch.randn(1, 256, moe.config.hidden_size) * 4
+    checked = 0
+    with torch.no_grad():
+        for own, merged_layer in zip(expert.model.layers, moe.model.layers, strict=True):
+            chosen = merged_layer.mlp.gate(hidden)[2]
+            to_anchor_and_expert = (chosen == 0).any(-1) & (chosen == 1).any(-1)
+            got, want = merged_layer.mlp(hidden)[0], own.mlp(hidden)[0]
+            torch.testing.assert_close(got[to_anchor_and_expert], want[to_anchor_and_expert], rtol=1e-5, atol=1e-6)
+            checked += int(to_anchor_and_expert.sum())
+    assert checked > 0
+
+
+def test_dense_trained_router_is_published_with_its_top_k(merged, tmp_path):
+    """``train_dense`` trains exactly as dense routing does; only the published model routes top-2."""
+    recipe = load_router_recipe("micro").model_copy(update={"steps": 2})
+    dense = train_router(merged, tmp_path / "dense", recipe, progress=False)
+    top2 = recipe.model_copy(update={"top_k": 2, "norm_topk_prob": True, "train_dense": True})
+    published = train_router(merged, tmp_path / "top2", top2, progress=False)
+    model = AutoModelForCausalLM.from_pretrained(published)
+    assert (model.config.num_experts_per_tok, model.config.norm_topk_prob) == (2, True)
+    assert all(layer.mlp.gate.norm_topk_prob and layer.mlp.gate.top_k == 2 for layer in model.model.layers)
+    assert merge_card(published)["norm_topk_prob"] is True
+    dense_state, published_state = _state(dense), _state(published)
+    assert all(torch.equal(published_state[n], dense_state[n]) for n in dense_state)
 
 
 def test_domain_informed_row_for_an_org_that_shares_no_data(micro, merged, tmp_path):
