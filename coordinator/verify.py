@@ -8,13 +8,16 @@ within the drift bound) → side files. Nothing here unpickles or executes anyth
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from bar_model.checkpoint import INDEX_FILE, SafetensorsCheckpoint
+from bar_model.checkpoint import INDEX_FILE
+from coordinator.mapped import MappedCheckpoint
 from protocol.errors import BarFedError
 from protocol.layout import disk_part, package_tensor_names
 from protocol.package import ExpertManifest, read_package
@@ -23,6 +26,7 @@ from protocol.signing import verify_directory
 MAX_SIDECAR_BYTES = 16 * 1024**2
 MAX_PACKAGE_HEADER_BYTES = 16 * 1024**2
 MAX_SIDECAR_FIELD = 4096
+DRIFT_BLOCK = 4 * 1024**2  # elements per step of the drift computation (16 MiB of float32 scratch)
 SIDECAR_FIELDS = {"calibration.jsonl": {"prompt", "response"}, "eval.jsonl": {"prompt", "response", "answer"}}
 
 
@@ -54,7 +58,7 @@ def verify_package(directory: Path, expect: Expectations, digests: dict[str, str
             f"the manifest is for {manifest.domain} v{manifest.version}, the upload declared "
             f"{expect.domain} v{expect.version}; declare what the package holds.",
         )
-    _check_signature(directory, expect)
+    _check_signature(directory, expect, digests)
     if manifest.domain not in expect.owned_domains:
         raise BarFedError("DOMAIN_NOT_OWNED", f"{expect.org_id} may not publish domain {manifest.domain!r}.")
     if manifest.version <= expect.latest_version:
@@ -74,13 +78,13 @@ def verify_package(directory: Path, expect: Expectations, digests: dict[str, str
     return manifest
 
 
-def _check_signature(directory: Path, expect: Expectations) -> None:
+def _check_signature(directory: Path, expect: Expectations, digests: dict[str, str] | None) -> None:
     if not expect.public_keys:
         raise BarFedError("ORG_REVOKED", f"{expect.org_id} has no valid signing key; it was revoked or never enrolled.")
     failure: BarFedError | None = None
     for key in expect.public_keys:
         try:
-            verify_directory(directory, key)
+            verify_directory(directory, key, known_digests=digests)
             return
         except BarFedError as exc:
             failure = exc
@@ -90,11 +94,9 @@ def _check_signature(directory: Path, expect: Expectations) -> None:
 
 
 def _check_tensors(directory: Path, manifest: ExpertManifest, expect: Expectations) -> None:
-    anchor = SafetensorsCheckpoint(expect.anchor_dir)
+    anchor = MappedCheckpoint(expect.anchor_dir)
     # Validates headers (bounded) and byte ranges, and refuses non-safetensors before reading a tensor.
-    package = SafetensorsCheckpoint(
-        directory, max_header_bytes=MAX_PACKAGE_HEADER_BYTES, max_tensors=len(anchor.keys())
-    )
+    package = MappedCheckpoint(directory, max_header_bytes=MAX_PACKAGE_HEADER_BYTES, max_tensors=len(anchor.keys()))
     tensor_files = {f.path for f in manifest.files if f.path.endswith(".safetensors") or f.path == INDEX_FILE}
     expected_files = set(package.files) | ({INDEX_FILE} if (directory / INDEX_FILE).is_file() else set())
     if tensor_files != expected_files:
@@ -126,23 +128,59 @@ def _check_tensors(directory: Path, manifest: ExpertManifest, expect: Expectatio
             raise BarFedError(
                 "DTYPE_MISMATCH", f"{name} is {package.dtype(name)}, the anchor's is {anchor.dtype(name)}."
             )
-    for name in sorted(present):
+    with _one_thread():
+        _check_values(package, anchor, sorted(present), expect)
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """The value checks are memory-bound passes over mapped pages: one thread runs them at memory speed, while
+    intra-op threads waiting at barriers ran them ten times slower whenever the other core was busy (an upload
+    being received, another job). The setting is the calling thread's, and restored."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _check_values(package: MappedCheckpoint, anchor: MappedCheckpoint, names: list[str], expect: Expectations) -> None:
+    """Every value finite, router row 0 the anchor's, shared tensors within the drift bound."""
+    scratch = torch.empty(DRIFT_BLOCK, dtype=torch.float32)
+    for name in names:
         tensor = package.tensor(name)
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        if tensor.is_floating_point() and not _all_finite(tensor):
             raise BarFedError("NON_FINITE", f"{name} holds NaN or infinite values.")
         part, _slot = disk_part(name)
         if part == "router":
             if not torch.equal(tensor[0], anchor.tensor(name)[0]):
                 raise BarFedError("SLOT0_MODIFIED", f"router row 0 of {name} differs from the anchor's; it is frozen.")
         elif part in ("embeddings", "shared"):
-            reference = anchor.tensor(name).float()
-            drift = float((tensor.float() - reference).norm() / reference.norm().clamp_min(1e-12))
+            drift = _relative_drift(tensor, anchor.tensor(name), scratch)
             if drift >= expect.max_shared_drift:
                 raise BarFedError(
                     "DRIFT_EXCEEDED",
                     f"{name} moved {drift:.2f} (relative L2) from the anchor; the federation allows "
                     f"{expect.max_shared_drift}. Shared tensors are averaged into every release.",
                 )
+
+
+def _all_finite(tensor: torch.Tensor) -> bool:
+    """``torch.isfinite(tensor).all()`` without a tensor-sized temporary: a sum is finite only if every term is
+    (NaN and infinities survive addition), so only a sum that overflows needs the elementwise check."""
+    return bool(torch.isfinite(tensor.sum())) or bool(torch.isfinite(tensor).all())
+
+
+def _relative_drift(tensor: torch.Tensor, reference: torch.Tensor, scratch: torch.Tensor) -> float:
+    """||tensor - reference|| / ||reference|| in float32, a block at a time through ``scratch``."""
+    ours, theirs = tensor.reshape(-1), reference.reshape(-1)
+    squares = 0.0
+    for start in range(0, ours.numel(), scratch.numel()):
+        block = scratch[: min(scratch.numel(), ours.numel() - start)]
+        block.copy_(ours[start : start + block.numel()]).sub_(theirs[start : start + block.numel()])
+        squares += float(torch.linalg.vector_norm(block)) ** 2
+    return math.sqrt(squares) / max(float(torch.linalg.vector_norm(reference.float())), 1e-12)
 
 
 def _check_sidecars(directory: Path, manifest: ExpertManifest) -> None:

@@ -6,7 +6,10 @@ other file, made with an EC P-256 key; anyone can check it with the standard too
     model_signing verify key DIR --signature DIR/model.sig --public_key org.pub
 
 Verification is strict (git files are not ignored; any unsigned extra file fails it) and every
-failure maps to its own stable code, so a node or an operator learns exactly what is wrong.
+failure maps to its own stable code, so a node or an operator learns exactly what is wrong. A caller that
+already knows the sha256 of the directory's files (the coordinator's blob store hashed them on arrival)
+passes them as ``known_digests`` and the files are not read again; everything else is model_signing's own
+verification.
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from model_signing import hashing, signing, verifying
+from model_signing._hashing import hashing as digests
+from model_signing._hashing import io as file_hashers
+from model_signing._hashing import memory
 
 from protocol.errors import BarFedError
 from protocol.package import MANIFEST_FILE, SIGNATURE_FILE, file_sha256
@@ -25,8 +31,41 @@ from protocol.package import MANIFEST_FILE, SIGNATURE_FILE, file_sha256
 MAX_SIGNATURE_BYTES = 1024 * 1024
 
 
-def _hashing_config() -> hashing.Config:
-    return hashing.Config().set_ignored_paths(paths=[SIGNATURE_FILE], ignore_git_paths=False)
+def _hashing_config(known: dict[Path, str] | None = None) -> hashing.Config:
+    config = _KnownDigestsConfig(known) if known else hashing.Config()
+    return config.set_ignored_paths(paths=[SIGNATURE_FILE], ignore_git_paths=False)
+
+
+class _KnownFileDigest(file_hashers.SimpleFileHasher):
+    """A file whose sha256 is already established: answers it instead of reading the file."""
+
+    def __init__(self, path: Path, sha256_hex: str) -> None:
+        super().__init__(path, memory.SHA256())
+        self._known = bytes.fromhex(sha256_hex)
+
+    def compute(self) -> digests.Digest:
+        return digests.Digest(self.digest_name, self._known)
+
+
+class _KnownDigestsConfig(hashing.Config):
+    """model_signing's hashing configuration, except that a file listed in ``known`` (absolute path → sha256) is
+    not hashed again. The directory walk, ignored paths, symlink refusal and the comparison with the signed
+    manifest all stay model_signing's; files it does not list, and other algorithms, are hashed as usual."""
+
+    def __init__(self, known: dict[Path, str]) -> None:
+        self._known = known  # before super().__init__(), which builds the file hasher factory
+        super().__init__()
+
+    def _build_file_hasher_factory(self, hashing_algorithm="sha256", chunk_size=1048576, max_workers=None):
+        hash_file = super()._build_file_hasher_factory(hashing_algorithm, chunk_size, max_workers)
+        if hashing_algorithm != "sha256":
+            return hash_file
+
+        def factory(path: Path) -> file_hashers.FileHasher:
+            known = self._known.get(path)
+            return hash_file(path) if known is None else _KnownFileDigest(path, known)
+
+        return factory
 
 
 def sign_directory(directory: str | Path, private_key: str | Path, passphrase: str | None = None) -> Path:
@@ -43,9 +82,14 @@ def sign_directory(directory: str | Path, private_key: str | Path, passphrase: s
     return signature
 
 
-def verify_directory(directory: str | Path, public_key_pem: bytes) -> None:
-    """Check ``directory/model.sig`` against ``public_key_pem``; raise `BarFedError` with a precise code."""
+def verify_directory(directory: str | Path, public_key_pem: bytes, known_digests: dict[str, str] | None = None) -> None:
+    """Check ``directory/model.sig`` against ``public_key_pem``; raise `BarFedError` with a precise code.
+
+    ``known_digests`` (relative path → sha256) must have been established over these exact bytes, e.g. by a
+    content-addressed store; those files are compared by that digest instead of being hashed again.
+    """
     directory = Path(directory)
+    known = {directory / name: digest for name, digest in (known_digests or {}).items()}
     signature = directory / SIGNATURE_FILE
     if not signature.is_file():
         raise BarFedError("SIGNATURE_MISSING", f"{directory} has no {SIGNATURE_FILE}; sign it before submitting.")
@@ -59,13 +103,13 @@ def verify_directory(directory: str | Path, public_key_pem: bytes) -> None:
         except (ValueError, TypeError):
             raise BarFedError("KEY_INVALID", "the pinned public key is not an EC P-256 PEM key.") from None
         try:
-            config.set_hashing_config(_hashing_config()).verify(directory, signature)
+            config.set_hashing_config(_hashing_config(known)).verify(directory, signature)
         except InvalidSignature:
             raise BarFedError(
                 "SIGNATURE_INVALID", "the signature does not verify with the organization's pinned key."
             ) from None
         except ValueError as exc:
-            raise _classify(str(exc), directory) from None
+            raise _classify(str(exc), directory, known_digests or {}) from None
         except Exception as exc:  # a bundle that does not even parse (JSON, protobuf, base64)
             raise BarFedError(
                 "SIGNATURE_MALFORMED",
@@ -80,7 +124,7 @@ def _signed_digests(signature: Path) -> dict[str, str]:
     return {r["name"]: r["digest"] for r in statement["predicate"]["resources"]}
 
 
-def _classify(message: str, directory: Path) -> BarFedError:
+def _classify(message: str, directory: Path, known_digests: dict[str, str]) -> BarFedError:
     """Name what differs between the signed content and the directory, once the signature itself verified."""
     if message.startswith("Key mismatch"):
         return BarFedError(
@@ -92,10 +136,9 @@ def _classify(message: str, directory: Path) -> BarFedError:
         signed = _signed_digests(directory / SIGNATURE_FILE)
     except (ValueError, KeyError, TypeError, AttributeError):
         return BarFedError("SIGNATURE_MALFORMED", f"{SIGNATURE_FILE} does not hold a readable in-toto statement.")
+    names = [p.relative_to(directory).as_posix() for p in sorted(directory.rglob("*")) if p.is_file()]
     actual = {
-        p.relative_to(directory).as_posix(): file_sha256(p)
-        for p in sorted(directory.rglob("*"))
-        if p.is_file() and p.name != SIGNATURE_FILE
+        name: known_digests.get(name) or file_sha256(directory / name) for name in names if name != SIGNATURE_FILE
     }
     extra = sorted(set(actual) - set(signed))
     missing = sorted(set(signed) - set(actual))

@@ -86,13 +86,19 @@ def copy_of(world: World, name: str) -> Path:
     return target
 
 
+def relist(package: Path) -> Path:
+    """Make expert.json list the files as they now are."""
+    raw = json.loads((package / MANIFEST_FILE).read_text())
+    paths = sorted(p.name for p in package.iterdir() if p.name not in (MANIFEST_FILE, SIGNATURE_FILE))
+    raw["files"] = [f.model_dump() for f in describe_files(package, paths)]
+    (package / MANIFEST_FILE).write_bytes(canonical_json(raw))
+    return package
+
+
 def resign(package: Path, key: Path, *, refresh_manifest: bool = True) -> Path:
     """Make expert.json list the files as they now are, then sign everything again."""
     if refresh_manifest:
-        raw = json.loads((package / MANIFEST_FILE).read_text())
-        paths = sorted(p.name for p in package.iterdir() if p.name not in (MANIFEST_FILE, SIGNATURE_FILE))
-        raw["files"] = [f.model_dump() for f in describe_files(package, paths)]
-        (package / MANIFEST_FILE).write_bytes(canonical_json(raw))
+        relist(package)
     sign_directory(package, key)
     return package
 
@@ -179,6 +185,21 @@ def swapped_signature(w):
     p = copy_of(w, "swapped")
     shutil.copy(w.work.parent / "math" / SIGNATURE_FILE, p / SIGNATURE_FILE)
     return send_dir(w, p)
+
+
+def manifest_edited_after_signing(w):
+    """expert.json changed after signing (still a valid manifest): its stored digest is not the signed one."""
+    p = copy_of(w, "edited-manifest")
+    edit_manifest(p, lambda m: m.update(eval_scores={"test-vowels": 99.0}))
+    return send_dir(w, p)
+
+
+def tensors_edited_after_signing(w):
+    """Weights changed and expert.json listing them again, but not signed again."""
+    p = copy_of(w, "edited-tensors")
+    name = first_name(p, "experts.1.up_proj")
+    edit_tensors(p, lambda t: t[name].mul_(1.01))
+    return send_dir(w, relist(p))
 
 
 def replayed_version(w):
@@ -514,6 +535,8 @@ CASES = {
     garbage_signature: ("SIGNATURE_MALFORMED",),
     signed_by_another_key: ("SIGNATURE_WRONG_KEY",),
     swapped_signature: ("SIGNATURE_NOT_FOR_PACKAGE",),
+    manifest_edited_after_signing: ("PACKAGE_FILE_MODIFIED",),
+    tensors_edited_after_signing: ("SIGNATURE_NOT_FOR_PACKAGE",),
     replayed_version: ("VERSION_NOT_NEWER",),
     replayed_package_at_new_version: ("MANIFEST_MISMATCH",),
     wrong_anchor: ("ANCHOR_MISMATCH",),

@@ -14,7 +14,7 @@ from contributor_node.package import build_package
 from protocol import pki
 from protocol.errors import BarFedError
 from protocol.layout import disk_part
-from protocol.package import SIGNATURE_FILE, read_package
+from protocol.package import SIGNATURE_FILE, file_sha256, read_package
 from protocol.signing import sign_directory, verify_directory
 
 pytestmark = pytest.mark.slow
@@ -55,10 +55,15 @@ def copy(package, tmp_path):
     return target
 
 
-def _code(directory, public_pem) -> str:
+def _code(directory, public_pem, known_digests=None) -> str:
     with pytest.raises(BarFedError) as err:
-        verify_directory(directory, public_pem)
+        verify_directory(directory, public_pem, known_digests=known_digests)
     return err.value.code
+
+
+def _digests(directory) -> dict[str, str]:
+    """What the coordinator's blob store knows: the sha256 of every file as it actually is."""
+    return {p.name: file_sha256(p) for p in directory.iterdir() if p.is_file()}
 
 
 def test_round_trip(package, keys):
@@ -78,12 +83,34 @@ def test_package_holds_exactly_the_tensors_the_stages_may_change(package):
     assert ("embeddings", None) in parts and ("shared", None) in parts  # rl unfreezes them
 
 
+@pytest.mark.parametrize("known", [False, True], ids=["hashed", "known-digests"])
 @pytest.mark.parametrize("victim", ["expert.json", "model.safetensors", "calibration.jsonl", "eval.jsonl"])
-def test_one_byte_changed_in_any_file(copy, keys, victim):
+def test_one_byte_changed_in_any_file(copy, keys, victim, known):
     data = bytearray((copy / victim).read_bytes())
     data[len(data) // 2] ^= 0x01
     (copy / victim).write_bytes(bytes(data))
-    assert _code(copy, keys["acme-labs"][1]) == "PACKAGE_FILE_MODIFIED"
+    assert _code(copy, keys["acme-labs"][1], _digests(copy) if known else None) == "PACKAGE_FILE_MODIFIED"
+
+
+def test_known_digests_verify_without_reading_the_files(copy, keys):
+    """The coordinator's path: its blob store's digests stand in for hashing, so only they are compared."""
+    known = _digests(copy)
+    verify_directory(copy, keys["acme-labs"][1], known_digests=known)
+    (copy / "model.safetensors").write_bytes(b"not read again")  # the digests are trusted for these bytes
+    verify_directory(copy, keys["acme-labs"][1], known_digests=known)
+    assert _code(copy, keys["acme-labs"][1]) == "PACKAGE_FILE_MODIFIED"  # without them the file is hashed
+
+
+def test_known_digests_leave_every_other_check_to_model_signing(copy, package, keys):
+    (copy / "extra.safetensors").write_bytes(b"sneaky")  # not among the known digests: hashed, and unsigned
+    assert _code(copy, keys["acme-labs"][1], _digests(copy)) == "PACKAGE_UNSIGNED_FILE"
+    (copy / "extra.safetensors").unlink()
+    (copy / "eval.jsonl").unlink()
+    assert _code(copy, keys["acme-labs"][1], _digests(copy)) == "PACKAGE_SIGNED_FILE_MISSING"
+    shutil.copy(package / "other" / SIGNATURE_FILE, copy / SIGNATURE_FILE)
+    assert _code(copy, keys["acme-labs"][1], _digests(copy)) == "SIGNATURE_NOT_FOR_PACKAGE"
+    sign_directory(copy, keys["globex"][0])
+    assert _code(copy, keys["acme-labs"][1], _digests(copy)) == "SIGNATURE_WRONG_KEY"
 
 
 def test_file_added(copy, keys):
