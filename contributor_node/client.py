@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 
 from bar_model.checkpoint import atomic_directory
+from contributor_node.outgoing import OutgoingDigests
 from protocol.errors import BarFedError
 from protocol.package import MANIFEST_FILE, file_sha256, read_package
 from protocol.signing import verify_directory
@@ -165,12 +166,14 @@ class CoordinatorClient:
     ) -> str:
         """Upload and commit ``package``; resumes after interruptions; returns the submission id.
 
-        ``on_chunk(path, offset, size)`` is called before each chunk is sent (progress display).
+        ``on_chunk(path, offset, size)`` is called before each chunk is sent (progress display). The node never
+        commits what it would not accept itself: the package's structure and sizes are checked first, and every
+        file's digest on the bytes as they go out (`OutgoingDigests`), before the commit.
         """
         package = Path(package)
-        manifest = read_package(package)  # never send what we would not accept ourselves
+        manifest = read_package(package, check_digests=False)
         paths = sorted(p.relative_to(package).as_posix() for p in package.rglob("*") if p.is_file())
-        listed = {f.path: f.sha256 for f in manifest.files}  # read_package just checked these
+        listed = {f.path: f.sha256 for f in manifest.files}  # checked against the bytes as they are sent
         declared = [
             pb.FileDeclaration(
                 path=p, size=(package / p).stat().st_size, sha256=listed.get(p) or file_sha256(package / p)
@@ -182,14 +185,16 @@ class CoordinatorClient:
             pb.CreateUploadRequest(domain=manifest.domain, version=manifest.version, files=declared),
         )
         chunk_bytes = min(chunk_bytes or session.max_chunk_bytes, session.max_chunk_bytes)
+        outgoing = OutgoingDigests(package, {d.path: (d.size, d.sha256) for d in declared})
         for attempt in range(1, max_attempts + 1):
             progress = self._call(self.stub.GetUpload, pb.GetUploadRequest(session_id=session.session_id))
             if progress.complete:
+                outgoing.check()
                 submission = self._call(self.stub.CommitUpload, pb.CommitUploadRequest(session_id=session.session_id))
                 return submission.submission_id
             try:
                 self.stub.WriteChunks(
-                    self._chunks(package, session.session_id, progress, chunk_bytes, on_chunk),
+                    self._chunks(package, session.session_id, progress, chunk_bytes, outgoing, on_chunk),
                     timeout=24 * 3600,
                     metadata=self.metadata,
                     wait_for_ready=True,
@@ -204,7 +209,12 @@ class CoordinatorClient:
 
     @staticmethod
     def _chunks(
-        package: Path, session_id: str, progress: pb.UploadProgress, chunk_bytes: int, on_chunk=None
+        package: Path,
+        session_id: str,
+        progress: pb.UploadProgress,
+        chunk_bytes: int,
+        outgoing: OutgoingDigests,
+        on_chunk=None,
     ) -> Iterator[pb.Chunk]:
         for entry in progress.files:
             if entry.committed >= entry.size:
@@ -215,6 +225,7 @@ class CoordinatorClient:
                 while data := fh.read(chunk_bytes):
                     if on_chunk is not None:
                         on_chunk(entry.path, offset, entry.size)
+                    outgoing.sent(entry.path, offset, data)
                     yield pb.Chunk(session_id=session_id, path=entry.path, offset=offset, data=data)
                     offset += len(data)
 

@@ -8,6 +8,7 @@ stalls the others; verification runs on its own single worker, one package at a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from functools import wraps
@@ -74,6 +75,13 @@ ENROLLMENT_STATES = {
 async def abort(context: grpc.aio.ServicerContext, error: BarFedError):
     status = STATUS.get(CODE_STATUS.get(error.code, ""), grpc.StatusCode.INVALID_ARGUMENT)
     await context.abort(status, error.message[:2000], trailing_metadata=((ERROR_KEY, error.code),))
+
+
+async def _settle(writing: asyncio.Future | None) -> None:
+    """Let a chunk still being written finish, whatever its outcome: the caller already has an error to report."""
+    if writing is not None:
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await writing
 
 
 def reports_errors(handler):
@@ -197,7 +205,10 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
         )
 
     async def WriteChunks(self, request_iterator, context):
+        """Chunks are written in order, one at a time, while the next one is received (so the network and the
+        disk and hash work overlap); a chunk's error surfaces when the next one arrives or the stream ends."""
         writer = None
+        writing: asyncio.Future | None = None
         try:
             org = await self._org(context)
             received = 0
@@ -206,17 +217,24 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
                     writer = await self._open_writer(org, chunk.session_id)
                 elif chunk.session_id != writer.session_id:
                     raise BarFedError("MIXED_SESSIONS", "one WriteChunks stream carries chunks of one session only.")
-                await asyncio.to_thread(writer.write, chunk.path, chunk.offset, chunk.data)
-                received += len(chunk.data)
+                data = chunk.data  # each read of a bytes field copies it
+                if writing is not None:
+                    await writing
+                writing = asyncio.ensure_future(asyncio.to_thread(writer.write, chunk.path, chunk.offset, data))
+                received += len(data)
                 if received >= self.settings.sync_every_bytes:  # a revocation also ends open streams
                     await self._org(context)
                     received = 0
+            if writing is not None:
+                await writing
         except BarFedError as exc:
+            await _settle(writing)
             if writer is not None:
                 await asyncio.to_thread(writer.close)
             await abort(context, exc)
             return None
         except BaseException:
+            await _settle(writing)
             if writer is not None:  # the client vanished: keep what was received, durably
                 await asyncio.to_thread(writer.close)
             raise

@@ -18,6 +18,7 @@ import os
 import shutil
 import threading
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -398,8 +399,11 @@ class Uploads:
 class ChunkWriter:
     """Writes one stream of chunks to staging; progress becomes durable at checkpoints and at close.
 
-    ``write`` and ``close`` are serialised, so closing a stream whose client vanished waits for the chunk
-    being written and records it together with its hash.
+    A checkpoint fsyncs what was written and only then records those lengths (and hash states) as durable.
+    It runs on its own thread while the next chunks arrive, so the disk works while the network does; the
+    next checkpoint waits for the previous one, so durable progress trails the stream by at most two
+    intervals. ``write`` and ``close`` are serialised, so closing a stream whose client vanished waits for
+    the chunk being written and records it together with its hash.
     """
 
     def __init__(self, uploads: Uploads, org_id: str, session_id: str, files: list[UploadFile]) -> None:
@@ -412,6 +416,8 @@ class ChunkWriter:
         self._unsynced = 0
         self._io = threading.Lock()
         self._closed = False
+        self._syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload-sync")
+        self._checkpointing: Future | None = None
         self.failed: str | None = None  # set when the upload must be discarded rather than resumed
 
     def _handle(self, path: str):
@@ -455,24 +461,38 @@ class ChunkWriter:
             self.length[path] += len(data)
             self._unsynced += len(data)
             if self._unsynced >= self.uploads.settings.sync_every_bytes:
-                self._checkpoint()
+                self._wait_for_checkpoint()
+                self._checkpointing = self._syncer.submit(self._checkpoint, self._written())
+                self._unsynced = 0
 
-    def _checkpoint(self) -> None:
-        """fsync what was written and record it as durable (what a resuming client may rely on)."""
-        changed = {p: n for p, n in self.length.items() if n != self.durable[p]}
-        if not changed:
+    def _written(self) -> dict[str, tuple[int, int, object]]:
+        """path -> (file descriptor, length, hash state) of what was written since the last checkpoint."""
+        written = {}
+        for path, length in self.length.items():
+            if length != self.durable[path]:
+                fh = self._handles[path]
+                fh.flush()  # handed to the OS, so an fsync covers it
+                written[path] = (fh.fileno(), length, self._hash[path].copy())
+        return written
+
+    def _checkpoint(self, written: dict[str, tuple[int, int, object]]) -> None:
+        """fsync ``written`` and only then record it as durable (what a resuming client may rely on)."""
+        if not written:
             return
-        for path in changed:
-            fh = self._handles[path]
-            fh.flush()
-            os.fsync(fh.fileno())
+        for fd, _length, _hasher in written.values():
+            os.fsync(fd)
         with self.uploads.registry.session() as session:
-            for path, length in changed.items():
+            for path, (_fd, length, _hasher) in written.items():
                 session.get(UploadFile, (self.session_id, path)).committed = length
-        for path, length in changed.items():
+        for path, (_fd, length, hasher) in written.items():
             self.durable[path] = length
-            self.uploads._hashers.put(self.session_id, path, length, self._hash[path])
-        self._unsynced = 0
+            self.uploads._hashers.put(self.session_id, path, length, hasher)
+
+    def _wait_for_checkpoint(self) -> None:
+        """Let the checkpoint in flight finish (raising its error, if it failed)."""
+        checkpointing, self._checkpointing = self._checkpointing, None
+        if checkpointing is not None:
+            checkpointing.result()
 
     def close(self) -> dict[str, int]:
         with self._io:
@@ -480,11 +500,13 @@ class ChunkWriter:
                 return dict(self.durable)
             self._closed = True
             try:
+                self._wait_for_checkpoint()
                 if self.failed is None:
-                    self._checkpoint()
+                    self._checkpoint(self._written())
                 else:  # a lying upload is discarded, not kept for resumption
                     self.uploads._fail(self.session_id, self.org_id, self.failed, "")
             finally:
+                self._syncer.shutdown(wait=True)  # no fsync may still be using a handle
                 for fh in self._handles.values():
                     fh.close()
                 self.uploads._locks.release(self.session_id)

@@ -205,3 +205,69 @@ def test_rejecting_one_package_keeps_blobs_another_still_needs(federation, packa
     with federation.registry.session() as session:
         kept = set(session.get(Submission, submissions[1]).files.values())
     assert kept <= blobs.digests()
+
+
+def test_durable_progress_never_runs_ahead_of_fsync(federation, packages, tmp_path, monkeypatch):
+    """Checkpoints fsync beside the stream; the registry still only records lengths fsync has covered."""
+    import os
+    import time
+
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    from coordinator import uploads as uploads_module
+    from coordinator.blobs import BlobStore
+    from coordinator.models import UploadFile
+    from coordinator.uploads import Declared, Uploads
+    from protocol.package import file_sha256
+
+    synced: dict[str, int] = {}  # staged file -> bytes on disk when an fsync of it last returned
+    recorded: list[tuple[str, int]] = []
+    real_fsync = os.fsync
+
+    def slow_fsync(fd):
+        size = os.fstat(fd).st_size
+        time.sleep(0.005)  # so the stream runs ahead of the checkpoint
+        real_fsync(fd)
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        synced[path] = max(synced.get(path, 0), size)
+
+    def check_before_flush(session, _context, _instances):
+        for row in session.dirty:
+            if isinstance(row, UploadFile):
+                staged = str(uploads.staged(row.session_id, row.path).resolve())
+                assert row.committed <= synced.get(staged, 0), "durable progress ran ahead of fsync"
+                recorded.append((row.path, row.committed))
+
+    acme = federation.enroll("acme-labs", ["test-vowels"])
+    package = _package(acme, packages["test-vowels"], tmp_path / "pkg")
+    uploads = Uploads(federation.registry, federation.settings, BlobStore(federation.settings.blob_dir))
+    files = sorted(p for p in package.iterdir())
+    session_id = uploads.create(
+        "acme-labs", "test-vowels", 1, [Declared(p.name, p.stat().st_size, file_sha256(p)) for p in files]
+    )
+    monkeypatch.setattr(uploads_module.os, "fsync", slow_fsync)
+    event.listen(Session, "before_flush", check_before_flush)
+    try:
+        _write_all(uploads, session_id, files, 16 * 1024)
+    finally:
+        event.remove(Session, "before_flush", check_before_flush)
+    weights = [n for path, n in recorded if path == "model.safetensors"]
+    size = (package / "model.safetensors").stat().st_size
+    assert len(weights) > 2 and weights == sorted(weights) and weights[-1] == size, "progress was recorded midway"
+    _upload, rows = uploads.progress("acme-labs", session_id)
+    assert all(row.committed == row.size for row in rows)
+    assert uploads.commit("acme-labs", session_id)
+
+
+def test_node_refuses_to_commit_a_package_changed_after_building(federation, packages, tmp_path):
+    acme = federation.enroll("acme-labs", ["test-vowels"])
+    package = _package(acme, packages["test-vowels"], tmp_path / "pkg")
+    data = bytearray((package / "model.safetensors").read_bytes())
+    data[len(data) // 2] ^= 0x01  # same size: only the digest tells
+    (package / "model.safetensors").write_bytes(bytes(data))
+    with acme.client(federation.address.service) as client, pytest.raises(BarFedError) as err:
+        client.submit(package)
+    assert err.value.code == "PACKAGE_FILE_DIGEST"
+    with federation.registry.session() as session:
+        assert session.scalars(select(Submission)).all() == []
