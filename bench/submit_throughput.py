@@ -2,10 +2,12 @@
 
 Upload (1 MiB chunks, durable progress), streamed hashing, hand-over to the content-addressed store and
 full verification (signature, layout, finiteness, drift against the anchor), timed from the first byte
-to ACCEPTED, against `cp -r` + `sync` of the same package measured in the same run. Target (issue 5):
+to ACCEPTED, against `cp -r` + `sync` of the same package measured right before it. Each run submits a
+new version of the expert; the report gives the median of the runs' figures and of their ratios, and the
+load average around them, since a 2-core machine shared with other jobs is noisy. Target (issue 5):
 ratio <= 1.5.
 
-    .venv/bin/python bench/submit_throughput.py
+    .venv/bin/python bench/submit_throughput.py [--runs 5]
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -47,10 +50,53 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+WHERE_THE_TIME_GOES = (
+    "Where the time goes: the baseline moves page-cached bytes inside the kernel and writes them once. The "
+    "submission reads the package on the node and hashes it there (the node's own check of what it sends, made "
+    "on the bytes as they go out), copies it into 1 MiB protobuf messages and encrypts it (TLS); the coordinator "
+    "decrypts it, writes it to staging and hashes it as it arrives, receiving the next chunk meanwhile, and "
+    "fsyncs and records durable progress every 16 MiB on a thread beside the stream. That is two sha256 passes, "
+    "two TLS passes and several memory copies of 1 GiB on 2 cores shared by both processes, against the "
+    "baseline's one copy. A profile of one upload (2026-11-23, load average about 5 from other jobs) put the "
+    "coordinator at about 5.5 CPU-seconds per GiB, the bottleneck: the write() copy into fresh page-cache pages "
+    "about 2.3, sha256 0.65, TLS and gRPC receiving about 1.7; the node at about 2.2. Commit moves the staged "
+    "files into the blob store by rename (about 0.2 s); verification, about 0.3 s, reuses the blob store's "
+    "digests for the signature (model_signing checks the bundle and compares its signed digests with them "
+    "instead of hashing again) and reads every tensor once through a memory map (finiteness and drift without "
+    "tensor-sized temporaries, on one thread). Under such load the baseline itself varies several-fold from run "
+    "to run, hence the per-run ratios, and slows more than the submission does: a ratio measured on a loaded "
+    "machine is not comparable with one measured on a quiet one."
+)
+
+
+def copy_seconds(package: Path, copy: Path) -> float:
+    """`cp -r` + `sync` of the package, from a synced state; the copy is removed afterwards."""
+    subprocess.run(["sync"], check=True)
+    started = time.perf_counter()
+    subprocess.run(["cp", "-r", str(package), str(copy)], check=True)
+    subprocess.run(["sync"], check=True)
+    seconds = time.perf_counter() - started
+    shutil.rmtree(copy)
+    subprocess.run(["sync"], check=True)
+    return seconds
+
+
+def submit_seconds(client, package: Path) -> tuple[float, float]:
+    """(seconds to the durable committed upload, seconds to ACCEPTED), both from the first byte."""
+    started = time.perf_counter()
+    submission_id = client.submit(package)
+    uploaded = time.perf_counter() - started
+    status = client.wait(submission_id, timeout=3600, poll=0.05)
+    total = time.perf_counter() - started
+    assert status.state == pb.ACCEPTED, (status.error_code, status.message)
+    return uploaded, total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=ROOT / ".barfed" / "bench" / "submit")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--runs", type=int, default=5, help="interleaved baseline/submission pairs (median reported)")
     args = parser.parse_args()
     work = args.work
     shutil.rmtree(work, ignore_errors=True)
@@ -88,57 +134,51 @@ def main() -> None:
             pending = anon.enroll("acme-labs", identity.csr(), token)
             approve(registry, CoordinatorKeys(settings.pki_dir), pending.enrollment_id)
             identity.save_enrollment(anon.enrollment(pending.enrollment_id))
-        package = work / "package"
-        build_package(work / "expert", package, org="acme-labs", version=1, private_key=identity.key_path)
-        package_bytes = sum(p.stat().st_size for p in package.iterdir())
-        shutil.rmtree(work / "expert")
-        assert package_bytes >= 1024**3, package_bytes
-
-        subprocess.run(["sync"], check=True)
-        started = time.perf_counter()
-        subprocess.run(["cp", "-r", str(package), str(work / "copy")], check=True)
-        subprocess.run(["sync"], check=True)
-        cp_s = time.perf_counter() - started
-        shutil.rmtree(work / "copy")
-        subprocess.run(["sync"], check=True)
-
+        runs: list[tuple[float, float, float]] = []  # (baseline, upload, end to end) seconds
+        load_before = os.getloadavg()
         with identity.client(settings.listen) as client:
-            started = time.perf_counter()
-            submission_id = client.submit(package)
-            uploaded_s = time.perf_counter() - started
-            status = client.wait(submission_id, timeout=3600, poll=0.05)
-            total_s = time.perf_counter() - started
-        assert status.state == pb.ACCEPTED, (status.error_code, status.message)
+            for version in range(1, args.runs + 1):
+                package = work / f"package-v{version}"
+                build_package(work / "expert", package, org="acme-labs", version=version, private_key=identity.key_path)
+                package_bytes = sum(p.stat().st_size for p in package.iterdir())
+                assert package_bytes >= 1024**3, package_bytes
+                runs.append((copy_seconds(package, work / "copy"), *submit_seconds(client, package)))
+                shutil.rmtree(package)
+                print(
+                    f"run {version}: baseline {runs[-1][0]:.2f} s, upload {runs[-1][1]:.2f} s, "
+                    f"end to end {runs[-1][2]:.2f} s",
+                    flush=True,
+                )
+        load_after = os.getloadavg()
     finally:
         server.terminate()
         server.wait(timeout=60)
         registry.dispose()
 
-    ratio = total_s / cp_s
+    cp_s, uploaded_s, total_s = (statistics.median(column) for column in zip(*runs, strict=True))
+    ratios = [total / cp for cp, _upload, total in runs]
+    ratio = statistics.median(ratios)
+    mib = package_bytes / 1024**2
     report = "\n".join(
         [
-            "Command: `.venv/bin/python bench/submit_throughput.py`  ",
-            f"Machine: {machine_line()}; coordinator with SQLite, client and coordinator in separate processes.",
+            f"Command: `.venv/bin/python bench/submit_throughput.py --runs {args.runs}`  ",
+            f"Machine: {machine_line()}; coordinator with SQLite, client and coordinator in separate processes; "
+            f"load average (1 min) {load_before[0]:.1f} before and {load_after[0]:.1f} after the runs.",
             "",
             f"Package: {package_bytes / 1024**3:.2f} GiB (a {SIZE['num_hidden_layers']}-layer, hidden-"
-            f"{SIZE['hidden_size']} FlexOlmo expert, float32, stages mid+sft+rl).",
+            f"{SIZE['hidden_size']} FlexOlmo expert, float32, stages mid+sft+rl). Median of {args.runs} runs, each "
+            "a new version of the expert, its baseline measured right before it.",
             "",
             "| path | seconds | MiB/s |",
             "|---|---|---|",
-            f"| baseline: `cp -r` + `sync` | {cp_s:.2f} | {package_bytes / 1024**2 / cp_s:.0f} |",
-            f"| upload over mTLS to the durable committed state | {uploaded_s:.2f} | "
-            f"{package_bytes / 1024**2 / uploaded_s:.0f} |",
-            f"| end to end: upload, hash, store, verify, ACCEPTED | {total_s:.2f} | "
-            f"{package_bytes / 1024**2 / total_s:.0f} |",
+            f"| baseline: `cp -r` + `sync` | {cp_s:.2f} | {mib / cp_s:.0f} |",
+            f"| upload over mTLS to the durable committed state | {uploaded_s:.2f} | {mib / uploaded_s:.0f} |",
+            f"| end to end: upload, hash, store, verify, ACCEPTED | {total_s:.2f} | {mib / total_s:.0f} |",
             "",
-            f"Ratio end to end / baseline: {ratio:.2f} (target <= 1.5: **{'met' if ratio <= 1.5 else 'NOT met'}**).",
+            f"Ratio end to end / baseline: {ratio:.2f}, median of the runs' "
+            f"{', '.join(f'{r:.2f}' for r in ratios)} (target <= 1.5: **{'met' if ratio <= 1.5 else 'NOT met'}**).",
             "",
-            "Where the time goes: the baseline copies page-cached bytes (memory bandwidth). The submission reads and "
-            "hashes the package on the node, encrypts it (TLS), frames it into 1 MiB protobuf messages in Python, "
-            "hashes it again on arrival, fsyncs every 16 MiB, then verification hashes it a third time for the "
-            "model-signing signature and reads every tensor for the finiteness and drift checks. Each file is "
-            "hashed once per side for integrity (the node reuses the manifest's checked digests, verification "
-            "trusts the blob store's); the signature check's own hash is the one left to share.",
+            WHERE_THE_TIME_GOES,
         ]
     )
     print(report)
