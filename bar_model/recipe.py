@@ -124,9 +124,6 @@ class RouterRecipe(LoopRecipe):
     norm_topk_prob: bool = Field(
         default=False, description="renormalise the top-k routing weights to sum to 1 (FlexOlmo's config flag)"
     )
-    domain_routing_loss: float = Field(
-        default=0.0, ge=0, description="weight of -log(p_anchor + p_own) on each sampled domain's tokens"
-    )
     train_dense: bool = Field(
         default=False, description="train with every expert active, then publish the model routing top_k"
     )

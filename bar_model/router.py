@@ -23,7 +23,6 @@ from bar_model.domains import Example, get_domain
 from bar_model.freezing import part_of
 from bar_model.merge import ANCHOR_SLOT, MERGE_CARD, merge_card
 from bar_model.recipe import RouterRecipe
-from bar_model.routing_loss import DomainRoutingTrainer
 from bar_model.stages import chat_trainer, run_trainer
 from bar_model.tokenizer import render_prompt
 from protocol.errors import BarFedError
@@ -170,14 +169,6 @@ def train_router(
     trainable = RouterOnly(model)
     work = out_dir.parent / f".{out_dir.name}.router-run"
     started = time.perf_counter()
-    routing_loss = {}
-    if recipe.domain_routing_loss > 0:
-        routing_loss = {
-            "trainer_cls": DomainRoutingTrainer,
-            "routing_slots": [slots.index(e.domain) if e.domain in slots else -1 for e in examples],
-            "anchor_slot": slots.index(ANCHOR_SLOT) if ANCHOR_SLOT in slots else None,
-            "routing_loss_coef": recipe.domain_routing_loss,
-        }
     trainer = chat_trainer(
         model,
         tokenizer,
@@ -188,7 +179,6 @@ def train_router(
         freeze=trainable,
         z_loss_coef=recipe.router_z_loss,
         progress=progress,
-        **routing_loss,
     )
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)  # MoE's index_add_ otherwise sums in varying order
@@ -196,8 +186,6 @@ def train_router(
         summary = run_trainer(trainer)
     finally:
         torch.use_deterministic_algorithms(deterministic)
-        if isinstance(trainer, DomainRoutingTrainer):
-            trainer.remove_hooks()
     set_routing(model, top_k, recipe.norm_topk_prob)
     with atomic_directory(out_dir) as staging:
         model.to(dtype).save_pretrained(staging)

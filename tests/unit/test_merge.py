@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import shutil
 
 import pytest
@@ -18,7 +17,6 @@ from bar_model.freezing import part_of
 from bar_model.merge import drop_expert, merge_card, merge_experts
 from bar_model.recipe import load_router_recipe
 from bar_model.router import mean_hidden_states, set_routing, train_router
-from bar_model.routing_loss import leaked_mass_loss
 from contributor_node.package import build_package
 from protocol import pki
 from protocol.errors import BarFedError
@@ -207,45 +205,3 @@ def test_weight_average_is_the_mean_of_every_tensor(micro, micro_expert, micro_m
     a, b = _state(micro_expert), _state(micro_math)
     for name, tensor in averaged.items():
         torch.testing.assert_close(tensor, (a[name] + b[name]) / 2, rtol=0, atol=1e-7)
-
-
-def test_leaked_mass_loss_counts_only_mass_outside_anchor_and_own_expert():
-    # three slots (anchor, a, b); one layer; two examples of two tokens, the second token of example 2 is padding
-    logits = torch.log(torch.tensor([[0.5, 0.5, 0.0], [0.25, 0.25, 0.5], [0.2, 0.2, 0.6], [0.1, 0.1, 0.8]]) + 1e-30)
-    slots, mask = torch.tensor([1, 2]), torch.tensor([[1, 1], [1, 0]])
-    expected = -(math.log(1.0) + math.log(0.5) + math.log(0.8)) / 3
-    assert leaked_mass_loss([logits], slots, mask, anchor_slot=0).item() == pytest.approx(expected, rel=1e-5)
-    # without an anchor slot only the own expert counts; examples without a slot (-1) count nothing
-    expected = -(math.log(0.5) + math.log(0.25)) / 2
-    assert leaked_mass_loss([logits], torch.tensor([1, -1]), mask, anchor_slot=None).item() == pytest.approx(expected)
-
-
-def _kept_mass(routed, domain: str) -> float:
-    """Mean routing probability on the anchor and ``domain``'s slot, over layers and that domain's tokens."""
-    model, tokenizer = load_model(routed)
-    slot = merge_card(routed)["slots"].index(domain)
-    probs = []
-    hooks = [
-        layer.mlp.gate.register_forward_hook(lambda _m, _i, out: probs.append(out[0].softmax(-1)))
-        for layer in model.model.layers
-    ]
-    examples = get_domain(domain).sft(8, seed=1)
-    batch = tokenizer([e.prompt + " " + e.response for e in examples], return_tensors="pt", padding=True)
-    with torch.no_grad():
-        model(**batch)
-    for hook in hooks:
-        hook.remove()
-    keep = batch["attention_mask"].reshape(-1).bool()
-    return torch.stack([(p[keep, 0] + p[keep, slot]).mean() for p in probs]).mean().item()
-
-
-def test_domain_routing_loss_keeps_a_domains_tokens_on_the_anchor_and_its_expert(merged, tmp_path):
-    recipe = load_router_recipe("micro")
-    plain = train_router(merged, tmp_path / "plain", recipe, progress=False)
-    with_loss = train_router(
-        merged, tmp_path / "with-loss", recipe.model_copy(update={"domain_routing_loss": 1.0}), progress=False
-    )
-    for domain in ("math", "test-vowels"):
-        assert _kept_mass(with_loss, domain) > _kept_mass(plain, domain) + 0.01, domain
-    before, after = _state(merged), _state(with_loss)
-    assert all(torch.equal(before[n], after[n]) for n in before if part_of(n) != "router")
