@@ -124,9 +124,6 @@ class RouterRecipe(LoopRecipe):
     norm_topk_prob: bool = Field(
         default=False, description="renormalise the top-k routing weights to sum to 1 (FlexOlmo's config flag)"
     )
-    train_dense: bool = Field(
-        default=False, description="train with every expert active, then publish the model routing top_k"
-    )
 
 
 def _load(kind: str, name_or_path: str | Path, model: type[_Strict]) -> _Strict:

@@ -155,13 +155,7 @@ def train_router(
     tokenizer = AutoTokenizer.from_pretrained(merged_dir)
     if recipe.top_k and not 1 <= recipe.top_k <= len(slots):
         raise BarFedError("BAD_TOP_K", f"top-k must be between 1 and {len(slots)}, not {recipe.top_k}.")
-    top_k = recipe.top_k or model.config.num_experts_per_tok
-    if recipe.train_dense:
-        # Every row learns on every token (a sparse router gets no gradient for the experts it did not
-        # pick); weights over all experts already sum to 1. The published model still routes top_k.
-        set_routing(model, len(slots), norm_topk_prob=False)
-    else:
-        set_routing(model, top_k, recipe.norm_topk_prob)
+    set_routing(model, recipe.top_k or model.config.num_experts_per_tok, recipe.norm_topk_prob)
     _init_rows(model, slots, init_rows)
     # An organization that initialises its row from its own hidden states shares no sample.
     examples = stratified_sample(slots, recipe, skip=frozenset(init_rows))
@@ -186,7 +180,6 @@ def train_router(
         summary = run_trainer(trainer)
     finally:
         torch.use_deterministic_algorithms(deterministic)
-    set_routing(model, top_k, recipe.norm_topk_prob)
     with atomic_directory(out_dir) as staging:
         model.to(dtype).save_pretrained(staging)
         tokenizer.save_pretrained(staging)
