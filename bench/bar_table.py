@@ -7,7 +7,10 @@
 3. Cost against N: wall time of merge + router training for N = 2, 4, 8, 16 parametric experts, and of
    multitask re-training on the same N domains (cheap `scale` recipe for both).
 
-    .venv/bin/python bench/bar_table.py        # about an hour on 2 CPU cores; resumes what exists
+    .venv/bin/python bench/bar_table.py [--part table|cost]   # about an hour on 2 CPU cores
+
+Every product is kept under --work and every score in its scores.json, so a rerun builds and evaluates
+only what is missing or was made with another recipe. Each part writes its own section of PERFORMANCE.md.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from bar_model.evaluate import evaluate, load_model  # noqa: E402
 from bar_model.expert import EXPERT_CARD, train_expert  # noqa: E402
 from bar_model.merge import merge_experts  # noqa: E402
 from bar_model.recipe import load_base_recipe, load_expert_recipe, load_router_recipe  # noqa: E402
-from bar_model.router import ROUTER_CARD, train_router  # noqa: E402
+from bar_model.router import ROUTER_CARD, set_routing, train_router  # noqa: E402
 from bench.report import machine_line, replace_section  # noqa: E402
 
 EXPERT_DOMAINS = ["math", "code", "tool_use", "safety"]
@@ -38,12 +41,28 @@ COLUMNS = [*EXPERT_DOMAINS, "general"]
 SCALING_N = [2, 4, 8, 16]
 
 
-def scores_of(path: Path, n: int, cache: dict) -> dict[str, float]:
-    if str(path) not in cache:
-        model, tokenizer = load_model(path)
-        cache[str(path)] = evaluate(model, tokenizer, COLUMNS, n=n)
-        print(f"{path.name}: {cache[str(path)]}", flush=True)
-    return cache[str(path)]
+class ScoreCache:
+    """Scores of every evaluated model, kept in the work directory so a rerun evaluates only what changed.
+
+    A model is known by its path, its weights' modification time and the number of problems.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.scores = json.loads(path.read_text()) if path.is_file() else {}
+
+    def __call__(self, model_dir: Path, n: int, routing: tuple[int, bool] | None = None) -> dict[str, float]:
+        weights = sorted(model_dir.glob("*.safetensors"))
+        key = f"{model_dir.resolve()}|{max(w.stat().st_mtime_ns for w in weights)}|{n}|{routing}"
+        if key not in self.scores:
+            model, tokenizer = load_model(model_dir)
+            if routing is not None:
+                set_routing(model, *routing)
+            self.scores[key] = evaluate(model, tokenizer, COLUMNS, n=n)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(self.scores, indent=1))
+            print(f"{model_dir.name} {routing or ''}: {self.scores[key]}", flush=True)
+        return dict(self.scores[key])
 
 
 def ensure(path: Path, build, recipe=None) -> Path:
@@ -67,6 +86,14 @@ def recorded_recipe(path: Path) -> dict | None:
     return None
 
 
+def card_wall_s(path: Path) -> float:
+    """Training wall time recorded on a product's card: a router's run, or the sum of an expert's stages."""
+    if (path / ROUTER_CARD).is_file():
+        return json.loads((path / ROUTER_CARD).read_text())["wall_s"]
+    stages = json.loads((path / EXPERT_CARD).read_text())["stage_summaries"]
+    return sum(stage["wall_s"] for stage in stages.values())
+
+
 def timed(fn) -> float:
     started = time.perf_counter()
     fn()
@@ -80,6 +107,19 @@ def bar_model(branch: Path, experts: list[Path], out: Path, router_recipe) -> Pa
     train_router(merged, out, router_recipe, progress=False)
     shutil.rmtree(merged, ignore_errors=True)
     return out
+
+
+def routing_line(recipe) -> str:
+    """How a router recipe samples and routes, in words for the report."""
+    sample = (
+        f"{recipe.examples_per_domain} examples per domain"
+        if recipe.examples_per_domain
+        else f"{recipe.fraction:.0%} stratified sample"
+    )
+    routing = "dense top-k" if not recipe.top_k else f"top-{recipe.top_k}"
+    if recipe.top_k and recipe.norm_topk_prob:
+        routing += " with renormalised weights"
+    return f"{sample}, {routing}, {recipe.steps} steps at lr {recipe.learning_rate:g}"
 
 
 def chart(rows: dict[str, dict[str, float]], path: Path) -> None:
@@ -102,18 +142,9 @@ def chart(rows: dict[str, dict[str, float]], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work", type=Path, default=ROOT / ".barfed" / "bench")
-    parser.add_argument("--eval-n", type=int, default=200)
-    parser.add_argument("--no-write", action="store_true")
-    args = parser.parse_args()
-
-    base_recipe, recipe = load_base_recipe("tiny"), load_expert_recipe("tiny")
-    router_recipe = load_router_recipe("tiny")
-    work = args.work / base_recipe.name
-    base, anchor = build_base(base_recipe, work, progress=False)
-    branch = ensure(work / "anchor-2x", lambda: init_anchor(anchor, work / "anchor-2x", base))
+def table_part(args, work: Path, anchor: Path, branch: Path, router_recipe) -> str:
+    """The BAR table and the expert swap (sections 1 and 2 of the docstring); returns the report."""
+    recipe = load_expert_recipe("tiny")
     table = work / "table"
     if any(recorded_recipe(work / "experts" / d) != recipe.model_dump() for d in EXPERT_DOMAINS):
         shutil.rmtree(table, ignore_errors=True)  # every product in the table is built from these experts
@@ -123,32 +154,29 @@ def main() -> None:
         experts[domain] = ensure(
             out, lambda d=domain, o=out: train_expert(branch, d, "mid,sft,rl", o, recipe, progress=False), recipe
         )
-    cache: dict = {}
-    rows: dict[str, dict[str, float]] = {"anchor": scores_of(anchor, args.eval_n, cache)}
+    scores_of = ScoreCache(args.work / "scores.json")
+    rows: dict[str, dict[str, float]] = {"anchor": scores_of(anchor, args.eval_n)}
     for domain, path in experts.items():
-        rows[f"{domain} expert"] = scores_of(path, args.eval_n, cache)
+        rows[f"{domain} expert"] = scores_of(path, args.eval_n)
     paths = list(experts.values())
     rows["weight average"] = scores_of(
-        ensure(table / "average", lambda: weight_average(branch, paths, table / "average")), args.eval_n, cache
+        ensure(table / "average", lambda: weight_average(branch, paths, table / "average")), args.eval_n
     )
+    ensure(table / "bar", lambda: bar_model(branch, paths, table / "bar", router_recipe), router_recipe)
+    rows["BAR (merge + router)"] = scores_of(table / "bar", args.eval_n)
+    slots = len(EXPERT_DOMAINS) + 1
+    served_dense = scores_of(table / "bar", args.eval_n, routing=(slots, False)) if router_recipe.top_k else None
     rows["BTX (no anchor slot)"] = scores_of(
         ensure(
             table / "btx", lambda: build_btx(branch, paths, table / "btx", router_recipe, progress=False), router_recipe
         ),
         args.eval_n,
-        cache,
     )
-    bar_s = None
-    if recorded_recipe(table / "bar") != router_recipe.model_dump():  # absent, or routed with another recipe
-        shutil.rmtree(table / "bar", ignore_errors=True)
-        bar_s = timed(lambda: bar_model(branch, paths, table / "bar", router_recipe))
-    rows["BAR (merge + router)"] = scores_of(table / "bar", args.eval_n, cache)
-    multitask_s = None
-    if not (table / "multitask").exists():
-        multitask_s = timed(
-            lambda: train_multitask(branch, EXPERT_DOMAINS, table / "multitask", recipe, progress=False)
-        )
-    rows["multitask (4x budget)"] = scores_of(table / "multitask", args.eval_n, cache)
+    ensure(
+        table / "multitask",
+        lambda: train_multitask(branch, EXPERT_DOMAINS, table / "multitask", recipe, progress=False),
+    )
+    rows["multitask (4x budget)"] = scores_of(table / "multitask", args.eval_n)
     rows["BAR (merge + router)"] = rows.pop("BAR (merge + router)")  # the table ends with BAR
     for scores in rows.values():
         scores["overall"] = round(sum(scores[c] for c in COLUMNS) / len(COLUMNS), 1)
@@ -181,12 +209,71 @@ def main() -> None:
             router_recipe,
         ),
         args.eval_n,
-        cache,
     )
+    code_plus_scores = scores_of(code_plus, args.eval_n)
     swap_delta = {c: round(swapped[c] - bar[c], 1) for c in COLUMNS}
     largest_other = max(abs(swap_delta[c]) for c in COLUMNS if c != "code")
 
-    # -- cost against N -------------------------------------------------------------------------
+    # -- report ---------------------------------------------------------------------------------
+    png = ROOT / "docs" / "bar_table.png"
+    chart(rows, png)
+    header = "| model | " + " | ".join(COLUMNS) + " | overall |"
+    lines = [
+        "Command: `.venv/bin/python bench/bar_table.py --part table`  ",
+        f"Machine: {machine_line()}. Held-out score (0-100), {args.eval_n} problems per domain; experts from "
+        f"`expert-tiny`, routers from `router-tiny` ({routing_line(router_recipe)}).",
+        "",
+        header,
+        "|---" * (len(COLUMNS) + 2) + "|",
+    ]
+    for name, scores in rows.items():
+        cells = " | ".join(f"{scores[c]:.1f}" for c in [*COLUMNS, "overall"])
+        lines.append(f"| {'**' + name + '**' if name.startswith('BAR') else name} | {cells} |")
+    lines += [
+        "",
+        "![BAR table](bar_table.png)",
+        "",
+        "Targets:",
+        "- BAR keeps >= 95% of each expert's own-domain score: "
+        + ", ".join(f"{d} {kept[d]:.0f}%" for d in EXPERT_DOMAINS)
+        + f" -> **{'met' if all(v >= 95 for v in kept.values()) else 'NOT met'}**.",
+        f"- BAR overall {bar['overall']:.1f} >= multitask {multitask['overall']:.1f} - 1.4: "
+        f"**{'met' if bar['overall'] >= multitask['overall'] - 1.4 else 'NOT met'}**; above the weight average "
+        f"({average['overall']:.1f}): **{'met' if bar['overall'] > average['overall'] else 'NOT met'}**.",
+    ]
+    if served_dense is not None:
+        lines.append(
+            f"- The same BAR model served dense (all {slots} experts per token, no renormalisation): "
+            + ", ".join(f"{c} {served_dense[c]:.1f}" for c in COLUMNS)
+            + f", overall {sum(served_dense[c] for c in COLUMNS) / len(COLUMNS):.1f}."
+        )
+    lines.append(
+        f"- Training wall time, from the products' cards: multitask re-training "
+        f"{card_wall_s(table / 'multitask'):.0f} s; BAR router {card_wall_s(table / 'bar'):.0f} s."
+    )
+    lines += [
+        "",
+        "Expert swap: the code expert retrained with 1.5x SFT steps and data, then merge + router again "
+        "(same router recipe and seed).",
+        "",
+        "| model | " + " | ".join(COLUMNS) + " |",
+        "|---" * (len(COLUMNS) + 1) + "|",
+        "| code expert alone | " + " | ".join(f"{rows['code expert'][c]:.1f}" for c in COLUMNS) + " |",
+        "| code expert retrained, alone | " + " | ".join(f"{code_plus_scores[c]:.1f}" for c in COLUMNS) + " |",
+        "| BAR | " + " | ".join(f"{bar[c]:.1f}" for c in COLUMNS) + " |",
+        "| BAR, code swapped | " + " | ".join(f"{swapped[c]:.1f}" for c in COLUMNS) + " |",
+        "| change | " + " | ".join(f"{swap_delta[c]:+.1f}" for c in COLUMNS) + " |",
+        "",
+        f"Code {'improved' if swap_delta['code'] > 0 else 'did NOT improve'} ({swap_delta['code']:+.1f}); "
+        f"the largest move elsewhere is {largest_other:.1f} points (target <= 1: "
+        f"**{'met' if largest_other <= 1 else 'NOT met'}**).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def cost_part(work: Path, branch: Path, router_recipe) -> str:
+    """Cost against N (section 3 of the docstring); returns the report."""
     scale_recipe = load_expert_recipe("scale")
     names = parametric_names()[: max(SCALING_N)]
     scale_dir = work / "scale"
@@ -211,53 +298,11 @@ def main() -> None:
     ratio = costs[-1][1] / costs[0][1]
     multitask_ratio = costs[-1][2] / costs[0][2]
 
-    # -- report ---------------------------------------------------------------------------------
-    png = ROOT / "docs" / "bar_table.png"
-    chart(rows, png)
-    header = "| model | " + " | ".join(COLUMNS) + " | overall |"
     lines = [
-        "Command: `.venv/bin/python bench/bar_table.py`  ",
-        f"Machine: {machine_line()}. Held-out score (0-100), {args.eval_n} problems per domain; experts from "
-        "`expert-tiny`, routers from `router-tiny` (5% stratified sample, dense top-k).",
+        "Command: `.venv/bin/python bench/bar_table.py --part cost`  ",
+        f"Machine: {machine_line()}.",
         "",
-        header,
-        "|---" * (len(COLUMNS) + 2) + "|",
-    ]
-    for name, scores in rows.items():
-        cells = " | ".join(f"{scores[c]:.1f}" for c in [*COLUMNS, "overall"])
-        lines.append(f"| {'**' + name + '**' if name.startswith('BAR') else name} | {cells} |")
-    lines += [
-        "",
-        "![BAR table](bar_table.png)",
-        "",
-        "Targets:",
-        "- BAR keeps >= 95% of each expert's own-domain score: "
-        + ", ".join(f"{d} {kept[d]:.0f}%" for d in EXPERT_DOMAINS)
-        + f" -> **{'met' if all(v >= 95 for v in kept.values()) else 'NOT met'}**.",
-        f"- BAR overall {bar['overall']:.1f} >= multitask {multitask['overall']:.1f} - 1.4: "
-        f"**{'met' if bar['overall'] >= multitask['overall'] - 1.4 else 'NOT met'}**; above the weight average "
-        f"({average['overall']:.1f}): **{'met' if bar['overall'] > average['overall'] else 'NOT met'}**.",
-    ]
-    if multitask_s is not None and bar_s is not None:
-        lines.append(
-            f"- Wall time in this run: multitask re-training {multitask_s:.0f} s; BAR merge + router {bar_s:.0f} s."
-        )
-    lines += [
-        "",
-        "Expert swap: the code expert retrained with 1.5x SFT steps and data, then merge + router again "
-        "(same router recipe and seed).",
-        "",
-        "| model | " + " | ".join(COLUMNS) + " |",
-        "|---" * (len(COLUMNS) + 1) + "|",
-        "| BAR | " + " | ".join(f"{bar[c]:.1f}" for c in COLUMNS) + " |",
-        "| BAR, code swapped | " + " | ".join(f"{swapped[c]:.1f}" for c in COLUMNS) + " |",
-        "| change | " + " | ".join(f"{swap_delta[c]:+.1f}" for c in COLUMNS) + " |",
-        "",
-        f"Code {'improved' if swap_delta['code'] > 0 else 'did NOT improve'} ({swap_delta['code']:+.1f}); "
-        f"the largest move elsewhere is {largest_other:.1f} points (target <= 1: "
-        f"**{'met' if largest_other <= 1 else 'NOT met'}**).",
-        "",
-        "Cost against N (parametric domains, `expert-scale` recipe, `router-tiny` router; seconds, this run):",
+        f"Parametric domains, `expert-scale` experts, `router-tiny` ({routing_line(router_recipe)}); seconds:",
         "",
         "| N experts | merge + router training | multitask re-training |",
         "|---|---|---|",
@@ -267,10 +312,32 @@ def main() -> None:
         f"multitask {multitask_ratio:.1f}; multitask grows faster: "
         f"**{'yes' if (costs[-1][2] - costs[0][2]) > (costs[-1][1] - costs[0][1]) else 'no'}**.",
     ]
-    report = "\n".join(lines)
-    print(report)
-    if not args.no_write:
-        replace_section(ROOT / "docs" / "PERFORMANCE.md", "bar_table", "The BAR table at small scale (issue 3)", report)
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=ROOT / ".barfed" / "bench")
+    parser.add_argument("--eval-n", type=int, default=200)
+    parser.add_argument("--part", choices=["table", "cost", "all"], default="all")
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+
+    base_recipe, router_recipe = load_base_recipe("tiny"), load_router_recipe("tiny")
+    work = args.work / base_recipe.name
+    base, anchor = build_base(base_recipe, work, progress=False)
+    branch = ensure(work / "anchor-2x", lambda: init_anchor(anchor, work / "anchor-2x", base))
+    doc = ROOT / "docs" / "PERFORMANCE.md"
+    if args.part in ("table", "all"):
+        report = table_part(args, work, anchor, branch, router_recipe)
+        print(report, flush=True)
+        if not args.no_write:
+            replace_section(doc, "bar_table", "The BAR table at small scale (issue 3)", report)
+    if args.part in ("cost", "all"):
+        report = cost_part(work, branch, router_recipe)
+        print(report, flush=True)
+        if not args.no_write:
+            replace_section(doc, "bar_cost", "Merge and router cost against the number of experts (issue 3)", report)
 
 
 if __name__ == "__main__":
