@@ -58,7 +58,10 @@ class ScoreCache:
             model, tokenizer = load_model(model_dir)
             if routing is not None:
                 set_routing(model, *routing)
-            self.scores[key] = evaluate(model, tokenizer, COLUMNS, n=n)
+            scores = evaluate(model, tokenizer, COLUMNS, n=n)
+            if self.path.is_file():  # keep what another run added meanwhile
+                self.scores.update(json.loads(self.path.read_text()))
+            self.scores[key] = scores
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps(self.scores, indent=1))
             print(f"{model_dir.name} {routing or ''}: {self.scores[key]}", flush=True)
