@@ -39,6 +39,8 @@ class ConvertingResumeMixin:
     """
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        if getattr(self, "is_fsdp_enabled", False):  # FSDP checkpoints are sharded state dicts: Trainer's own path
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)  # type: ignore[misc]
         model = model if model is not None else self.model  # type: ignore[attr-defined]
         dtype = next(model.parameters()).dtype
         saved = type(model).from_pretrained(resume_from_checkpoint, dtype=dtype, use_safetensors=True)
