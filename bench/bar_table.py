@@ -33,7 +33,7 @@ from bar_model.evaluate import evaluate, load_model  # noqa: E402
 from bar_model.expert import EXPERT_CARD, train_expert  # noqa: E402
 from bar_model.merge import merge_experts  # noqa: E402
 from bar_model.recipe import load_base_recipe, load_expert_recipe, load_router_recipe  # noqa: E402
-from bar_model.router import ROUTER_CARD, set_routing, train_router  # noqa: E402
+from bar_model.router import ROUTER_CARD, train_router  # noqa: E402
 from bench.report import machine_line, replace_section  # noqa: E402
 
 EXPERT_DOMAINS = ["math", "code", "tool_use", "safety"]
@@ -51,20 +51,18 @@ class ScoreCache:
         self.path = path
         self.scores = json.loads(path.read_text()) if path.is_file() else {}
 
-    def __call__(self, model_dir: Path, n: int, routing: tuple[int, bool] | None = None) -> dict[str, float]:
+    def __call__(self, model_dir: Path, n: int) -> dict[str, float]:
         weights = sorted(model_dir.glob("*.safetensors"))
-        key = f"{model_dir.resolve()}|{max(w.stat().st_mtime_ns for w in weights)}|{n}|{routing}"
+        key = f"{model_dir.resolve()}|{max(w.stat().st_mtime_ns for w in weights)}|{n}"
         if key not in self.scores:
             model, tokenizer = load_model(model_dir)
-            if routing is not None:
-                set_routing(model, *routing)
             scores = evaluate(model, tokenizer, COLUMNS, n=n)
             if self.path.is_file():  # keep what another run added meanwhile
                 self.scores.update(json.loads(self.path.read_text()))
             self.scores[key] = scores
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps(self.scores, indent=1))
-            print(f"{model_dir.name} {routing or ''}: {self.scores[key]}", flush=True)
+            print(f"{model_dir.name}: {self.scores[key]}", flush=True)
         return dict(self.scores[key])
 
 
@@ -167,8 +165,6 @@ def table_part(args, work: Path, anchor: Path, branch: Path, router_recipe) -> s
     )
     ensure(table / "bar", lambda: bar_model(branch, paths, table / "bar", router_recipe), router_recipe)
     rows["BAR (merge + router)"] = scores_of(table / "bar", args.eval_n)
-    slots = len(EXPERT_DOMAINS) + 1
-    served_dense = scores_of(table / "bar", args.eval_n, routing=(slots, False)) if router_recipe.top_k else None
     rows["BTX (no anchor slot)"] = scores_of(
         ensure(
             table / "btx", lambda: build_btx(branch, paths, table / "btx", router_recipe, progress=False), router_recipe
@@ -244,12 +240,6 @@ def table_part(args, work: Path, anchor: Path, branch: Path, router_recipe) -> s
         f"**{'met' if bar['overall'] >= multitask['overall'] - 1.4 else 'NOT met'}**; above the weight average "
         f"({average['overall']:.1f}): **{'met' if bar['overall'] > average['overall'] else 'NOT met'}**.",
     ]
-    if served_dense is not None:
-        lines.append(
-            f"- The same BAR model served dense (all {slots} experts per token, no renormalisation): "
-            + ", ".join(f"{c} {served_dense[c]:.1f}" for c in COLUMNS)
-            + f", overall {sum(served_dense[c] for c in COLUMNS) / len(COLUMNS):.1f}."
-        )
     lines.append(
         f"- Training wall time, from the products' cards: multitask re-training "
         f"{card_wall_s(table / 'multitask'):.0f} s; BAR router {card_wall_s(table / 'bar'):.0f} s."
