@@ -198,7 +198,9 @@ def chat_trainer(
     freeze: StageFreeze | None = None,
     z_loss_coef: float = 0.0,
     progress: bool = True,
-) -> dict:
+    trainer_cls=BarSFTTrainer,
+    **trainer_kwargs,
+):
     """A trainer for supervised fine-tuning on chats; prompt tokens are masked out of the loss."""
     config = SFTConfig(
         **_args(loop, work_dir, seed, progress),
@@ -207,13 +209,14 @@ def chat_trainer(
         shuffle_dataset=True,
     )
     return build_trainer(
-        BarSFTTrainer,
+        trainer_cls,
         model,
         config,
         freeze,
         z_loss_coef,
         train_dataset=chat_dataset(examples),
         processing_class=tokenizer,
+        **trainer_kwargs,
     )
 
 
