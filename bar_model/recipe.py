@@ -124,12 +124,6 @@ class RouterRecipe(LoopRecipe):
     norm_topk_prob: bool = Field(
         default=False, description="renormalise the top-k routing weights to sum to 1 (FlexOlmo's config flag)"
     )
-    expert_routing_loss: float = Field(
-        default=0.0,
-        ge=0,
-        description="weight of the loss that keeps each sampled domain's tokens on its expert's own split "
-        "with the anchor (bar_model.routing_loss); 0 trains on cross-entropy and z-loss alone",
-    )
 
 
 def _load(kind: str, name_or_path: str | Path, model: type[_Strict]) -> _Strict:

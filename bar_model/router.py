@@ -23,7 +23,6 @@ from bar_model.domains import Example, get_domain
 from bar_model.freezing import part_of
 from bar_model.merge import ANCHOR_SLOT, MERGE_CARD, merge_card
 from bar_model.recipe import RouterRecipe
-from bar_model.routing_loss import ExpertRoutingTrainer
 from bar_model.stages import chat_trainer, run_trainer
 from bar_model.tokenizer import render_prompt
 from protocol.errors import BarFedError
@@ -122,13 +121,6 @@ def _init_rows(model, slots: list[str], init_rows: dict[str, torch.Tensor]) -> N
             weight.data[index] = (direction * scale).to(weight.dtype)
 
 
-def own_slot(domain: str, slots: list[str], anchor: int | None) -> int:
-    """The slot whose routing a ``domain`` example should keep: its expert's, the anchor's for general data."""
-    if domain in slots:
-        return slots.index(domain)
-    return anchor if domain == "general" and anchor is not None else -1
-
-
 def set_routing(model, top_k: int, norm_topk_prob: bool) -> None:
     """Route each token to ``top_k`` experts, in the live model and in the config it will be saved with.
 
@@ -171,15 +163,6 @@ def train_router(
     trainable = RouterOnly(model)
     work = out_dir.parent / f".{out_dir.name}.router-run"
     started = time.perf_counter()
-    routing_loss = {}
-    if recipe.expert_routing_loss > 0:
-        anchor = slots.index(ANCHOR_SLOT) if ANCHOR_SLOT in slots else None
-        routing_loss = {
-            "trainer_cls": ExpertRoutingTrainer,
-            "routing_slots": [own_slot(e.domain, slots, anchor) for e in examples],
-            "anchor_slot": anchor,
-            "routing_loss_coef": recipe.expert_routing_loss,
-        }
     trainer = chat_trainer(
         model,
         tokenizer,
@@ -190,7 +173,6 @@ def train_router(
         freeze=trainable,
         z_loss_coef=recipe.router_z_loss,
         progress=progress,
-        **routing_loss,
     )
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)  # MoE's index_add_ otherwise sums in varying order
@@ -198,8 +180,6 @@ def train_router(
         summary = run_trainer(trainer)
     finally:
         torch.use_deterministic_algorithms(deterministic)
-        if isinstance(trainer, ExpertRoutingTrainer):
-            trainer.remove_hooks()
     with atomic_directory(out_dir) as staging:
         model.to(dtype).save_pretrained(staging)
         tokenizer.save_pretrained(staging)

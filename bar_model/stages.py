@@ -198,9 +198,7 @@ def chat_trainer(
     freeze: StageFreeze | None = None,
     z_loss_coef: float = 0.0,
     progress: bool = True,
-    trainer_cls=BarSFTTrainer,
-    **trainer_kwargs,
-):
+) -> dict:
     """A trainer for supervised fine-tuning on chats; prompt tokens are masked out of the loss."""
     config = SFTConfig(
         **_args(loop, work_dir, seed, progress),
@@ -209,14 +207,13 @@ def chat_trainer(
         shuffle_dataset=True,
     )
     return build_trainer(
-        trainer_cls,
+        BarSFTTrainer,
         model,
         config,
         freeze,
         z_loss_coef,
         train_dataset=chat_dataset(examples),
         processing_class=tokenizer,
-        **trainer_kwargs,
     )
 
 

@@ -17,8 +17,6 @@ from bar_model.freezing import part_of
 from bar_model.merge import drop_expert, merge_card, merge_experts
 from bar_model.recipe import load_router_recipe
 from bar_model.router import mean_hidden_states, set_routing, train_router
-from bar_model.routing_loss import expert_routing_loss
-from bar_model.tokenizer import render_prompt
 from contributor_node.package import build_package
 from protocol import pki
 from protocol.errors import BarFedError
@@ -201,55 +199,3 @@ def test_weight_average_is_the_mean_of_every_tensor(micro, micro_expert, micro_m
     a, b = _state(micro_expert), _state(micro_math)
     for name, tensor in averaged.items():
         torch.testing.assert_close(tensor, (a[name] + b[name]) / 2, rtol=0, atol=1e-7)
-
-
-def test_expert_routing_loss_is_least_when_the_router_keeps_the_experts_own_split():
-    torch.manual_seed(0)
-    rows, hidden = torch.randn(3, 8), torch.randn(2 * 5, 8)
-    slots, mask = torch.tensor([1, 0]), torch.ones(2, 5)  # a slot-1 domain example, then a general one
-    teacher = hidden @ rows.T
-    kept = teacher.clone()
-    kept[:5, 2] = -1e4  # the domain example: anchor and its expert as the expert split them, nothing leaked
-    kept[5:, 1:] = -1e4  # the general example: the anchor alone
-    least = expert_routing_loss([(hidden, kept, rows)], slots, mask, anchor_slot=0)
-    pair = teacher[:5, :2].softmax(-1)
-    entropy = -(pair * pair.log()).sum(-1).mean() / 2  # general tokens' one-hot target has none
-    torch.testing.assert_close(least, entropy, atol=1e-4, rtol=0)
-    leaking = expert_routing_loss([(hidden, teacher, rows)], slots, mask, anchor_slot=0)
-    resplit = kept.clone()
-    resplit[:5, 0] += 2.0  # nothing leaks, but the anchor takes more than the expert gave it
-    assert leaking > least + 0.1
-    assert expert_routing_loss([(hidden, resplit, rows)], slots, mask, anchor_slot=0) > least + 0.05
-    none = expert_routing_loss([(hidden, teacher, rows)], torch.tensor([-1, -1]), mask, anchor_slot=0)
-    assert none.item() == 0.0
-
-
-def _routing_error(model_dir, rows_from, examples, slots):
-    """The expert routing loss of ``model_dir``'s router on ``examples``, against ``rows_from``'s rows."""
-    model, tokenizer = load_model(model_dir)
-    rows = [layer.mlp.gate.weight.detach().clone() for layer in load_model(rows_from)[0].model.layers]
-    calls = []
-    hooks = [
-        layer.mlp.gate.register_forward_hook(lambda _m, i, o, r=r: calls.append((i[0], o[0], r)))
-        for layer, r in zip(model.model.layers, rows, strict=True)
-    ]
-    tokenizer.padding_side = "right"
-    chats = [render_prompt(tokenizer, e.prompt) + e.response for e in examples]
-    batch = tokenizer(chats, return_tensors="pt", padding=True, add_special_tokens=False)
-    with torch.no_grad():
-        model(**batch)
-    for hook in hooks:
-        hook.remove()
-    return expert_routing_loss(calls, torch.tensor(slots), batch["attention_mask"], anchor_slot=0).item()
-
-
-def test_the_expert_routing_loss_keeps_each_domain_on_its_experts_split(merged, tmp_path):
-    recipe = load_router_recipe("micro").model_copy(update={"steps": 40})
-    plain = train_router(merged, tmp_path / "plain", recipe, progress=False)
-    with_loss = recipe.model_copy(update={"expert_routing_loss": 1.0})
-    kept = train_router(merged, tmp_path / "kept", with_loss, progress=False)
-    held_out = get_domain("math").sft(200, seed=7)[-6:] + get_domain("general").sft(200, seed=7)[-6:]
-    slots = [2] * 6 + [0] * 6  # merge_card(merged)["slots"] == ["anchor", "test-vowels", "math"]
-    before = _routing_error(merged, merged, held_out, slots)
-    after_plain, after_kept = (_routing_error(m, merged, held_out, slots) for m in (plain, kept))
-    assert after_kept < min(before, after_plain) - 0.05, (before, after_plain, after_kept)
