@@ -152,9 +152,11 @@ def test_kill_9_mid_upload_then_resume_and_accept(served, packages, tmp_path):
     status = result["status"]
     assert status.state == pb.ACCEPTED, (status.error_code, status.message)
     assert status.package_digest == file_sha256(package / "expert.json")
-    resumed = [offset for path, offset in offsets[sent_before_kill:] if path == "calibration.jsonl"]
-    assert resumed and resumed[0] > 0, "the upload restarted from scratch instead of the durable offset"
-    assert resumed[0] <= durable
+    after_kill = [offset for path, offset in offsets[sent_before_kill:] if path == "calibration.jsonl"]
+    # The dead stream may still hand a few chunks to its broken connection; they continue past everything the
+    # coordinator received, so the resumed stream's start is the smallest offset sent after the kill.
+    assert after_kill and min(after_kill) > 0, "the upload restarted from scratch instead of the durable offset"
+    assert min(after_kill) <= durable
     with federation.registry.session() as session:
         expert = session.scalars(select(Expert)).one()
         for path, digest in expert.files.items():
