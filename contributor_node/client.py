@@ -16,7 +16,6 @@ from pathlib import Path
 import grpc
 
 from bar_model.checkpoint import atomic_directory
-from contributor_node.outgoing import OutgoingDigests
 from protocol.errors import BarFedError
 from protocol.package import MANIFEST_FILE, file_sha256, read_package
 from protocol.signing import verify_directory
@@ -59,6 +58,12 @@ def error_from(exc: grpc.RpcError) -> BarFedError:
     return BarFedError(
         "COORDINATOR_UNREACHABLE", f"the coordinator did not answer ({exc.code().name}): {exc.details()}"
     )
+
+
+def _file_state(path: Path) -> tuple[int, int, int]:
+    """Size, modification time and inode: what a rewrite of the file changes."""
+    state = path.stat()
+    return state.st_size, state.st_mtime_ns, state.st_ino
 
 
 class CoordinatorClient:
@@ -166,14 +171,17 @@ class CoordinatorClient:
     ) -> str:
         """Upload and commit ``package``; resumes after interruptions; returns the submission id.
 
-        ``on_chunk(path, offset, size)`` is called before each chunk is sent (progress display). The node never
-        commits what it would not accept itself: the package's structure and sizes are checked first, and every
-        file's digest on the bytes as they go out (`OutgoingDigests`), before the commit.
+        ``on_chunk(path, offset, size)`` is called before each chunk is sent (progress display). The package's
+        structure and sizes are checked first. Its digests are left to the coordinator, which hashes every byte
+        as it arrives and discards an upload that does not match (hashing here too cost the shared machine as
+        much CPU as the TLS did); only when it reports ``DIGEST_MISMATCH`` does the node hash its own files, to
+        say whether the package itself is at fault. A file touched while it is being sent stops the commit.
         """
         package = Path(package)
         manifest = read_package(package, check_digests=False)
         paths = sorted(p.relative_to(package).as_posix() for p in package.rglob("*") if p.is_file())
-        listed = {f.path: f.sha256 for f in manifest.files}  # checked against the bytes as they are sent
+        unchanged = {p: _file_state(package / p) for p in paths}
+        listed = {f.path: f.sha256 for f in manifest.files}  # the coordinator checks them on the bytes it receives
         declared = [
             pb.FileDeclaration(
                 path=p, size=(package / p).stat().st_size, sha256=listed.get(p) or file_sha256(package / p)
@@ -185,16 +193,13 @@ class CoordinatorClient:
             pb.CreateUploadRequest(domain=manifest.domain, version=manifest.version, files=declared),
         )
         chunk_bytes = min(chunk_bytes or session.max_chunk_bytes, session.max_chunk_bytes)
-        outgoing = OutgoingDigests(package, {d.path: (d.size, d.sha256) for d in declared})
         for attempt in range(1, max_attempts + 1):
             progress = self._call(self.stub.GetUpload, pb.GetUploadRequest(session_id=session.session_id))
             if progress.complete:
-                outgoing.check()
-                submission = self._call(self.stub.CommitUpload, pb.CommitUploadRequest(session_id=session.session_id))
-                return submission.submission_id
+                return self._commit(package, session.session_id, unchanged)
             try:
                 self.stub.WriteChunks(
-                    self._chunks(package, session.session_id, progress, chunk_bytes, outgoing, on_chunk),
+                    self._chunks(package, session.session_id, progress, chunk_bytes, on_chunk),
                     timeout=24 * 3600,
                     metadata=self.metadata,
                     wait_for_ready=True,
@@ -207,14 +212,24 @@ class CoordinatorClient:
                 time.sleep(min(5.0, 0.2 * attempt))
         raise BarFedError("UPLOAD_GAVE_UP", f"the upload did not complete after {max_attempts} attempts; retry later.")
 
+    def _commit(self, package: Path, session_id: str, unchanged: dict[str, tuple[int, int, int]]) -> str:
+        for path, state in unchanged.items():
+            if _file_state(package / path) != state:
+                raise BarFedError(
+                    "PACKAGE_CHANGED",
+                    f"{path} changed while the package was being uploaded; rebuild it and submit again. "
+                    "Nothing was committed.",
+                )
+        try:
+            return self._call(self.stub.CommitUpload, pb.CommitUploadRequest(session_id=session_id)).submission_id
+        except BarFedError as exc:
+            if exc.code == "DIGEST_MISMATCH":
+                read_package(package)  # PACKAGE_FILE_DIGEST when the package itself differs from its manifest
+            raise
+
     @staticmethod
     def _chunks(
-        package: Path,
-        session_id: str,
-        progress: pb.UploadProgress,
-        chunk_bytes: int,
-        outgoing: OutgoingDigests,
-        on_chunk=None,
+        package: Path, session_id: str, progress: pb.UploadProgress, chunk_bytes: int, on_chunk=None
     ) -> Iterator[pb.Chunk]:
         for entry in progress.files:
             if entry.committed >= entry.size:
@@ -225,7 +240,6 @@ class CoordinatorClient:
                 while data := fh.read(chunk_bytes):
                     if on_chunk is not None:
                         on_chunk(entry.path, offset, entry.size)
-                    outgoing.sent(entry.path, offset, data)
                     yield pb.Chunk(session_id=session_id, path=entry.path, offset=offset, data=data)
                     offset += len(data)
 

@@ -203,8 +203,8 @@ def read_package(
 
     This is the structural check; the signature (protocol.signing) is checked separately. ``known_digests``
     (path -> sha256) are digests the caller has already established, e.g. a content-addressed store's: they are
-    compared instead of hashing those files again. ``check_digests=False`` leaves the digests to a caller that
-    hashes the bytes anyway (the node, as it sends them).
+    compared instead of hashing those files again. ``check_digests=False`` leaves the digests to someone who
+    hashes the bytes anyway (the coordinator, as it receives them).
     """
     directory = Path(directory)
     manifest_path = directory / MANIFEST_FILE

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 
 import grpc
@@ -269,5 +270,23 @@ def test_node_refuses_to_commit_a_package_changed_after_building(federation, pac
     with acme.client(federation.address.service) as client, pytest.raises(BarFedError) as err:
         client.submit(package)
     assert err.value.code == "PACKAGE_FILE_DIGEST"
+    with federation.registry.session() as session:
+        assert session.scalars(select(Submission)).all() == []
+
+
+def test_node_refuses_to_commit_a_package_rewritten_while_it_is_sent(federation, packages, tmp_path):
+    acme = federation.enroll("acme-labs", ["test-vowels"])
+    package = _package(acme, packages["test-vowels"], tmp_path / "pkg")
+    weights = package / "model.safetensors"
+    original = weights.read_bytes()
+
+    def rewrite_once(path, offset, size):
+        if path == weights.name and offset > 0 and weights.read_bytes() == original:
+            weights.write_bytes(original)  # the same bytes, written again: only the file's state tells
+            os.utime(weights, ns=(0, 0))
+
+    with acme.client(federation.address.service) as client, pytest.raises(BarFedError) as err:
+        client.submit(package, chunk_bytes=64 * 1024, on_chunk=rewrite_once)
+    assert err.value.code == "PACKAGE_CHANGED"
     with federation.registry.session() as session:
         assert session.scalars(select(Submission)).all() == []
