@@ -49,10 +49,10 @@ class BlobStore:
         return self.path(digest).is_file()
 
     def put(self, source: Path, digest: str) -> Path:
-        """Move a fully written, already hashed file into the store (a no-op if the content is there)."""
+        """Move a fully written, already hashed file into the store; if the content is there already, the
+        source stays where it is, for its owner to discard."""
         target = self.path(digest)
         if target.is_file():
-            source.unlink(missing_ok=True)
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
         fsync_file(source)

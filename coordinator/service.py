@@ -354,3 +354,4 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._verify_pool.shutdown(wait=True)
+        await asyncio.to_thread(self.uploads.close)

@@ -594,6 +594,7 @@ def test_rejected_with_its_code_and_leaves_nothing(world, case):
     assert blobs.digests() <= world.accepted_files, "bytes of a rejected package stayed in the blob store"
     uploads = Uploads(federation.registry, federation.settings, blobs)
     uploads.expire(now=dt.datetime.now(dt.UTC) + dt.timedelta(days=2))
+    uploads.close()  # the discarded bytes are deleted
     leftovers = [p for p in federation.settings.staging_dir.rglob("*") if p.is_file()]
     assert leftovers == [], f"staged bytes remain: {leftovers[:3]}"
 

@@ -208,6 +208,37 @@ def test_rejecting_one_package_keeps_blobs_another_still_needs(federation, packa
     assert kept <= blobs.digests()
 
 
+def test_committed_bytes_leave_staging_at_once_even_when_the_store_has_them(federation, packages, tmp_path):
+    """The second commit finds its bytes in the blob store; its staged copy is discarded off the commit path,
+    and a discard cut short by a stop is finished at the next start."""
+    from coordinator.blobs import BlobStore
+    from coordinator.uploads import DISCARDED, Declared, Uploads
+    from protocol.package import file_sha256
+
+    acme = federation.enroll("acme-labs", ["test-vowels"])
+    package = _package(acme, packages["test-vowels"], tmp_path / "pkg")
+    files = sorted(package.iterdir())
+    staging = federation.settings.staging_dir
+    blobs = BlobStore(federation.settings.blob_dir)
+    uploads = Uploads(federation.registry, federation.settings, blobs)
+    for _ in range(2):
+        session_id = uploads.create(
+            "acme-labs", "test-vowels", 1, [Declared(p.name, p.stat().st_size, file_sha256(p)) for p in files]
+        )
+        _write_all(uploads, session_id, files, federation.settings.chunk_bytes)
+        uploads.commit("acme-labs", session_id)
+        assert not (staging / session_id).exists()
+    uploads.close()
+    assert [p for p in staging.rglob("*") if p.is_file()] == []
+    assert {file_sha256(p) for p in files} <= blobs.digests()
+
+    cut_short = staging / DISCARDED / session_id
+    cut_short.mkdir()
+    (cut_short / "model.safetensors").write_bytes(b"left by a stop")
+    Uploads(federation.registry, federation.settings, blobs).close()
+    assert not cut_short.exists()
+
+
 def test_durable_progress_never_runs_ahead_of_fsync(federation, packages, tmp_path, monkeypatch):
     """Checkpoints fsync beside the stream; the registry still only records lengths fsync has covered."""
     import os
