@@ -93,12 +93,16 @@ def train_router_command(
     merged: Annotated[Path, typer.Argument(help="a model written by `barfed model merge`")],
     out: Annotated[Path, typer.Option(help="where the routed model appears")],
     recipe: Annotated[str, typer.Option(help="named router recipe (tiny, micro) or a TOML file")] = "tiny",
+    previous: Annotated[
+        Path | None,
+        typer.Option(help="the previous routed release: unchanged experts keep their router rows from it, frozen"),
+    ] = None,
 ) -> None:
     """Train only the router of a merged model on a stratified sample of every domain's SFT data."""
     from bar_model.recipe import load_router_recipe
     from bar_model.router import train_router
 
-    train_router(merged, out, load_router_recipe(recipe))
+    train_router(merged, out, load_router_recipe(recipe), previous=previous)
     console.print(f"routed model written to {out}")
 
 

@@ -74,7 +74,7 @@ def open_expert(directory: str | Path) -> ExpertInput:
     )
 
 
-def _expert_key(layer: int, slot: int, projection: str) -> str:
+def expert_key(layer: int, slot: int, projection: str) -> str:
     return f"model.layers.{layer}.mlp.experts.{slot}.{projection}.weight"
 
 
@@ -134,10 +134,10 @@ def merge_experts(
                     if key in expert.tensors and not torch.equal(expert.tensors.tensor(key), anchor_ffn):
                         raise _slot0_error(expert, key)
                 outputs = ([anchor_ffn] if anchor_slot else []) + [
-                    e.tensor(_expert_key(layer, 1, projection), anchor) for e in experts
+                    e.tensor(expert_key(layer, 1, projection), anchor) for e in experts
                 ]
                 for new_slot, tensor in enumerate(outputs):
-                    writer.add(_expert_key(layer, new_slot, projection), tensor)
+                    writer.add(expert_key(layer, new_slot, projection), tensor)
             elif part == "router":
                 anchor_row0 = anchor.tensor(key)[0]
                 rows = [anchor_row0] if anchor_slot else []
@@ -205,7 +205,7 @@ def drop_expert(merged_dir: str | Path, domain: str, out_dir: str | Path) -> Pat
             if part == "expert_ffn":
                 if slot != drop:
                     new_slot = slot - int(slot > drop)
-                    writer.add(_expert_key(int(key.split(".")[2]), new_slot, key.split(".")[-2]), source.tensor(key))
+                    writer.add(expert_key(int(key.split(".")[2]), new_slot, key.split(".")[-2]), source.tensor(key))
             elif part == "router":
                 router = source.tensor(key)
                 writer.add(key, torch.cat([router[:drop], router[drop + 1 :]]))

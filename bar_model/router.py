@@ -4,6 +4,10 @@ DESIGN §2: masked cross-entropy (assistant tokens) + router z-loss 0.001, AdamW
 3% warm-up then linear decay; dense routing (top-k = all experts) by default, any smaller k works.
 A domain whose organization shares no sample can have its router row initialised from the mean hidden
 state of its own data under the anchor (FlexOlmo's domain-informed router), computed on its own node.
+
+A rebuild can start from the previous release: every slot whose FFN is bit-identical there keeps its
+router rows, frozen, and only new or changed experts' rows train, so one expert's update leaves the
+routing of every other domain as it was.
 """
 
 from __future__ import annotations
@@ -18,27 +22,35 @@ import torch
 from torch import nn
 from transformers import AutoTokenizer, FlexOlmoForCausalLM
 
-from bar_model.checkpoint import atomic_directory, write_json
+from bar_model.checkpoint import SafetensorsCheckpoint, atomic_directory, write_json
 from bar_model.domains import Example, get_domain
 from bar_model.freezing import part_of
-from bar_model.merge import ANCHOR_SLOT, MERGE_CARD, merge_card
+from bar_model.merge import ANCHOR_SLOT, MERGE_CARD, expert_key, merge_card
 from bar_model.recipe import RouterRecipe
 from bar_model.stages import chat_trainer, run_trainer
 from bar_model.tokenizer import render_prompt
 from protocol.errors import BarFedError
+from protocol.layout import disk_part
 
 ROUTER_CARD = "bar_router.json"
 
 
 class RouterOnly:
-    """Trainable set for router training: every router row, nothing else, no weight decay."""
+    """Trainable set for router training: the router rows of ``frozen_rows``' complement, nothing else.
 
-    def __init__(self, model: nn.Module) -> None:
-        self.params = []
+    Frozen rows sit in the same [E, H] tensor as trained ones; a gradient hook zeroes them and AdamW
+    without weight decay then moves them by exactly zero.
+    """
+
+    def __init__(self, model: nn.Module, frozen_rows: list[int] = ()) -> None:
+        self.params, self._hooks = [], []
+        frozen = torch.tensor(sorted(frozen_rows), dtype=torch.long)
         for name, param in model.named_parameters():
             param.requires_grad_(part_of(name) == "router")
             if param.requires_grad:
                 self.params.append(param)
+                if len(frozen):
+                    self._hooks.append(param.register_hook(lambda grad: grad.index_fill(0, frozen, 0.0)))
         if not self.params:
             raise BarFedError("WRONG_ARCHITECTURE", "the model has no FlexOlmo router to train.")
 
@@ -46,7 +58,9 @@ class RouterOnly:
         return [{"params": self.params, "weight_decay": 0.0, "lr": learning_rate}]
 
     def remove(self) -> None:
-        pass
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks.clear()
 
 
 def sft_pool_size(domain: str, recipe: RouterRecipe) -> int:
@@ -121,6 +135,44 @@ def _init_rows(model, slots: list[str], init_rows: dict[str, torch.Tensor]) -> N
             weight.data[index] = (direction * scale).to(weight.dtype)
 
 
+def carry_rows(model, merged_dir: Path, slots: list[str], previous_dir: Path) -> list[str]:
+    """Copy router rows from the previous release into ``model``; return the slots whose rows stay frozen.
+
+    Every slot the previous release also has starts from its row there. A slot keeps that row frozen when
+    its FFN is bit-identical in every layer (the same expert); a changed expert's row trains from it.
+    """
+    previous_card = merge_card(previous_dir)
+    if previous_card.get("anchor_fingerprint") != merge_card(merged_dir).get("anchor_fingerprint"):
+        raise BarFedError(
+            "ANCHOR_MISMATCH",
+            f"the previous release at {previous_dir} was built on another anchor; rebuild the router without it.",
+        )
+    previous, current = SafetensorsCheckpoint(previous_dir), SafetensorsCheckpoint(merged_dir)
+    previous_slots = previous_card["slots"]
+    routers = [key for key in current if disk_part(key)[0] == "router"]
+    ffn_keys = {(key.split(".")[2], key.split(".")[-2]) for key in current if disk_part(key)[0] == "expert_ffn"}
+    if any(key not in previous or previous.shape(key)[1:] != current.shape(key)[1:] for key in routers) or any(
+        expert_key(int(layer), 0, projection) not in previous for layer, projection in ffn_keys
+    ):
+        raise BarFedError(
+            "PREVIOUS_MISMATCH",
+            f"the previous release at {previous_dir} has another shape than this model; rebuild the router without it.",
+        )
+    frozen = []
+    for slot in slots:
+        if slot not in previous_slots:
+            continue  # a new expert: its row starts from the expert's own, as merged
+        old, new = previous_slots.index(slot), slots.index(slot)
+        for layer, block in enumerate(model.model.layers):
+            block.mlp.gate.weight.data[new] = previous.tensor(f"model.layers.{layer}.mlp.gate.weight")[old]
+        if all(
+            torch.equal(current.tensor(expert_key(int(layer), new, p)), previous.tensor(expert_key(int(layer), old, p)))
+            for layer, p in ffn_keys
+        ):
+            frozen.append(slot)
+    return frozen
+
+
 def set_routing(model, top_k: int, norm_topk_prob: bool) -> None:
     """Route each token to ``top_k`` experts, in the live model and in the config it will be saved with.
 
@@ -140,9 +192,14 @@ def train_router(
     recipe: RouterRecipe,
     *,
     init_rows: dict[str, torch.Tensor] | None = None,
+    previous: str | Path | None = None,
     progress: bool = True,
 ) -> Path:
-    """Train the router of the merged model at ``merged_dir``; write the routed model to ``out_dir``."""
+    """Train the router of the merged model at ``merged_dir``; write the routed model to ``out_dir``.
+
+    With ``previous`` (an earlier routed release of the same anchor), unchanged experts keep their rows
+    from it (see ``carry_rows``); a domain-informed row in ``init_rows`` always trains.
+    """
     merged_dir, out_dir = Path(merged_dir), Path(out_dir)
     card = merge_card(merged_dir)
     slots = card["slots"]
@@ -156,11 +213,18 @@ def train_router(
     if recipe.top_k and not 1 <= recipe.top_k <= len(slots):
         raise BarFedError("BAD_TOP_K", f"top-k must be between 1 and {len(slots)}, not {recipe.top_k}.")
     set_routing(model, recipe.top_k or model.config.num_experts_per_tok, recipe.norm_topk_prob)
+    frozen = carry_rows(model, merged_dir, slots, Path(previous)) if previous is not None else []
     _init_rows(model, slots, init_rows)
+    frozen = [slot for slot in frozen if slot not in init_rows]
+    if previous is not None and len(frozen) == len(slots):
+        raise BarFedError(
+            "NOTHING_TO_ROUTE",
+            f"every expert in {merged_dir} is unchanged since {previous}; its router already fits, publish it as is.",
+        )
     # An organization that initialises its row from its own hidden states shares no sample.
     examples = stratified_sample(slots, recipe, skip=frozenset(init_rows))
     dtype = model.dtype
-    trainable = RouterOnly(model)
+    trainable = RouterOnly(model, [slots.index(slot) for slot in frozen])
     work = out_dir.parent / f".{out_dir.name}.router-run"
     started = time.perf_counter()
     trainer = chat_trainer(
@@ -193,6 +257,8 @@ def train_router(
                 "recipe": recipe.model_dump(),
                 "examples": len(examples),
                 "domain_informed_rows": sorted(init_rows),
+                "previous": str(Path(previous).resolve()) if previous is not None else None,
+                "frozen_rows": frozen,
                 "summary": summary,
                 "wall_s": round(time.perf_counter() - started, 1),
             },

@@ -3,7 +3,9 @@
 1. Four experts (math, code, tool_use, safety) from the tiny anchor; per-domain and overall held-out
    scores for the anchor, each expert alone, the weight average, multitask re-training (4x budget),
    BTX-style (no anchor slot) and BAR (merge + router). Markdown and a PNG chart.
-2. Expert swap: retrain the code expert with 1.5x SFT steps and data, rebuild, and compare.
+2. Expert swap: retrain the code expert with 1.5x SFT steps and data, rebuild, and compare: once with
+   the router retrained from scratch, once incrementally (the previous release's router rows kept for
+   every unchanged expert, only code's row trained).
 3. Cost against N: wall time of merge + router training for N = 2, 4, 8, 16 parametric experts, and of
    multitask re-training on the same N domains (cheap `scale` recipe for both).
 
@@ -101,11 +103,11 @@ def timed(fn) -> float:
     return time.perf_counter() - started
 
 
-def bar_model(branch: Path, experts: list[Path], out: Path, router_recipe) -> Path:
+def bar_model(branch: Path, experts: list[Path], out: Path, router_recipe, previous: Path | None = None) -> Path:
     merged = out.parent / f"{out.name}-unrouted"
     shutil.rmtree(merged, ignore_errors=True)
     merge_experts(branch, experts, merged)
-    train_router(merged, out, router_recipe, progress=False)
+    train_router(merged, out, router_recipe, previous=previous, progress=False)
     shutil.rmtree(merged, ignore_errors=True)
     return out
 
@@ -194,7 +196,8 @@ def table_part(args, work: Path, anchor: Path, branch: Path, router_recipe) -> s
         }
     )
     if recorded_recipe(work / "experts" / "code-plus") != plus_recipe.model_dump():
-        shutil.rmtree(table / "bar-swapped", ignore_errors=True)  # built from the code-plus about to be retrained
+        for stale in ("bar-swapped", "bar-swapped-incremental"):  # built from the code-plus about to be retrained
+            shutil.rmtree(table / stale, ignore_errors=True)
     code_plus = ensure(
         work / "experts" / "code-plus",
         lambda: train_expert(branch, "code", "mid,sft,rl", work / "experts" / "code-plus", plus_recipe, progress=False),
@@ -209,9 +212,18 @@ def table_part(args, work: Path, anchor: Path, branch: Path, router_recipe) -> s
         ),
         args.eval_n,
     )
+    incremental = scores_of(
+        ensure(
+            table / "bar-swapped-incremental",
+            lambda: bar_model(
+                branch, swapped_paths, table / "bar-swapped-incremental", router_recipe, previous=table / "bar"
+            ),
+            router_recipe,
+        ),
+        args.eval_n,
+    )
     code_plus_scores = scores_of(code_plus, args.eval_n)
-    swap_delta = {c: round(swapped[c] - bar[c], 1) for c in COLUMNS}
-    largest_other = max(abs(swap_delta[c]) for c in COLUMNS if c != "code")
+    swaps = {"router retrained": swapped, "incremental router": incremental}
 
     # -- report ---------------------------------------------------------------------------------
     png = ROOT / "docs" / "bar_table.png"
@@ -246,22 +258,30 @@ def table_part(args, work: Path, anchor: Path, branch: Path, router_recipe) -> s
     )
     lines += [
         "",
-        "Expert swap: the code expert retrained with 1.5x SFT steps and data, then merge + router again "
-        "(same router recipe and seed).",
+        "Expert swap: the code expert retrained with 1.5x SFT steps and data, merged again, and routed two ways: "
+        "the router retrained from scratch (same recipe and seed), and incrementally (`train_router(..., "
+        "previous=<the BAR release>)`: every unchanged expert and the anchor keep their router rows from the "
+        "release, frozen; only code's row trains, starting from its row there).",
         "",
         "| model | " + " | ".join(COLUMNS) + " |",
         "|---" * (len(COLUMNS) + 1) + "|",
         "| code expert alone | " + " | ".join(f"{rows['code expert'][c]:.1f}" for c in COLUMNS) + " |",
         "| code expert retrained, alone | " + " | ".join(f"{code_plus_scores[c]:.1f}" for c in COLUMNS) + " |",
         "| BAR | " + " | ".join(f"{bar[c]:.1f}" for c in COLUMNS) + " |",
-        "| BAR, code swapped | " + " | ".join(f"{swapped[c]:.1f}" for c in COLUMNS) + " |",
-        "| change | " + " | ".join(f"{swap_delta[c]:+.1f}" for c in COLUMNS) + " |",
-        "",
-        f"Code {'improved' if swap_delta['code'] > 0 else 'did NOT improve'} ({swap_delta['code']:+.1f}); "
-        f"the largest move elsewhere is {largest_other:.1f} points (target <= 1: "
-        f"**{'met' if largest_other <= 1 else 'NOT met'}**).",
-        "",
     ]
+    for name, scores in swaps.items():
+        lines.append(f"| BAR, code swapped, {name} | " + " | ".join(f"{scores[c]:.1f}" for c in COLUMNS) + " |")
+        lines.append("| change | " + " | ".join(f"{scores[c] - bar[c]:+.1f}" for c in COLUMNS) + " |")
+    lines.append("")
+    for name, scores in swaps.items():
+        code_delta = scores["code"] - bar["code"]
+        largest_other = max(abs(scores[c] - bar[c]) for c in COLUMNS if c != "code")
+        lines.append(
+            f"- {name}: code {'improved' if code_delta > 0 else 'did NOT improve'} ({code_delta:+.1f}); the largest "
+            f"move elsewhere is {largest_other:.1f} points (target <= 1: "
+            f"**{'met' if code_delta > 0 and largest_other <= 1 else 'NOT met'}**)."
+        )
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -302,8 +322,10 @@ def cost_part(work: Path, branch: Path, router_recipe) -> str:
         *(f"| {n} | {a:.1f} | {b:.1f} |" for n, a, b in costs),
         "",
         f"cost(16)/cost(2): merge + router {ratio:.1f} (target <= 10: **{'met' if ratio <= 10 else 'NOT met'}**), "
-        f"multitask {multitask_ratio:.1f}; multitask grows faster: "
-        f"**{'yes' if (costs[-1][2] - costs[0][2]) > (costs[-1][1] - costs[0][1]) else 'no'}**.",
+        f"multitask {multitask_ratio:.1f}; multitask grows faster (the same ratio): "
+        f"**{'yes' if multitask_ratio > ratio else 'no'}**. In seconds added from N = {costs[0][0]} to "
+        f"{costs[-1][0]}: merge + router +{costs[-1][1] - costs[0][1]:.1f}, "
+        f"multitask +{costs[-1][2] - costs[0][2]:.1f}.",
     ]
     return "\n".join(lines)
 

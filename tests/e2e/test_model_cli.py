@@ -127,3 +127,7 @@ def test_merge_route_and_opt_out_from_the_command_line(micro, micro_math, tmp_pa
     result = barfed("model", "merge", "--anchor", micro["branch"], "--expert", micro_math, "--out", merged)
     assert result.returncode == 2 and "OUTPUT_EXISTS" in result.stderr
     assert not without.exists()
+    again = tmp_path / "again"
+    result = barfed("model", "train-router", merged, "--out", again, "--recipe", "micro", "--previous", routed)
+    assert result.returncode == 2 and "NOTHING_TO_ROUTE" in result.stderr and "Traceback" not in result.stderr
+    assert not again.exists()

@@ -199,3 +199,59 @@ def test_weight_average_is_the_mean_of_every_tensor(micro, micro_expert, micro_m
     a, b = _state(micro_expert), _state(micro_math)
     for name, tensor in averaged.items():
         torch.testing.assert_close(tensor, (a[name] + b[name]) / 2, rtol=0, atol=1e-7)
+
+
+def _router_rows(path) -> list[torch.Tensor]:
+    state = _state(path)
+    return [state[name] for name in sorted(state) if part_of(name) == "router"]
+
+
+def test_a_rebuild_keeps_unchanged_experts_rows_and_trains_only_new_or_changed_ones(
+    micro, micro_expert, micro_math, merged, routed, tmp_path
+):
+    """Adding an expert or updating one leaves every other slot's routing exactly as the last release had it."""
+    recipe = load_router_recipe("micro")
+    first_release = merge_experts(micro["branch"], [micro_expert], tmp_path / "alone-merged")
+    alone = train_router(first_release, tmp_path / "alone", recipe, progress=False)
+    grown = train_router(merged, tmp_path / "grown", recipe, previous=alone, progress=False)
+    for before, after, merged_rows in zip(_router_rows(alone), _router_rows(grown), _router_rows(merged), strict=True):
+        assert torch.equal(after[:2], before)  # anchor and test-vowels: carried, frozen
+        assert not torch.equal(after[2], merged_rows[2])  # math is new: it trains
+    assert json.loads((grown / "bar_router.json").read_text())["frozen_rows"] == ["anchor", "test-vowels"]
+
+    math_v2 = tmp_path / "math-v2"
+    shutil.copytree(micro_math, math_v2)
+    weights = load_file(math_v2 / "model.safetensors")
+    weights["model.layers.0.mlp.experts.1.gate_proj.weight"] += 0.01
+    save_file(weights, math_v2 / "model.safetensors", metadata={"format": "pt"})
+    remerged = merge_experts(micro["branch"], [micro_expert, math_v2], tmp_path / "remerged")
+    swapped = train_router(remerged, tmp_path / "swapped", recipe, previous=routed, progress=False)
+    for before, after in zip(_router_rows(routed), _router_rows(swapped), strict=True):
+        assert torch.equal(after[:2], before[:2]) and not torch.equal(after[2], before[2])
+    assert AutoModelForCausalLM.from_pretrained(swapped).config.num_experts == 3
+
+
+def test_a_rebuild_refuses_a_previous_release_it_cannot_build_on(micro, merged, routed, tmp_path):
+    recipe = load_router_recipe("micro")
+    with pytest.raises(BarFedError) as err:
+        train_router(merged, tmp_path / "same", recipe, previous=routed, progress=False)
+    assert err.value.code == "NOTHING_TO_ROUTE"
+    other = tmp_path / "other-anchor"
+    shutil.copytree(routed, other)
+    card = json.loads((other / "bar_merge.json").read_text())
+    (other / "bar_merge.json").write_text(json.dumps({**card, "anchor_fingerprint": "sha256:" + "0" * 64}))
+    with pytest.raises(BarFedError) as err:
+        train_router(merged, tmp_path / "x", recipe, previous=other, progress=False)
+    assert err.value.code == "ANCHOR_MISMATCH"
+    with pytest.raises(BarFedError) as err:
+        train_router(merged, tmp_path / "y", recipe, previous=micro["anchor"], progress=False)
+    assert err.value.code == "NOT_A_MERGE"
+    shaped = tmp_path / "other-shape"
+    shutil.copytree(routed, shaped)
+    weights = load_file(shaped / "model.safetensors")
+    weights["model.layers.0.mlp.gate.weight"] = weights["model.layers.0.mlp.gate.weight"][:, :-1].contiguous()
+    save_file(weights, shaped / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(BarFedError) as err:
+        train_router(merged, tmp_path / "z", recipe, previous=shaped, progress=False)
+    assert err.value.code == "PREVIOUS_MISMATCH"
+    assert not any((tmp_path / name).exists() for name in ("same", "x", "y", "z"))
