@@ -36,7 +36,7 @@ ROUTER_CARD = "bar_router.json"
 
 
 class RouterOnly:
-    """Trainable set for router training: the router rows of ``frozen_rows``' complement, nothing else.
+    """Trainable set for router training: every router row except ``frozen_rows``, nothing else.
 
     Frozen rows sit in the same [E, H] tensor as trained ones; a gradient hook zeroes them and AdamW
     without weight decay then moves them by exactly zero.
@@ -244,6 +244,7 @@ def train_router(
         summary = run_trainer(trainer)
     finally:
         torch.use_deterministic_algorithms(deterministic)
+        trainable.remove()
     with atomic_directory(out_dir) as staging:
         model.to(dtype).save_pretrained(staging)
         tokenizer.save_pretrained(staging)
