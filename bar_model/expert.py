@@ -23,7 +23,7 @@ from transformers import AutoTokenizer, FlexOlmoForCausalLM
 from bar_model.branch import init_anchor
 from bar_model.checkpoint import atomic_directory, on_main_process, read_config, write_json
 from bar_model.domains import Domain, get_domain
-from bar_model.freezing import StageFreeze, check_unchanged, fingerprint_frozen
+from bar_model.freezing import StageFreeze, check_unchanged, fingerprint_frozen, pin_anchor_layers
 from bar_model.recipe import ExpertRecipe, parse_stages
 from bar_model.stages import mixed_sft_examples, train_chat, train_language_model, train_rl
 from protocol.errors import BarFedError
@@ -64,8 +64,9 @@ def _link(src: str | Path, dst: str | Path) -> None:
 
 
 def _run_stage(stage: str, model, tokenizer, domain, recipe: ExpertRecipe, work: Path, progress: bool) -> dict:
-    freeze = StageFreeze(model, stage, getattr(recipe, stage).shared_lr_scale)
-    before = fingerprint_frozen(model, stage)
+    pin_anchor_layers(model, recipe.anchor_layers)
+    freeze = StageFreeze(model, stage, getattr(recipe, stage).shared_lr_scale, recipe.anchor_layers)
+    before = fingerprint_frozen(model, stage, recipe.anchor_layers)
     common = {
         "seed": recipe.seed,
         "freeze": freeze,
@@ -86,7 +87,7 @@ def _run_stage(stage: str, model, tokenizer, domain, recipe: ExpertRecipe, work:
             summary = train_rl(model, tokenizer, domain, examples, recipe.rl, work, **common)
     finally:
         freeze.remove()
-    check_unchanged(before, fingerprint_frozen(model, stage), stage)
+    check_unchanged(before, fingerprint_frozen(model, stage, recipe.anchor_layers), stage)
     return summary
 
 
@@ -106,6 +107,13 @@ def train_expert(
     anchor_dir, out_dir = Path(anchor_dir), Path(out_dir)
     if out_dir.exists():
         raise BarFedError("OUTPUT_EXISTS", f"{out_dir} already exists; choose another --out or remove it.")
+    layers = read_config(anchor_dir)["num_hidden_layers"]
+    if recipe.anchor_layers >= layers:
+        raise BarFedError(
+            "BAD_RECIPE",
+            f"the recipe keeps the anchor's FFN in anchor_layers = {recipe.anchor_layers} layers but the anchor "
+            f"has {layers}, which leaves no layer for the expert; set anchor_layers below {layers}.",
+        )
     partial = out_dir.parent / f".{out_dir.name}.partial"
     partial.mkdir(parents=True, exist_ok=True)
     anchor = resolve_anchor(anchor_dir, partial, Path(base_dir) if base_dir else None)

@@ -5,6 +5,9 @@ Slot 0 (the anchor's FFN) and router row 0 live inside the same fused tensors as
 so they cannot be frozen with ``requires_grad``. Instead a gradient hook zeroes their slice, and those
 tensors get no weight decay: AdamW then moves them by exactly zero, bit for bit. ``fingerprint_frozen``
 lets a stage prove it afterwards.
+
+A recipe may also keep the first ``anchor_layers`` layers' domain FFN equal to the anchor's and frozen
+(``pin_anchor_layers``): a merged model then computes exactly the anchor there, whatever its router does.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ PART_PATTERNS = {
 # What each stage trains besides the domain slot (slot >= 1 FFN and router rows >= 1, always trained);
 # the same contract the coordinator checks packages against.
 SCHEDULE: dict[str, frozenset[str]] = STAGE_PARTS
+LAYER = re.compile(r"\.layers\.(\d+)\.")
 
 
 def part_of(name: str) -> str:
@@ -34,6 +38,20 @@ def part_of(name: str) -> str:
         if pattern.search(name):
             return part
     return "shared"
+
+
+def in_anchor_layers(name: str, anchor_layers: int) -> bool:
+    """Whether a parameter is an expert FFN or router tensor of one of the first ``anchor_layers`` layers."""
+    layer = LAYER.search(name)
+    return part_of(name) in ("expert_ffn", "router") and layer is not None and int(layer.group(1)) < anchor_layers
+
+
+def pin_anchor_layers(model: nn.Module, anchor_layers: int) -> None:
+    """Copy the anchor's FFN (slot 0) into every other slot of the first ``anchor_layers`` layers."""
+    with torch.no_grad():
+        for layer in model.model.layers[:anchor_layers]:
+            for fused in (layer.mlp.experts.gate_up_proj, layer.mlp.experts.down_proj):
+                fused[1:] = fused[0]
 
 
 def _zero_slot0(grad: torch.Tensor) -> torch.Tensor:
@@ -45,7 +63,7 @@ def _zero_slot0(grad: torch.Tensor) -> torch.Tensor:
 class StageFreeze:
     """Applies one stage's schedule to a model; ``remove()`` takes the gradient hooks off again."""
 
-    def __init__(self, model: nn.Module, stage: str, shared_lr_scale: float = 1.0) -> None:
+    def __init__(self, model: nn.Module, stage: str, shared_lr_scale: float = 1.0, anchor_layers: int = 0) -> None:
         if stage not in SCHEDULE:
             raise BarFedError("BAD_STAGES", f"unknown stage {stage!r}; use one of {', '.join(SCHEDULE)}.")
         self.stage, self.shared_lr_scale = stage, shared_lr_scale
@@ -54,7 +72,9 @@ class StageFreeze:
         self._hooks = []
         for name, param in model.named_parameters():
             part = part_of(name)
-            if part in ("expert_ffn", "router"):
+            if in_anchor_layers(name, anchor_layers):
+                param.requires_grad_(False)
+            elif part in ("expert_ffn", "router"):
                 param.requires_grad_(True)
                 self._hooks.append(param.register_hook(_zero_slot0))
                 self.sliced.append((name, param))
@@ -95,12 +115,15 @@ def _digest(tensor: torch.Tensor) -> str:
     return hashlib.sha256(data.view(torch.uint8).numpy().tobytes()).hexdigest()
 
 
-def fingerprint_frozen(model: nn.Module, stage: str) -> dict[str, str]:
-    """Digests of everything ``stage`` must not change: slot 0, router row 0 and every frozen part."""
+def fingerprint_frozen(model: nn.Module, stage: str, anchor_layers: int = 0) -> dict[str, str]:
+    """Digests of everything ``stage`` must not change: slot 0, router row 0, every frozen part and the
+    expert tensors of the anchor layers."""
     digests = {}
     for name, param in model.named_parameters():
         part = part_of(name)
-        if part in ("expert_ffn", "router"):
+        if in_anchor_layers(name, anchor_layers):
+            digests[name] = _digest(param)
+        elif part in ("expert_ffn", "router"):
             digests[f"{name}[0]"] = _digest(param[0])
         elif part not in SCHEDULE[stage]:
             digests[name] = _digest(param)

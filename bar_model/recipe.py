@@ -102,6 +102,12 @@ class ExpertRecipe(_Strict):
     seed: int = 0
     router_z_loss: float = Field(default=0.001, ge=0)
     eval_examples: int = Field(default=100, gt=0)
+    anchor_layers: int = Field(
+        default=0,
+        ge=0,
+        description="leading layers whose domain FFN stays the anchor's, frozen in every stage; a merged "
+        "model's router cannot tell domains apart from a token's first layer, so there it computes the anchor",
+    )
     mid: MidRecipe
     sft: SftRecipe
     rl: RlRecipe

@@ -10,6 +10,7 @@
    multitask re-training on the same N domains (cheap `scale` recipe for both).
 
     .venv/bin/python bench/bar_table.py [--part table|cost]   # about an hour on 2 CPU cores
+    .venv/bin/python bench/bar_table.py --part table --base-recipe FILE --expert-recipe FILE   # another model
 
 Every product is kept under --work and every score in its scores.json, so a rerun builds and evaluates
 only what is missing or was made with another recipe. Each part writes its own section of PERFORMANCE.md.
@@ -125,7 +126,16 @@ def routing_line(recipe) -> str:
     return f"{sample}, {routing}, {recipe.steps} steps at lr {recipe.learning_rate:g}"
 
 
-def chart(rows: dict[str, dict[str, float]], path: Path) -> None:
+def recipe_flags(args) -> str:
+    """The command-line flags that reproduce a run's recipe choice (none for the defaults)."""
+    return "".join(
+        f" --{flag} {value}"
+        for flag, value in (("base-recipe", args.base_recipe), ("expert-recipe", args.expert_recipe))
+        if value != "tiny"
+    )
+
+
+def chart(rows: dict[str, dict[str, float]], path: Path, anchor_name: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -139,7 +149,7 @@ def chart(rows: dict[str, dict[str, float]], path: Path) -> None:
         ax.bar([c + i * width for c in range(len(columns))], [rows[name][c] for c in columns], width, label=name)
     ax.set_xticks([c + 0.4 - width / 2 for c in range(len(columns))], columns)
     ax.set_ylabel("held-out score (0-100)")
-    ax.set_title("BAR at small scale: tiny anchor, four experts")
+    ax.set_title(f"BAR at small scale: {anchor_name} anchor, four experts")
     ax.legend(fontsize=8, ncols=4, loc="upper center", bbox_to_anchor=(0.5, -0.08))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -147,7 +157,7 @@ def chart(rows: dict[str, dict[str, float]], path: Path) -> None:
 
 def table_part(args, work: Path, anchor: Path, branch: Path, router_recipe) -> str:
     """The BAR table and the expert swap (sections 1 and 2 of the docstring); returns the report."""
-    recipe = load_expert_recipe("tiny")
+    recipe = load_expert_recipe(args.expert_recipe)
     table = work / "table"
     if any(recorded_recipe(work / "experts" / d) != recipe.model_dump() for d in EXPERT_DOMAINS):
         shutil.rmtree(table, ignore_errors=True)  # every product in the table is built from these experts
@@ -175,7 +185,11 @@ def table_part(args, work: Path, anchor: Path, branch: Path, router_recipe) -> s
     )
     ensure(
         table / "multitask",
-        lambda: train_multitask(branch, EXPERT_DOMAINS, table / "multitask", recipe, progress=False),
+        # Nothing is merged, so no layer needs to keep the anchor's FFN: every layer trains, as in the experts' own
+        # recipe otherwise.
+        lambda: train_multitask(
+            branch, EXPERT_DOMAINS, table / "multitask", recipe.model_copy(update={"anchor_layers": 0}), progress=False
+        ),
     )
     rows["multitask (4x budget)"] = scores_of(table / "multitask", args.eval_n)
     rows["BAR (merge + router)"] = rows.pop("BAR (merge + router)")  # the table ends with BAR
@@ -227,12 +241,14 @@ def table_part(args, work: Path, anchor: Path, branch: Path, router_recipe) -> s
 
     # -- report ---------------------------------------------------------------------------------
     png = ROOT / "docs" / "bar_table.png"
-    chart(rows, png)
+    chart(rows, png, args.base_recipe)
     header = "| model | " + " | ".join(COLUMNS) + " | overall |"
     lines = [
-        "Command: `.venv/bin/python bench/bar_table.py --part table`  ",
-        f"Machine: {machine_line()}. Held-out score (0-100), {args.eval_n} problems per domain; experts from "
-        f"`expert-tiny`, routers from `router-tiny` ({routing_line(router_recipe)}).",
+        f"Command: `.venv/bin/python bench/bar_table.py --part table{recipe_flags(args)}`  ",
+        f"Machine: {machine_line()}. Held-out score (0-100), {args.eval_n} problems per domain; base "
+        f"`{args.base_recipe}`, experts from `{args.expert_recipe}`"
+        + (f" (the first {recipe.anchor_layers} layers keep the anchor's FFN)" if recipe.anchor_layers else "")
+        + f", routers from `router-tiny` ({routing_line(router_recipe)}).",
         "",
         header,
         "|---" * (len(COLUMNS) + 2) + "|",
@@ -336,9 +352,11 @@ def main() -> None:
     parser.add_argument("--eval-n", type=int, default=200)
     parser.add_argument("--part", choices=["table", "cost", "all"], default="all")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--base-recipe", default="tiny", help="base recipe (name or TOML file) of the anchor")
+    parser.add_argument("--expert-recipe", default="tiny", help="expert recipe (name or TOML file) for the table")
     args = parser.parse_args()
 
-    base_recipe, router_recipe = load_base_recipe("tiny"), load_router_recipe("tiny")
+    base_recipe, router_recipe = load_base_recipe(args.base_recipe), load_router_recipe("tiny")
     work = args.work / base_recipe.name
     base, anchor = build_base(base_recipe, work, progress=False)
     branch = ensure(work / "anchor-2x", lambda: init_anchor(anchor, work / "anchor-2x", base))

@@ -60,6 +60,33 @@ def test_each_stage_trains_exactly_what_the_schedule_allows(micro, expert, stage
             assert torch.equal(tensor, anchor[name]), f"{stage}: {name} differs from the anchor"
 
 
+def test_anchor_layers_keep_the_anchors_ffn_in_the_domain_slot(micro, tmp_path):
+    """With ``anchor_layers = 1`` layer 0's domain slot is the anchor's FFN, bit for bit, after every stage;
+    its router stays as branched, and the layers above train as usual."""
+    recipe = load_expert_recipe("micro").model_copy(update={"anchor_layers": 1})
+    out = tmp_path / "pinned"
+    train_expert(micro["branch"], "test-vowels", "mid,sft", out, recipe, progress=False)
+    branch = _state(micro["branch"])
+    for stage in ("mid", "sft"):
+        state = _state(out / "stages" / stage)
+        for projection in ("gate_up_proj", "down_proj"):
+            fused = state[f"model.layers.0.mlp.experts.{projection}"]
+            assert torch.equal(fused[1], fused[0]) and torch.equal(
+                fused[0], branch[f"model.layers.0.mlp.experts.{projection}"][0]
+            )
+            above = state[f"model.layers.1.mlp.experts.{projection}"]
+            assert not torch.equal(above[1], branch[f"model.layers.1.mlp.experts.{projection}"][1])
+        assert torch.equal(state["model.layers.0.mlp.gate.weight"], branch["model.layers.0.mlp.gate.weight"])
+
+
+def test_anchor_layers_that_leave_no_layer_to_train_are_refused(micro, tmp_path):
+    recipe = load_expert_recipe("micro").model_copy(update={"anchor_layers": 2})  # the micro anchor has 2 layers
+    with pytest.raises(BarFedError) as err:
+        train_expert(micro["branch"], "test-vowels", "mid", tmp_path / "x", recipe, progress=False)
+    assert err.value.code == "BAD_RECIPE" and "anchor_layers" in str(err.value)
+    assert not list(tmp_path.iterdir()), "a refused run leaves nothing behind"
+
+
 def test_sft_loss_covers_only_assistant_tokens(micro, tmp_path):
     model = AutoModelForCausalLM.from_pretrained(micro["branch"], dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(micro["branch"])

@@ -1,6 +1,6 @@
 import pytest
 
-from bar_model.recipe import load_base_recipe, load_expert_recipe, parse_stages
+from bar_model.recipe import RECIPE_DIR, load_base_recipe, load_expert_recipe, load_router_recipe, parse_stages
 from protocol.errors import BarFedError
 
 
@@ -9,6 +9,13 @@ def test_named_recipes_load():
     expert = load_expert_recipe("tiny")
     assert expert.router_z_loss == 0.001
     assert 0 <= expert.sft.general_mix < 1
+
+
+@pytest.mark.parametrize("path", sorted(RECIPE_DIR.glob("*.toml")), ids=lambda p: p.stem)
+def test_every_shipped_recipe_is_valid(path):
+    load = {"base": load_base_recipe, "expert": load_expert_recipe, "router": load_router_recipe}
+    kind, name = path.stem.split("-", 1)
+    assert load[kind](name).name == name
 
 
 @pytest.mark.parametrize(
