@@ -25,6 +25,7 @@ from bar_model.checkpoint import (
     write_json,
 )
 from protocol.errors import BarFedError
+from protocol.layout import FFN_PROJECTIONS, expert_key, router_key
 
 ARCH_FIELDS = (
     "vocab_size",
@@ -49,16 +50,6 @@ SHARED_CONFIG_FIELDS = (
     "eos_token_id",
 )
 DENSE_FFN = re.compile(r"^model\.layers\.(\d+)\.mlp\.(gate_proj|up_proj|down_proj)\.weight$")
-FFN_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
-
-
-def expert_key(layer: int, slot: int, projection: str) -> str:
-    """On-disk name of one expert's FFN matrix, as `save_pretrained` writes FlexOlmo."""
-    return f"model.layers.{layer}.mlp.experts.{slot}.{projection}.weight"
-
-
-def router_key(layer: int) -> str:
-    return f"model.layers.{layer}.mlp.gate.weight"
 
 
 def require_model_type(config: dict, expected: str, directory: Path, role: str) -> None:

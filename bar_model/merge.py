@@ -29,7 +29,7 @@ from bar_model.checkpoint import (
 from bar_model.expert import EXPERT_CARD
 from protocol.errors import BarFedError
 from protocol.fingerprint import anchor_fingerprint
-from protocol.layout import disk_part
+from protocol.layout import disk_part, expert_address, expert_key
 from protocol.package import MANIFEST_FILE, parse_manifest
 
 MERGE_CARD = "bar_merge.json"
@@ -72,10 +72,6 @@ def open_expert(directory: str | Path) -> ExpertInput:
     raise BarFedError(
         "NOT_AN_EXPERT", f"{directory} is neither an expert checkpoint ({EXPERT_CARD}) nor a package ({MANIFEST_FILE})."
     )
-
-
-def expert_key(layer: int, slot: int, projection: str) -> str:
-    return f"model.layers.{layer}.mlp.experts.{slot}.{projection}.weight"
 
 
 def _check_anchor(anchor_dir: Path) -> FlexOlmoConfig:
@@ -128,7 +124,7 @@ def merge_experts(
             if part == "expert_ffn":
                 if slot == 1:
                     continue  # written with slot 0, below
-                layer, projection = int(key.split(".")[2]), key.split(".")[-2]
+                layer, _slot, projection = expert_address(key)
                 anchor_ffn = anchor.tensor(key)
                 for expert in experts:
                     if key in expert.tensors and not torch.equal(expert.tensors.tensor(key), anchor_ffn):
@@ -205,7 +201,8 @@ def drop_expert(merged_dir: str | Path, domain: str, out_dir: str | Path) -> Pat
             if part == "expert_ffn":
                 if slot != drop:
                     new_slot = slot - int(slot > drop)
-                    writer.add(expert_key(int(key.split(".")[2]), new_slot, key.split(".")[-2]), source.tensor(key))
+                    layer, _slot, projection = expert_address(key)
+                    writer.add(expert_key(layer, new_slot, projection), source.tensor(key))
             elif part == "router":
                 router = source.tensor(key)
                 writer.add(key, torch.cat([router[:drop], router[drop + 1 :]]))

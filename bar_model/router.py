@@ -25,12 +25,12 @@ from transformers import AutoTokenizer, FlexOlmoForCausalLM
 from bar_model.checkpoint import SafetensorsCheckpoint, atomic_directory, write_json
 from bar_model.domains import Example, get_domain
 from bar_model.freezing import part_of
-from bar_model.merge import ANCHOR_SLOT, MERGE_CARD, expert_key, merge_card
+from bar_model.merge import ANCHOR_SLOT, MERGE_CARD, merge_card
 from bar_model.recipe import RouterRecipe
 from bar_model.stages import chat_trainer, run_trainer
 from bar_model.tokenizer import render_prompt
 from protocol.errors import BarFedError
-from protocol.layout import disk_part
+from protocol.layout import disk_part, expert_address, expert_key, router_key
 
 ROUTER_CARD = "bar_router.json"
 
@@ -150,9 +150,9 @@ def carry_rows(model, merged_dir: Path, slots: list[str], previous_dir: Path) ->
     previous, current = SafetensorsCheckpoint(previous_dir), SafetensorsCheckpoint(merged_dir)
     previous_slots = previous_card["slots"]
     routers = [key for key in current if disk_part(key)[0] == "router"]
-    ffn_keys = {(key.split(".")[2], key.split(".")[-2]) for key in current if disk_part(key)[0] == "expert_ffn"}
+    ffn_keys = {expert_address(key)[::2] for key in current if disk_part(key)[0] == "expert_ffn"}
     if any(key not in previous or previous.shape(key)[1:] != current.shape(key)[1:] for key in routers) or any(
-        expert_key(int(layer), 0, projection) not in previous for layer, projection in ffn_keys
+        expert_key(layer, 0, projection) not in previous for layer, projection in ffn_keys
     ):
         raise BarFedError(
             "PREVIOUS_MISMATCH",
@@ -164,9 +164,9 @@ def carry_rows(model, merged_dir: Path, slots: list[str], previous_dir: Path) ->
             continue  # a new expert: its row starts from the expert's own, as merged
         old, new = previous_slots.index(slot), slots.index(slot)
         for layer, block in enumerate(model.model.layers):
-            block.mlp.gate.weight.data[new] = previous.tensor(f"model.layers.{layer}.mlp.gate.weight")[old]
+            block.mlp.gate.weight.data[new] = previous.tensor(router_key(layer))[old]
         if all(
-            torch.equal(current.tensor(expert_key(int(layer), new, p)), previous.tensor(expert_key(int(layer), old, p)))
+            torch.equal(current.tensor(expert_key(layer, new, p)), previous.tensor(expert_key(layer, old, p)))
             for layer, p in ffn_keys
         ):
             frozen.append(slot)

@@ -34,11 +34,11 @@ from bench.merge_memory import synthetic_expert  # noqa: E402
 from bench.report import machine_line, replace_section  # noqa: E402
 from contributor_node.identity import NodeIdentity  # noqa: E402
 from contributor_node.package import build_package  # noqa: E402
-from coordinator.db import Registry  # noqa: E402
 from coordinator.enrollment import approve, invite  # noqa: E402
 from coordinator.keys import CoordinatorKeys  # noqa: E402
 from coordinator.settings import load_settings  # noqa: E402
 from coordinator.setup import initialize  # noqa: E402
+from coordinator.state.db import Registry  # noqa: E402
 from protocol.fingerprint import anchor_fingerprint  # noqa: E402
 from protocol.v1 import barfed_pb2 as pb  # noqa: E402
 
@@ -130,7 +130,7 @@ def main() -> None:
         "BARFED_COORD_ENROLL_LISTEN": settings.enroll_listen,
         "BARFED_LOG_LEVEL": "WARNING",
     }
-    server = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "coordinator", "serve"], env=env)
+    server = subprocess.Popen([sys.executable, "-m", "barfed.cli", "coordinator", "serve"], env=env)
     try:
         while not (settings.home / "grpc.port").is_file():
             time.sleep(0.1)

@@ -1,60 +1,152 @@
-"""The `barfed` command: one entry point for the coordinator, contributor nodes, the model and the demo."""
+"""`barfed coordinator …`: set up and run the coordinator, and the operator's actions until the REST API exists."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
-from bar_model.cli import app as model_app
-from coordinator.admin_cli import app as coordinator_app
-from protocol.errors import BarFedError
+app = typer.Typer(help="Run the federation's coordinator and act on it as its operator.", no_args_is_help=True)
+orgs = typer.Typer(help="Organizations: invite, revoke.", no_args_is_help=True)
+enrollments = typer.Typer(help="Enrollment requests: list, approve, reject.", no_args_is_help=True)
+experts = typer.Typer(help="Accepted experts and submissions.", no_args_is_help=True)
+app.add_typer(orgs, name="orgs")
+app.add_typer(enrollments, name="enrollments")
+app.add_typer(experts, name="experts")
+console = Console()
 
-app = typer.Typer(help="BAR Federation: train experts separately, merge them together.", no_args_is_help=True)
-app.add_typer(model_app, name="model")
-app.add_typer(coordinator_app, name="coordinator")
-err_console = Console(stderr=True)
+HomeOption = Annotated[Path | None, typer.Option("--home", help="coordinator home (default: settings)")]
 
 
-@app.callback()
-def configure() -> None:
-    """Read settings, set up logging and threads before any command runs."""
-    import torch
+def _settings(home: Path | None):
+    from coordinator.settings import load_settings
 
-    from bar_model.logs import setup_logging
-    from bar_model.settings import Settings
+    return load_settings(**({"home": home} if home else {}))
 
-    settings = Settings()
-    setup_logging(settings.log_level, settings.log_format)
-    if settings.num_threads:
-        torch.set_num_threads(settings.num_threads)
+
+def _registry(home: Path | None):
+    from coordinator.state.db import Registry
+
+    return Registry(_settings(home).db_url)
 
 
 @app.command()
-def demo(
-    home: Annotated[Path | None, typer.Option(help="working directory (default: settings.home)")] = None,
-    quick: Annotated[
-        bool, typer.Option(help="micro models: a smoke run in about a minute that learns nothing")
-    ] = False,
+def init(
+    home: HomeOption = None,
+    anchor: Annotated[Path | None, typer.Option(help="2-expert anchor to publish (from init-anchor)")] = None,
 ) -> None:
-    """A whole tiny federation on embedded defaults: coordinator, two organizations, experts, merged model."""
-    from bar_model.settings import Settings
-    from coordinator.demo import run_demo
+    """Create the CA, the coordinator's keys and database, and publish the anchor."""
+    from coordinator.setup import initialize
 
-    run_demo(home or Settings().home, recipes="micro" if quick else "tiny")
-
-
-def main() -> None:
-    """Console entry point: a user's mistake prints its code and advice, never a traceback."""
-    try:
-        app()
-    except BarFedError as exc:
-        err_console.print(f"[bold red]error[/] [{exc.code}] {exc.message}", highlight=False)
-        sys.exit(2)
+    settings = _settings(home)
+    fingerprint = initialize(settings, anchor)
+    console.print(f"coordinator ready in {settings.home}")
+    console.print(f"CA certificate (give it to organizations): {settings.pki_dir / 'ca.pem'}")
+    console.print(f"release public key (publish it): {settings.pki_dir / 'release.pub'}")
+    if fingerprint:
+        console.print(f"anchor {fingerprint}")
 
 
-if __name__ == "__main__":
-    main()
+@app.command()
+def serve(home: HomeOption = None) -> None:
+    """Serve the gRPC submission service until interrupted."""
+    from coordinator.grpc.server import run
+
+    run(_settings(home))
+
+
+@orgs.command("invite")
+def invite(
+    org_id: str,
+    domains: Annotated[str, typer.Option(help="comma-separated domains the org may publish")],
+    home: HomeOption = None,
+) -> None:
+    """Invite an organization; prints the one-time enrollment token to hand it out of band."""
+    from coordinator.enrollment import invite as do_invite
+
+    token = do_invite(_registry(home), org_id, [d.strip() for d in domains.split(",") if d.strip()])
+    typer.echo(token)
+
+
+@orgs.command("revoke")
+def revoke(org_id: str, reason: Annotated[str, typer.Option()], home: HomeOption = None) -> None:
+    """Revoke an organization: its certificate and signing key stop working at once."""
+    from coordinator.enrollment import revoke as do_revoke
+
+    do_revoke(_registry(home), org_id, reason)
+    console.print(f"{org_id} revoked")
+
+
+@enrollments.command("list")
+def list_enrollments(home: HomeOption = None) -> None:
+    from sqlalchemy import select
+
+    from coordinator.state.models import Enrollment
+
+    table = Table("id", "org", "state", "contact", "created")
+    with _registry(home).session() as session:
+        for row in session.scalars(select(Enrollment).order_by(Enrollment.created_at)):
+            table.add_row(row.id, row.org_id, row.state, row.contact, row.created_at.isoformat(timespec="seconds"))
+    console.print(table)
+
+
+@enrollments.command("approve")
+def approve(enrollment_id: str, home: HomeOption = None) -> None:
+    from coordinator.enrollment import approve as do_approve
+    from coordinator.keys import CoordinatorKeys
+
+    record = do_approve(_registry(home), CoordinatorKeys(_settings(home).pki_dir), enrollment_id)
+    console.print(f"approved {record.org_id}")
+
+
+@enrollments.command("reject")
+def reject(enrollment_id: str, reason: Annotated[str, typer.Option()], home: HomeOption = None) -> None:
+    from coordinator.enrollment import reject as do_reject
+
+    do_reject(_registry(home), enrollment_id, reason)
+
+
+@experts.command("list")
+def list_experts(home: HomeOption = None) -> None:
+    from sqlalchemy import select
+
+    from coordinator.state.models import Expert, Submission
+
+    table = Table("domain", "version", "org", "status", "package sha256")
+    with _registry(home).session() as session:
+        for row in session.scalars(select(Expert).order_by(Expert.domain, Expert.version)):
+            table.add_row(row.domain, str(row.version), row.org_id, row.status, row.package_digest[:16])
+        rejected = session.scalars(select(Submission).where(Submission.state == "REJECTED")).all()
+    console.print(table)
+    if rejected:
+        table = Table("rejected submission", "domain", "version", "org", "code")
+        for row in rejected:
+            table.add_row(row.id, row.domain, str(row.version), row.org_id, row.error_code)
+        console.print(table)
+
+
+@experts.command("set-state")
+def set_state(
+    domain: str,
+    version: int,
+    state: Annotated[str, typer.Argument(help="QUARANTINED, DEPRECATED, OPTED_OUT or ACCEPTED")],
+    reason: Annotated[str, typer.Option()],
+    home: HomeOption = None,
+) -> None:
+    from coordinator.experts import set_expert_state
+
+    set_expert_state(_registry(home), domain, version, state.upper(), reason, actor="admin-cli")
+    console.print(f"{domain} v{version} is now {state.upper()}")
+
+
+@app.command("audit-verify")
+def audit_verify(home: HomeOption = None) -> None:
+    """Recompute the audit log's hash chain."""
+    from coordinator.state.audit import verify_chain
+
+    with _registry(home).session() as session:
+        count = verify_chain(session)
+    console.print(f"audit log intact: {count} entries")

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from coordinator.server import serve
+from coordinator.grpc.server import serve
 from coordinator.settings import CoordinatorSettings
 
 

@@ -15,10 +15,10 @@ import uuid
 
 from sqlalchemy import select
 
-from coordinator import audit
-from coordinator.db import Registry
 from coordinator.keys import CoordinatorKeys
-from coordinator.models import Certificate, Domain, Enrollment, Organization, utcnow
+from coordinator.state import audit
+from coordinator.state.db import Registry
+from coordinator.state.models import Certificate, Domain, Enrollment, Organization, utcnow
 from protocol import pki
 from protocol.errors import BarFedError
 

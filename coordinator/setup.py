@@ -10,9 +10,9 @@ import shutil
 from pathlib import Path
 
 from bar_model.checkpoint import atomic_directory, read_config
-from coordinator.db import Registry
 from coordinator.keys import CoordinatorKeys
 from coordinator.settings import CoordinatorSettings
+from coordinator.state.db import Registry
 from protocol.errors import BarFedError
 from protocol.fingerprint import anchor_fingerprint
 from protocol.package import SIGNATURE_FILE

@@ -18,15 +18,36 @@ STAGE_PARTS: dict[str, frozenset[str]] = {
     "rl": frozenset({"embeddings", "shared"}),
 }
 EMBEDDINGS = frozenset({"model.embed_tokens.weight", "lm_head.weight"})
-_EXPERT = re.compile(r"^model\.layers\.\d+\.mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
+_EXPERT = re.compile(r"^model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
 _ROUTER = re.compile(r"^model\.layers\.\d+\.mlp\.gate\.weight$")
+
+
+FFN_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
+
+
+def expert_key(layer: int, slot: int, projection: str) -> str:
+    """On-disk name of one expert's FFN matrix, as `save_pretrained` writes FlexOlmo."""
+    return f"model.layers.{layer}.mlp.experts.{slot}.{projection}.weight"
+
+
+def router_key(layer: int) -> str:
+    """On-disk name of one layer's router ([experts, hidden])."""
+    return f"model.layers.{layer}.mlp.gate.weight"
+
+
+def expert_address(name: str) -> tuple[int, int, str]:
+    """(layer, slot, projection) of an on-disk expert FFN name; ValueError for any other tensor."""
+    match = _EXPERT.match(name)
+    if not match:
+        raise ValueError(f"{name} is not an expert FFN tensor")
+    return int(match.group(1)), int(match.group(2)), match.group(3)
 
 
 def disk_part(name: str) -> tuple[str, int | None]:
     """(part, slot) of an on-disk FlexOlmo tensor name: expert_ffn (with slot), router, embeddings, shared."""
     match = _EXPERT.match(name)
     if match:
-        return "expert_ffn", int(match.group(1))
+        return "expert_ffn", int(match.group(2))
     if _ROUTER.match(name):
         return "router", None
     if name in EMBEDDINGS:

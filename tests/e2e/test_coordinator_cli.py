@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 def barfed(*args) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "coordinator.cli", *map(str, args)], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "barfed.cli", *map(str, args)], capture_output=True, text=True, timeout=300
     )
 
 

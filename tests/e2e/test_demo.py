@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def test_quick_demo_runs_the_federation_and_resumes(tmp_path):
-    command = [sys.executable, "-m", "coordinator.cli", "demo", "--quick", "--home", str(tmp_path)]
+    command = [sys.executable, "-m", "barfed.cli", "demo", "--quick", "--home", str(tmp_path)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "acme-labs/math v1: ACCEPTED" in result.stdout and "globex/tool_use v1: ACCEPTED" in result.stdout

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-BARFED = [sys.executable, "-m", "coordinator.cli"]
+BARFED = [sys.executable, "-m", "barfed.cli"]
 
 
 def barfed(*args: str, **kwargs) -> subprocess.CompletedProcess:

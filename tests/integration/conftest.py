@@ -78,10 +78,10 @@ def make_settings(root: Path, db_url: str, **overrides):
 @pytest.fixture
 def federation(micro, db_url, tmp_path):
     """An initialised coordinator publishing the micro anchor, serving in-process on free loopback ports."""
-    from coordinator.db import Registry
     from coordinator.embedded import running_coordinator
     from coordinator.keys import CoordinatorKeys
     from coordinator.setup import initialize
+    from coordinator.state.db import Registry
 
     # Small chunks: the anchor's files and every package cross the wire in many pieces.
     settings = make_settings(tmp_path, db_url, sync_every_bytes=64 * 1024, chunk_bytes=64 * 1024)

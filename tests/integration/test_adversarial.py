@@ -23,8 +23,8 @@ from sqlalchemy import select
 
 from contributor_node.package import build_package
 from coordinator.blobs import BlobStore
-from coordinator.models import Expert, Submission
-from coordinator.uploads import Uploads
+from coordinator.state.models import Expert, Submission
+from coordinator.uploads.sessions import Uploads
 from protocol import pki
 from protocol.package import MANIFEST_FILE, SIGNATURE_FILE, canonical_json, describe_files, parse_manifest
 from protocol.signing import sign_directory
@@ -48,10 +48,10 @@ class World:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def world(request, micro, micro_expert, micro_math, tmp_path_factory):
-    from coordinator.db import Registry
     from coordinator.embedded import running_coordinator
     from coordinator.keys import CoordinatorKeys
     from coordinator.setup import initialize
+    from coordinator.state.db import Registry
 
     root = tmp_path_factory.mktemp(f"adversarial-{request.param}")
     with fresh_database(request.param, root) as url:

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine, select, text
 
 from contributor_node.package import build_package
-from coordinator.models import Expert, Submission
+from coordinator.state.models import Expert, Submission
 from protocol.package import file_sha256
 from protocol.v1 import barfed_pb2 as pb
 from tests.integration.conftest import Federation, make_settings
@@ -47,7 +47,7 @@ class CoordinatorProcess:
     def start(self) -> None:
         (self.settings.home / "grpc.port").unlink(missing_ok=True)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "coordinator.cli", "coordinator", "serve"],
+            [sys.executable, "-m", "barfed.cli", "coordinator", "serve"],
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=open(self.settings.home / "serve.log", "ab"),  # noqa: SIM115
@@ -70,9 +70,9 @@ class CoordinatorProcess:
 
 @pytest.fixture
 def served(micro, db_url, tmp_path):
-    from coordinator.db import Registry
     from coordinator.keys import CoordinatorKeys
     from coordinator.setup import initialize
+    from coordinator.state.db import Registry
 
     settings = make_settings(tmp_path, db_url, sync_every_bytes=64 * 1024)
     settings = settings.model_copy(
@@ -211,7 +211,7 @@ def test_abandoned_sessions_are_cleaned_up(federation, packages, tmp_path):
     import datetime as dt
 
     from coordinator.blobs import BlobStore
-    from coordinator.uploads import Uploads
+    from coordinator.uploads.sessions import Uploads
 
     acme = federation.enroll("acme-labs", ["test-vowels"])
     package = _big_package(acme, packages["test-vowels"], tmp_path / "pkg")

@@ -7,10 +7,10 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from coordinator import audit
-from coordinator.db import Registry
-from coordinator.models import AuditEntry, Base
 from coordinator.settings import load_settings
+from coordinator.state import audit
+from coordinator.state.db import Registry
+from coordinator.state.models import AuditEntry, Base
 from protocol.errors import BarFedError
 
 pytestmark = pytest.mark.integration
@@ -28,7 +28,7 @@ def test_migrating_twice_is_harmless(db_url):
     Registry(db_url).dispose()
     registry = Registry(db_url)
     with registry.session() as session:
-        assert session.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert session.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0002"
     registry.dispose()
 
 

@@ -12,10 +12,10 @@ from sqlalchemy import select
 
 from contributor_node.client import CoordinatorClient
 from contributor_node.package import build_package
-from coordinator.audit import verify_chain
 from coordinator.enrollment import revoke
-from coordinator.models import AuditEntry, Expert, Submission
-from coordinator.submissions import set_expert_state
+from coordinator.experts import set_expert_state
+from coordinator.state.audit import verify_chain
+from coordinator.state.models import AuditEntry, Expert, Submission
 from protocol.errors import BarFedError
 from protocol.v1 import barfed_pb2 as pb
 
@@ -53,7 +53,7 @@ def test_enroll_upload_accept(federation, packages, tmp_path):
 
 
 def _session_of(federation, submission_id):
-    from coordinator.models import UploadSession
+    from coordinator.state.models import UploadSession
 
     with federation.registry.session() as session:
         return session.scalar(select(UploadSession.id).where(UploadSession.submission_id == submission_id))
@@ -80,8 +80,8 @@ def test_revoked_org_is_refused_at_the_transport(federation, packages, tmp_path)
 def test_revoked_org_is_refused_at_the_signature_check(federation, packages, tmp_path):
     """A package committed before revocation is verified after it: the pinned key no longer counts."""
     from coordinator.blobs import BlobStore
-    from coordinator.submissions import Verifier
-    from coordinator.uploads import Declared, Uploads
+    from coordinator.uploads.sessions import Declared, Uploads
+    from coordinator.verification.job import Verifier
     from protocol.package import file_sha256
 
     acme = federation.enroll("acme-labs", ["test-vowels"])
@@ -177,8 +177,8 @@ def pinned_keys_of(federation, org):
 def test_rejecting_one_package_keeps_blobs_another_still_needs(federation, packages, tmp_path):
     """Two submissions share a tensor file; the first is rejected, the second must still verify."""
     from coordinator.blobs import BlobStore
-    from coordinator.submissions import Verifier
-    from coordinator.uploads import Declared, Uploads
+    from coordinator.uploads.sessions import Declared, Uploads
+    from coordinator.verification.job import Verifier
     from protocol.package import file_sha256
     from protocol.signing import sign_directory
 
@@ -212,7 +212,7 @@ def test_committed_bytes_leave_staging_at_once_even_when_the_store_has_them(fede
     """The second commit finds its bytes in the blob store; its staged copy is discarded off the commit path,
     and a discard cut short by a stop is finished at the next start."""
     from coordinator.blobs import BlobStore
-    from coordinator.uploads import DISCARDED, Declared, Uploads
+    from coordinator.uploads.sessions import DISCARDED, Declared, Uploads
     from protocol.package import file_sha256
 
     acme = federation.enroll("acme-labs", ["test-vowels"])
@@ -247,10 +247,10 @@ def test_durable_progress_never_runs_ahead_of_fsync(federation, packages, tmp_pa
     from sqlalchemy import event
     from sqlalchemy.orm import Session
 
-    from coordinator import uploads as uploads_module
     from coordinator.blobs import BlobStore
-    from coordinator.models import UploadFile
-    from coordinator.uploads import Declared, Uploads
+    from coordinator.state.models import UploadFile
+    from coordinator.uploads import sessions as uploads_module
+    from coordinator.uploads.sessions import Declared, Uploads
     from protocol.package import file_sha256
 
     synced: dict[str, int] = {}  # staged file -> bytes on disk when an fsync of it last returned

@@ -8,9 +8,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
-from bar_model.branch import expert_key, init_anchor, router_key
+from bar_model.branch import init_anchor
 from bar_model.checkpoint import SafetensorsCheckpoint
 from protocol.errors import BarFedError
+from protocol.layout import expert_key, router_key
 
 pytestmark = pytest.mark.slow
 

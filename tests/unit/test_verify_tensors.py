@@ -7,8 +7,8 @@ import torch
 from safetensors.torch import save_file
 
 from bar_model.checkpoint import SafetensorsCheckpoint
-from coordinator.mapped import MappedCheckpoint
-from coordinator.verify import _all_finite, _relative_drift
+from coordinator.verification.checks import _all_finite, _relative_drift
+from coordinator.verification.mapped import MappedCheckpoint
 
 
 def test_mapped_tensors_equal_read_ones(tmp_path):

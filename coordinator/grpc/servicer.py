@@ -11,19 +11,19 @@ import asyncio
 import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from functools import wraps
 
 import grpc
 from sqlalchemy import select
 
 from coordinator import enrollment
 from coordinator.blobs import BlobStore
-from coordinator.db import Registry
+from coordinator.grpc.errors import abort, reports_errors
 from coordinator.keys import CoordinatorKeys
-from coordinator.models import Release, Submission
 from coordinator.settings import CoordinatorSettings
-from coordinator.submissions import Verifier
-from coordinator.uploads import Declared, Uploads
+from coordinator.state.db import Registry
+from coordinator.state.models import Release, Submission
+from coordinator.uploads.sessions import Declared, Uploads
+from coordinator.verification.job import Verifier
 from protocol.errors import BarFedError
 from protocol.fingerprint import anchor_fingerprint
 from protocol.package import file_sha256
@@ -31,38 +31,7 @@ from protocol.v1 import barfed_pb2 as pb
 from protocol.v1 import barfed_pb2_grpc
 
 log = logging.getLogger(__name__)
-ERROR_KEY = "barfed-error-code"
 DEV_ORG_HEADER = "barfed-dev-org"
-
-STATUS = {
-    "UNAUTHENTICATED": grpc.StatusCode.UNAUTHENTICATED,
-    "PERMISSION_DENIED": grpc.StatusCode.PERMISSION_DENIED,
-    "NOT_FOUND": grpc.StatusCode.NOT_FOUND,
-    "FAILED_PRECONDITION": grpc.StatusCode.FAILED_PRECONDITION,
-    "RESOURCE_EXHAUSTED": grpc.StatusCode.RESOURCE_EXHAUSTED,
-    "ALREADY_EXISTS": grpc.StatusCode.ALREADY_EXISTS,
-}
-CODE_STATUS = {
-    **dict.fromkeys(("CLIENT_CERT_REQUIRED", "CERT_UNKNOWN", "CERT_REVOKED", "CERT_NOT_AN_ORG"), "UNAUTHENTICATED"),
-    **dict.fromkeys(("DOMAIN_NOT_OWNED", "ORG_REVOKED", "BAD_ENROLLMENT_TOKEN", "TOKEN_USED"), "PERMISSION_DENIED"),
-    **dict.fromkeys(("UNKNOWN_SESSION", "UNKNOWN_SUBMISSION", "UNKNOWN_ENROLLMENT", "NO_ANCHOR"), "NOT_FOUND"),
-    **dict.fromkeys(
-        ("OFFSET_MISMATCH", "UPLOAD_INCOMPLETE", "SESSION_CLOSED", "SESSION_EXPIRED", "VERSION_NOT_NEWER"),
-        "FAILED_PRECONDITION",
-    ),
-    **dict.fromkeys(
-        (
-            "TOO_MANY_SESSIONS",
-            "TOO_MANY_PENDING",
-            "FILE_TOO_LARGE",
-            "PACKAGE_TOO_LARGE",
-            "CHUNK_TOO_LARGE",
-            "INSUFFICIENT_STORAGE",
-            "SESSION_BUSY",
-        ),
-        "RESOURCE_EXHAUSTED",
-    ),
-}
 SUBMISSION_STATES = {name: getattr(pb, name) for name in pb.SubmissionState.keys()}  # noqa: SIM118
 ENROLLMENT_STATES = {
     "invited": pb.ENROLLMENT_PENDING,
@@ -72,29 +41,11 @@ ENROLLMENT_STATES = {
 }
 
 
-async def abort(context: grpc.aio.ServicerContext, error: BarFedError):
-    status = STATUS.get(CODE_STATUS.get(error.code, ""), grpc.StatusCode.INVALID_ARGUMENT)
-    await context.abort(status, error.message[:2000], trailing_metadata=((ERROR_KEY, error.code),))
-
-
 async def _settle(writing: asyncio.Future | None) -> None:
     """Let a chunk still being written finish, whatever its outcome: the caller already has an error to report."""
     if writing is not None:
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await writing
-
-
-def reports_errors(handler):
-    """Unary handlers: a BarFedError becomes a status with its code; anything else an INTERNAL error."""
-
-    @wraps(handler)
-    async def wrapper(self, request, context):
-        try:
-            return await handler(self, request, context)
-        except BarFedError as exc:
-            await abort(context, exc)
-
-    return wrapper
 
 
 class FederationService(barfed_pb2_grpc.FederationServicer):

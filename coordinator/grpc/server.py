@@ -11,10 +11,10 @@ import signal
 
 import grpc
 
-from coordinator.db import Registry
+from coordinator.grpc.servicer import FederationService
 from coordinator.keys import CoordinatorKeys
-from coordinator.service import FederationService
 from coordinator.settings import CoordinatorSettings
+from coordinator.state.db import Registry
 from protocol.errors import BarFedError
 from protocol.v1 import barfed_pb2_grpc
 

@@ -3,7 +3,7 @@
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from coordinator.models import Base
+from coordinator.state.models import Base
 
 config = context.config
 target_metadata = Base.metadata

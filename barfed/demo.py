@@ -39,13 +39,13 @@ def run_demo(home: Path, console: Console | None = None, recipes: str = "tiny") 
     from contributor_node.identity import NodeIdentity
     from contributor_node.package import build_package
     from coordinator.blobs import BlobStore
-    from coordinator.db import Registry
     from coordinator.embedded import running_coordinator
     from coordinator.enrollment import approve, invite
     from coordinator.keys import CoordinatorKeys
-    from coordinator.models import Expert
     from coordinator.settings import load_settings
     from coordinator.setup import initialize
+    from coordinator.state.db import Registry
+    from coordinator.state.models import Expert
     from protocol.v1 import barfed_pb2 as pb
 
     console = console or Console()

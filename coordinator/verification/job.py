@@ -1,4 +1,4 @@
-"""Submissions and expert versions: the verification job, and the lifecycle an operator drives.
+"""The verification job: a committed submission becomes an accepted expert version or a rejection.
 
 RECEIVED → VERIFYING → ACCEPTED | REJECTED(code, message). A rejected package leaves no expert version and
 no bytes (its blobs are deleted unless an accepted expert shares them); only the rejection record
@@ -10,29 +10,22 @@ from __future__ import annotations
 
 import logging
 import shutil
-from pathlib import Path
 
 from sqlalchemy import func, select
 
-from coordinator import audit
 from coordinator.blobs import BlobStore
-from coordinator.db import Registry
 from coordinator.enrollment import pinned_keys
-from coordinator.models import Domain, Expert, Job, Submission, UploadFile, UploadSession
 from coordinator.settings import CoordinatorSettings
-from coordinator.verify import Expectations, verify_package
+from coordinator.state import audit
+from coordinator.state.db import Registry
+from coordinator.state.models import Domain, Expert, Job, Submission, UploadFile, UploadSession
+from coordinator.verification.checks import Expectations, verify_package
 from protocol.errors import BarFedError
 from protocol.fingerprint import anchor_fingerprint
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
-TRANSITIONS = {
-    "ACCEPTED": {"QUARANTINED", "DEPRECATED", "OPTED_OUT"},
-    "QUARANTINED": {"ACCEPTED", "DEPRECATED", "OPTED_OUT"},
-    "DEPRECATED": {"OPTED_OUT"},
-    "OPTED_OUT": set(),
-}
 
 
 class Verifier:
@@ -157,22 +150,3 @@ class Verifier:
             self.run(submission_id)
             count += 1
         return count
-
-
-def set_expert_state(registry: Registry, domain: str, version: int, state: str, reason: str, actor: str) -> Expert:
-    """Admin lifecycle: quarantine, deprecate, opt out (or release from quarantine)."""
-    with registry.session() as session:
-        expert = session.scalar(select(Expert).where(Expert.domain == domain, Expert.version == version))
-        if expert is None:
-            raise BarFedError("UNKNOWN_EXPERT", f"there is no accepted {domain} v{version}.")
-        if state not in TRANSITIONS.get(expert.status, set()):
-            raise BarFedError("BAD_TRANSITION", f"{domain} v{version} is {expert.status}; it cannot become {state}.")
-        previous, expert.status, expert.reason = expert.status, state, reason[:1000]
-        audit.record(
-            session, actor, "expert.state", f"{domain}/v{version}", previous=previous, state=state, reason=reason[:1000]
-        )
-        return expert
-
-
-def package_dir(blobs: BlobStore, expert: Expert, target: Path) -> Path:
-    return blobs.materialize(dict(expert.files), target)

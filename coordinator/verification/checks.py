@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from bar_model.checkpoint import INDEX_FILE
-from coordinator.mapped import MappedCheckpoint
+from coordinator.verification.mapped import MappedCheckpoint
 from protocol.errors import BarFedError
 from protocol.layout import disk_part, package_tensor_names
 from protocol.package import ExpertManifest, read_package

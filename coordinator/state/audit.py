@@ -14,7 +14,7 @@ import json
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from coordinator.models import AuditEntry, utcnow
+from coordinator.state.models import AuditEntry, utcnow
 
 GENESIS = "0" * 64
 

@@ -1,5 +1,5 @@
 """The registry's tables (SQLAlchemy 2). The database is the single source of truth; schema changes go
-through Alembic migrations in ``coordinator/migrations``.
+through Alembic migrations in ``coordinator/state/migrations``.
 """
 
 from __future__ import annotations
@@ -125,26 +125,50 @@ class Expert(Base):
 
 
 class Job(Base):
-    """A unit of work keyed by what it acts on, so a restarted coordinator resumes instead of repeating."""
+    """A unit of work keyed by what it acts on; the row, not the broker, is the truth about it.
+
+    A worker runs a job only while it holds the lease (``lease_owner`` until ``lease_expires_at``, renewed by
+    heartbeats); a job whose lease ran out is taken over by the next worker, and ``attempts`` bounds how often.
+    """
 
     __tablename__ = "jobs"
     __table_args__ = (UniqueConstraint("kind", "key"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    kind: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32))  # verify, build
     key: Mapped[str] = mapped_column(String(64))
-    state: Mapped[str] = mapped_column(String(16), default="queued")  # queued, running, done, failed
+    state: Mapped[str] = mapped_column(String(16), default="queued", index=True)  # JOB_STATES
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    step: Mapped[str] = mapped_column(String(32), default="")
+    lease_owner: Mapped[str] = mapped_column(String(128), default="")
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    params: Mapped[dict] = mapped_column(JSON, default=dict)
+    result: Mapped[dict] = mapped_column(JSON, default=dict)
+    error_code: Mapped[str] = mapped_column(String(64), default="")
+    error_message: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+# queued → running → done | failed | gated (a build the gate refused) | cancelled
+JOB_STATES = ("queued", "running", "done", "failed", "gated", "cancelled")
+
+
 class Release(Base):
+    """A published release ``r<number>``; the row exists only once its directory is complete and signed."""
+
     __tablename__ = "releases"
 
     number: Mapped[int] = mapped_column(Integer, primary_key=True)
-    manifest_sha256: Mapped[str] = mapped_column(String(64))
+    manifest_sha256: Mapped[str] = mapped_column(String(64))  # of release.json
     domains: Mapped[list] = mapped_column(JSON)
+    experts: Mapped[list] = mapped_column(JSON, default=list)  # [{domain, version, org, package_digest}]
+    eval: Mapped[dict] = mapped_column(JSON, default=dict)  # domain -> score
+    parent: Mapped[int | None] = mapped_column(Integer, default=None)
+    job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), default=None)
+    forced_by: Mapped[str] = mapped_column(String(128), default="")  # who published past the gate
     published_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
@@ -153,6 +177,19 @@ class Channel(Base):
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     release: Mapped[int] = mapped_column(ForeignKey("releases.number"))
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ChannelMove(Base):
+    """Every position a channel took, so a rollback knows where it was before."""
+
+    __tablename__ = "channel_moves"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String(32), index=True)
+    release: Mapped[int] = mapped_column(ForeignKey("releases.number"))
+    actor: Mapped[str] = mapped_column(String(128))
+    at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class AuditEntry(Base):

@@ -24,11 +24,11 @@ from pathlib import Path
 
 from sqlalchemy import func, select, update
 
-from coordinator import audit
 from coordinator.blobs import BlobStore
-from coordinator.db import Registry
-from coordinator.models import Domain, Expert, Job, Submission, UploadFile, UploadSession, utcnow
 from coordinator.settings import CoordinatorSettings
+from coordinator.state import audit
+from coordinator.state.db import Registry
+from coordinator.state.models import Domain, Expert, Job, Submission, UploadFile, UploadSession, utcnow
 from protocol.errors import BarFedError
 from protocol.package import MANIFEST_FILE, OPTIONAL_FILES, SIGNATURE_FILE, check_file_name
 

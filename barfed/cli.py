@@ -1,0 +1,60 @@
+"""The `barfed` command: one entry point for the coordinator, contributor nodes, the model and the demo."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from bar_model.cli import app as model_app
+from coordinator.cli import app as coordinator_app
+from protocol.errors import BarFedError
+
+app = typer.Typer(help="BAR Federation: train experts separately, merge them together.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+app.add_typer(coordinator_app, name="coordinator")
+err_console = Console(stderr=True)
+
+
+@app.callback()
+def configure() -> None:
+    """Read settings, set up logging and threads before any command runs."""
+    import torch
+
+    from bar_model.logs import setup_logging
+    from bar_model.settings import Settings
+
+    settings = Settings()
+    setup_logging(settings.log_level, settings.log_format)
+    if settings.num_threads:
+        torch.set_num_threads(settings.num_threads)
+
+
+@app.command()
+def demo(
+    home: Annotated[Path | None, typer.Option(help="working directory (default: settings.home)")] = None,
+    quick: Annotated[
+        bool, typer.Option(help="micro models: a smoke run in about a minute that learns nothing")
+    ] = False,
+) -> None:
+    """A whole tiny federation on embedded defaults: coordinator, two organizations, experts, merged model."""
+    from bar_model.settings import Settings
+    from barfed.demo import run_demo
+
+    run_demo(home or Settings().home, recipes="micro" if quick else "tiny")
+
+
+def main() -> None:
+    """Console entry point: a user's mistake prints its code and advice, never a traceback."""
+    try:
+        app()
+    except BarFedError as exc:
+        err_console.print(f"[bold red]error[/] [{exc.code}] {exc.message}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
