@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from accelerate import PartialState
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from protocol.errors import BarFedError
@@ -83,8 +84,10 @@ class SafetensorsCheckpoint:
 
     Tensors are read with plain positioned reads rather than memory-mapping: mapped pages stay in the
     process's resident set once touched, which would make streaming a 7B merge cost the whole inputs'
-    size in RSS. Every header is size-checked and every tensor's byte range validated against its dtype,
-    shape and the file's length, so an untrusted file cannot make us read out of bounds.
+    size in RSS. Every header is size-checked, then judged by stock safetensors (we refuse whatever it
+    refuses), then checked again here: integer shapes, byte ranges matching dtype and shape, tensors
+    contiguous and covering the data exactly, so an untrusted file can neither make us read out of bounds
+    nor carry bytes outside its tensors.
     """
 
     def __init__(
@@ -119,29 +122,15 @@ class SafetensorsCheckpoint:
                 )
 
     def _index_file(self, path: Path) -> None:
-        header = safetensors_header(path, self.max_header_bytes)
+        header = safetensors_header(path, self.max_header_bytes)  # bounded before anything parses it
         with open(path, "rb") as fh:
             data_start = 8 + int.from_bytes(fh.read(8), "little")
-        size = path.stat().st_size
-        for key, entry in header.items():
-            if key == "__metadata__":
-                continue
-            try:
-                dtype, shape = DTYPES[entry["dtype"]], tuple(int(d) for d in entry["shape"])
-                begin, finish = (int(o) for o in entry["data_offsets"])
-            except (KeyError, TypeError, ValueError, AttributeError):
-                raise BarFedError(
-                    "BAD_SAFETENSORS", f"{path.name}: tensor {key[:200]!r} has an invalid header entry."
-                ) from None
-            nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-            if min(shape, default=0) < 0 or finish - begin != nbytes or begin < 0 or data_start + finish > size:
-                raise BarFedError(
-                    "BAD_SAFETENSORS",
-                    f"{path.name}: tensor {key[:200]!r} does not fit its declared dtype, shape or file.",
-                )
+        _stock_accepts(path)
+        entries = _layout(path, header, path.stat().st_size - data_start)
+        for key, (dtype, shape, begin, finish) in entries.items():
             if key in self._entries:
                 raise BarFedError("BAD_SAFETENSORS", f"tensor {key[:200]!r} appears in two shards.")
-            self._entries[key] = _Entry(path, entry["dtype"], shape, data_start + begin, data_start + finish)
+            self._entries[key] = _Entry(path, dtype, shape, data_start + begin, data_start + finish)
             if self.max_tensors is not None and len(self._entries) > self.max_tensors:
                 raise BarFedError(
                     "EXTRA_TENSOR", f"the checkpoint holds more than the {self.max_tensors} tensors it may hold."
@@ -176,6 +165,68 @@ class SafetensorsCheckpoint:
         if not buffer:
             return torch.empty(entry.shape, dtype=DTYPES[entry.dtype])
         return torch.frombuffer(buffer, dtype=DTYPES[entry.dtype]).reshape(entry.shape)
+
+
+ENTRY_FIELDS = {"dtype", "shape", "data_offsets"}
+
+
+def _stock_accepts(path: Path) -> None:
+    """Let stock safetensors judge the header and layout first, so we never accept a file it refuses.
+
+    ``safe_open`` maps the file and parses only its header (numpy framework: no tensor is built), so this
+    costs a page or two of RSS, not the file's size.
+    """
+    try:
+        with safe_open(path, framework="numpy") as opened:
+            opened.keys()
+    except (SafetensorError, OSError, ValueError) as exc:
+        reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise BarFedError(
+            "BAD_SAFETENSORS", f"{path.name} is not a valid safetensors file ({reason}); save it with safetensors."
+        ) from None
+
+
+def _is_count(value: object) -> bool:
+    return type(value) is int and value >= 0  # not bool, not float: 2.9 is not a dimension
+
+
+def _layout(path: Path, header: dict, data_bytes: int) -> dict[str, tuple[str, tuple[int, ...], int, int]]:
+    """name -> (dtype, shape, begin, end) relative to the data section, checked to the letter of the format:
+    known dtype, non-negative integer shape, ranges that match dtype and shape, tensors contiguous from 0
+    and covering the data section exactly (no byte before, between or after them)."""
+    entries = {}
+    for key, entry in header.items():
+        if key == "__metadata__":
+            if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
+                raise BarFedError("BAD_SAFETENSORS", f"{path.name}: __metadata__ must map strings to strings.")
+            continue
+        bad = BarFedError("BAD_SAFETENSORS", f"{path.name}: tensor {key[:200]!r} has an invalid header entry.")
+        if not isinstance(entry, dict) or set(entry) != ENTRY_FIELDS or entry["dtype"] not in DTYPES:
+            raise bad
+        shape, offsets = entry["shape"], entry["data_offsets"]
+        if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+            raise bad
+        if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_count(o) for o in offsets):
+            raise bad
+        begin, finish = offsets
+        if finish - begin != math.prod(shape) * DTYPES[entry["dtype"]].itemsize:
+            raise BarFedError(
+                "BAD_SAFETENSORS", f"{path.name}: tensor {key[:200]!r} does not fit its declared dtype and shape."
+            )
+        entries[key] = (entry["dtype"], tuple(shape), begin, finish)
+    position = 0
+    for key, (_dtype, _shape, begin, finish) in sorted(entries.items(), key=lambda item: item[1][2:]):
+        if begin != position:
+            raise BarFedError(
+                "BAD_SAFETENSORS", f"{path.name}: tensor {key[:200]!r} overlaps another or leaves a gap before it."
+            )
+        position = finish
+    if position != data_bytes:
+        raise BarFedError(
+            "BAD_SAFETENSORS",
+            f"{path.name}: its tensors cover {position} of its {data_bytes} data bytes; nothing may follow them.",
+        )
+    return entries
 
 
 def _read_index(path: Path, max_bytes: int = 16 * 1024**2) -> dict[str, str]:
