@@ -3,8 +3,9 @@
 The signature is a DSSE/in-toto bundle (``model.sig`` inside the directory) over the sha256 of every
 other file, made with an EC P-256 key; anyone can check it with the standard tool::
 
-    model_signing verify key DIR --signature DIR/model.sig --public_key org.pub
+    model_signing verify key DIR --signature DIR/model.sig --public_key org.pub --no-ignore-git-paths
 
+(the tool ignores ``.git*`` paths unless told not to, and would pass a directory whose extra files hide there).
 Verification is strict (git files are not ignored; any unsigned extra file fails it) and every
 failure maps to its own stable code, so a node or an operator learns exactly what is wrong. A caller that
 already knows the sha256 of the directory's files (the coordinator's blob store hashed them on arrival)
