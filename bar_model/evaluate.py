@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from bar_model.checkpoint import SafetensorsCheckpoint, read_config
-from bar_model.domains import get_domain
+from bar_model.domains import Example, get_domain
 from bar_model.tokenizer import render_prompt
 from protocol.errors import BarFedError
 
@@ -61,15 +61,21 @@ def generate(model, tokenizer, prompts: list[str], max_new_tokens: int, batch_si
     return completions
 
 
+def score_examples(model, tokenizer, domain_name: str, examples: list[Example]) -> float:
+    """Score (0-100) of greedy answers to ``examples``, judged by the domain's exact scorer."""
+    domain = get_domain(domain_name)
+    if not examples:
+        raise BarFedError("NO_EVAL_DATA", f"no {domain_name} examples to score.")
+    outputs = generate(model, tokenizer, [e.prompt for e in examples], domain.max_new_tokens)
+    correct = sum(domain.score(e, out) for e, out in zip(examples, outputs, strict=True))
+    return round(100.0 * correct / len(examples), 1)
+
+
 def evaluate(model, tokenizer, domains: list[str], n: int = 100, seed: int = 0) -> dict[str, float]:
     """Score (0-100) on ``n`` held-out problems of each domain, plus their ``overall`` mean."""
     scores: dict[str, float] = {}
     for name in domains:
-        domain = get_domain(name)
-        examples = domain.eval_set(n, seed)
-        outputs = generate(model, tokenizer, [e.prompt for e in examples], domain.max_new_tokens)
-        correct = sum(domain.score(e, out) for e, out in zip(examples, outputs, strict=True))
-        scores[name] = round(100.0 * correct / len(examples), 1)
+        scores[name] = score_examples(model, tokenizer, name, get_domain(name).eval_set(n, seed))
     if scores:
         scores["overall"] = round(sum(scores.values()) / len(scores), 1)
     return scores

@@ -130,6 +130,11 @@ class RouterRecipe(LoopRecipe):
     norm_topk_prob: bool = Field(
         default=False, description="renormalise the top-k routing weights to sum to 1 (FlexOlmo's config flag)"
     )
+    incremental_steps: int | None = Field(
+        default=None,
+        gt=0,
+        description="step budget when a previous release fixes every unchanged expert's rows (default: steps)",
+    )
 
 
 def _load(kind: str, name_or_path: str | Path, model: type[_Strict]) -> _Strict:

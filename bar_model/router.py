@@ -193,18 +193,27 @@ def train_router(
     *,
     init_rows: dict[str, torch.Tensor] | None = None,
     previous: str | Path | None = None,
+    samples: dict[str, list[Example]] | None = None,
+    keep_rows: frozenset[str] = frozenset(),
+    untrained_ok: bool = False,
     progress: bool = True,
 ) -> Path:
     """Train the router of the merged model at ``merged_dir``; write the routed model to ``out_dir``.
 
     With ``previous`` (an earlier routed release of the same anchor), unchanged experts keep their rows
-    from it (see ``carry_rows``); a domain-informed row in ``init_rows`` always trains.
+    from it (see ``carry_rows``) and the recipe's ``incremental_steps`` budget applies; a domain-informed
+    row in ``init_rows`` always trains. ``samples`` (slot -> examples, the anchor slot standing for general
+    data) replaces the recipe's stratified sample: the coordinator trains on what packages carry.
+    ``keep_rows`` are slots whose merged row stays as its node computed it (an organization that shared no
+    sample), frozen. Checkpoints go next to ``out_dir``, so an interrupted run resumes from the last one.
+    When every row is fixed, ``untrained_ok`` saves the model with those rows instead of refusing (a release
+    that only lost an expert needs no training).
     """
     merged_dir, out_dir = Path(merged_dir), Path(out_dir)
     card = merge_card(merged_dir)
     slots = card["slots"]
     init_rows = init_rows or {}
-    unknown = sorted(set(init_rows) - set(slots))
+    unknown = sorted((set(init_rows) | set(samples or {}) | set(keep_rows)) - set(slots))
     if unknown:
         raise BarFedError("UNKNOWN_EXPERT", f"no slot for {unknown}; the merged model has {slots}.")
     torch.manual_seed(recipe.seed)
@@ -216,17 +225,55 @@ def train_router(
     frozen = carry_rows(model, merged_dir, slots, Path(previous)) if previous is not None else []
     _init_rows(model, slots, init_rows)
     frozen = [slot for slot in frozen if slot not in init_rows]
-    if previous is not None and len(frozen) == len(slots):
+    frozen += [slot for slot in slots if slot in keep_rows and slot not in frozen]
+    if previous is not None and recipe.incremental_steps and frozen:
+        recipe = recipe.model_copy(update={"steps": recipe.incremental_steps})
+    if len(frozen) == len(slots) and not untrained_ok:
         raise BarFedError(
             "NOTHING_TO_ROUTE",
             f"every expert in {merged_dir} is unchanged since {previous}; its router already fits, publish it as is.",
         )
     # An organization that initialises its row from its own hidden states shares no sample.
-    examples = stratified_sample(slots, recipe, skip=frozenset(init_rows))
+    if samples is not None:
+        examples = [e for slot in slots for e in samples.get(slot, [])]
+        random.Random(recipe.seed).shuffle(examples)
+    else:
+        examples = stratified_sample(slots, recipe, skip=frozenset(init_rows))
     dtype = model.dtype
-    trainable = RouterOnly(model, [slots.index(slot) for slot in frozen])
     work = out_dir.parent / f".{out_dir.name}.router-run"
     started = time.perf_counter()
+    if len(frozen) == len(slots):
+        summary = {"steps": 0, "wall_s": 0.0, "resumed_from": None, "trainable_params": 0}
+    else:
+        if not examples:
+            raise BarFedError("NO_ROUTER_DATA", "no sample to train the router on; give calibration data or a recipe.")
+        summary = _train(model, tokenizer, examples, recipe, work, [slots.index(slot) for slot in frozen], progress)
+    with atomic_directory(out_dir) as staging:
+        model.to(dtype).save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        write_json(
+            staging / MERGE_CARD,
+            {**card, "top_k": model.config.num_experts_per_tok, "norm_topk_prob": model.config.norm_topk_prob},
+        )
+        write_json(
+            staging / ROUTER_CARD,
+            {
+                "recipe": recipe.model_dump(),
+                "examples": len(examples),
+                "domain_informed_rows": sorted(init_rows),
+                "kept_rows": sorted(keep_rows),
+                "previous": str(Path(previous).resolve()) if previous is not None else None,
+                "frozen_rows": frozen,
+                "summary": summary,
+                "wall_s": round(time.perf_counter() - started, 1),
+            },
+        )
+    shutil.rmtree(work, ignore_errors=True)
+    return out_dir
+
+
+def _train(model, tokenizer, examples: list[Example], recipe: RouterRecipe, work: Path, frozen: list[int], progress):
+    trainable = RouterOnly(model, frozen)
     trainer = chat_trainer(
         model,
         tokenizer,
@@ -241,31 +288,10 @@ def train_router(
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)  # MoE's index_add_ otherwise sums in varying order
     try:
-        summary = run_trainer(trainer)
+        return run_trainer(trainer)
     finally:
         torch.use_deterministic_algorithms(deterministic)
         trainable.remove()
-    with atomic_directory(out_dir) as staging:
-        model.to(dtype).save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        write_json(
-            staging / MERGE_CARD,
-            {**card, "top_k": model.config.num_experts_per_tok, "norm_topk_prob": model.config.norm_topk_prob},
-        )
-        write_json(
-            staging / ROUTER_CARD,
-            {
-                "recipe": recipe.model_dump(),
-                "examples": len(examples),
-                "domain_informed_rows": sorted(init_rows),
-                "previous": str(Path(previous).resolve()) if previous is not None else None,
-                "frozen_rows": frozen,
-                "summary": summary,
-                "wall_s": round(time.perf_counter() - started, 1),
-            },
-        )
-    shutil.rmtree(work, ignore_errors=True)
-    return out_dir
 
 
 def router_card(directory: str | Path) -> dict:

@@ -42,6 +42,22 @@ class CoordinatorSettings(BaseSettings):
     max_shared_drift: float = Field(
         default=0.9, gt=0, description="bound on ||expert - anchor|| / ||anchor|| for every shared tensor"
     )
+    router_recipe: str = Field(default="tiny", description="router recipe (name or TOML path) release builds use")
+    eval_examples: int = Field(default=100, gt=0, le=10000, description="coordinator's held-out problems per domain")
+    gate_tolerance: float = Field(
+        default=5.0,
+        ge=0,
+        description="points a domain may score below the parent release before the gate refuses (see docs)",
+    )
+    gate_tolerances: dict[str, float] = Field(default={}, description="per-domain overrides of gate_tolerance")
+    build_threads: int = Field(
+        default=1, gt=0, le=256, description="torch threads of a release build; fixed so a rebuild matches bit for bit"
+    )
+    auto_build: bool = Field(default=True, description="build a release when an expert is accepted or withdrawn")
+    build_debounce_s: float = Field(default=10.0, ge=0, description="quiet time after a trigger before a build")
+    announce_redis_url: str | None = Field(
+        default=None, description="redis://… to announce every publish on the pub/sub channel barfed:releases"
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -71,6 +87,14 @@ class CoordinatorSettings(BaseSettings):
     @property
     def anchor_dir(self) -> Path:
         return self.home / "anchor"
+
+    @property
+    def releases_dir(self) -> Path:
+        return self.home / "releases"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.home / "jobs"
 
     @property
     def pki_dir(self) -> Path:

@@ -188,6 +188,7 @@ class ChannelMove(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     channel: Mapped[str] = mapped_column(String(32), index=True)
     release: Mapped[int] = mapped_column(ForeignKey("releases.number"))
+    kind: Mapped[str] = mapped_column(String(16), default="move")  # move, rollback (pops the one before)
     actor: Mapped[str] = mapped_column(String(128))
     at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
