@@ -78,3 +78,54 @@ def micro_math(micro, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("expert") / "math"
     train_expert(micro["branch"], "math", "mid,sft,rl", out, load_expert_recipe("micro"), progress=False)
     return out
+
+
+def _register_say_domains() -> None:
+    """Test-only domains a micro expert learns in a second ("Say yes to 12" → "yes"), so release tests see
+    real scores move: an expert scores 100 on its own word, a damaged one 0."""
+    import random
+
+    from bar_model.domains import Domain, Example, domain_names, register
+
+    def make(word: str):
+        class SayDomain(Domain):
+            name = f"test-say-{word}"
+            description = f"test only: answer {word}"
+            max_new_tokens = 4
+
+            def sample(self, rng: random.Random) -> Example:
+                return Example(f"{word} " * 6 + str(rng.randint(0, 10**6)), word, word)
+
+            def score(self, example: Example, completion: str) -> float:
+                return float(isinstance(completion, str) and completion.strip() == example.answer)
+
+        return SayDomain()
+
+    for word in SAY_WORDS:
+        if f"test-say-{word}" not in domain_names():
+            register(make(word))
+
+
+SAY_WORDS = ("yes", "no", "ok")
+_register_say_domains()
+
+
+def train_say_expert(branch: Path, word: str, out: Path, steps: int = 60, learning_rate: float = 3e-3) -> Path:
+    """A micro expert for test-say-<word>: SFT only, shared tensors kept at the anchor's (as expert-tiny does)."""
+    from bar_model.expert import train_expert
+    from bar_model.recipe import load_expert_recipe
+
+    recipe = load_expert_recipe("micro")
+    sft = recipe.sft.model_copy(
+        update={"steps": steps, "general_mix": 0.0, "shared_lr_scale": 0.0, "learning_rate": learning_rate}
+    )
+    return train_expert(branch, f"test-say-{word}", "sft", out, recipe.model_copy(update={"sft": sft}), progress=False)
+
+
+@pytest.fixture(scope="session")
+def say_experts(micro, tmp_path_factory) -> dict[str, Path]:
+    """test-say-yes/no/ok micro experts (100 on their own word), and a weak test-say-no (few steps) as its v1."""
+    root = tmp_path_factory.mktemp("say")
+    experts = {word: train_say_expert(micro["branch"], word, root / word) for word in SAY_WORDS}
+    experts["no-weak"] = train_say_expert(micro["branch"], "no", root / "no-weak", steps=8)
+    return experts

@@ -1,0 +1,63 @@
+"""What an operator does with releases, once, for every surface (the CLI now, the REST API next)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from coordinator.release.diff import diff_releases
+from coordinator.release.manifest import ReleaseManifest, read_manifest
+from coordinator.settings import CoordinatorSettings
+from coordinator.state import jobs
+from coordinator.state import releases as state
+from coordinator.state.db import Registry
+from coordinator.state.models import Job, Release
+from protocol.errors import BarFedError
+
+CHANNEL = re.compile(state.CHANNEL_NAME)
+MAX_PINS = 256
+
+
+def parse_pins(pins: list[str]) -> dict[str, int]:
+    """``["math=3", "code=2"]`` → {"math": 3, "code": 2}, refusing anything else."""
+    parsed: dict[str, int] = {}
+    if len(pins) > MAX_PINS:
+        raise BarFedError("BAD_PIN", f"at most {MAX_PINS} pins.")
+    for pin in pins:
+        domain, sep, version = pin.partition("=")
+        if not sep or not domain.strip() or not version.strip().isdigit() or len(version.strip()) > 9:
+            raise BarFedError("BAD_PIN", f"{pin!r} is not DOMAIN=VERSION (e.g. math=3).")
+        if domain.strip() in parsed:
+            raise BarFedError("BAD_PIN", f"{domain.strip()} is pinned twice.")
+        parsed[domain.strip()] = int(version.strip())
+    return parsed
+
+
+def request_build(registry: Registry, pins: dict[str, int], force: bool, actor: str) -> Job:
+    """Queue a build job (the coordinator's sweeper dispatches it to a worker)."""
+    with registry.session() as session:
+        return jobs.ensure(
+            session, "build", f"manual-{uuid.uuid4().hex[:12]}", params={"pins": pins, "force": force, "actor": actor}
+        )
+
+
+def show(settings: CoordinatorSettings, registry: Registry, name: str) -> tuple[Release, ReleaseManifest]:
+    release = state.resolve(registry, name)
+    return release, read_manifest(settings.releases_dir / f"r{release.number}")
+
+
+def promote(registry: Registry, name: str, channel: str, actor: str) -> tuple[int, int | None]:
+    if not CHANNEL.fullmatch(channel) or channel == "latest":
+        raise BarFedError(
+            "BAD_CHANNEL", f"{channel!r} cannot be promoted to: use lowercase letters, digits and '-', not 'latest'."
+        )
+    release = state.resolve(registry, name)
+    return release.number, state.move_channel(registry, channel, release.number, actor)
+
+
+def rollback(registry: Registry, channel: str, actor: str) -> tuple[int, int]:
+    return state.rollback_channel(registry, channel, actor)
+
+
+def diff(registry: Registry, a: str, b: str) -> dict:
+    return diff_releases(state.resolve(registry, a), state.resolve(registry, b))

@@ -1,0 +1,42 @@
+"""The release policy: a build starts by itself after an expert is accepted, quarantined or opted out.
+
+The trigger is read from the audit log (the newest such entry), not remembered in memory, so a restarted
+coordinator neither forgets nor repeats it. A build waits until ``build_debounce_s`` have passed since the
+newest trigger (several experts accepted together make one release), at most one build runs at a time, and
+the job's key names the trigger it answers, so each trigger makes one build however often the policy runs.
+The job is only queued here; the sweeper dispatches it like any other.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy.exc import IntegrityError
+
+from coordinator.settings import CoordinatorSettings
+from coordinator.state import jobs
+from coordinator.state import releases as state
+from coordinator.state.db import Registry
+
+
+def tick(registry: Registry, settings: CoordinatorSettings, now: dt.datetime | None = None) -> int | None:
+    """Queue the build the newest trigger calls for, if it is due; returns the new job's id."""
+    if not settings.auto_build:
+        return None
+    trigger = state.last_trigger(registry)
+    if trigger is None:
+        return None
+    audit_id, at = trigger
+    at = at if at.tzinfo else at.replace(tzinfo=dt.UTC)
+    if ((now or dt.datetime.now(dt.UTC)) - at).total_seconds() < settings.build_debounce_s:
+        return None
+    key = f"auto-{audit_id}"
+    if jobs.find(registry, "build", key) is not None:
+        return None
+    if any(job.state in jobs.ACTIVE for job in jobs.list_jobs(registry, kind="build", limit=20)):
+        return None  # the next tick after it ends builds what changed meanwhile
+    try:
+        with registry.session() as session:
+            return jobs.ensure(session, "build", key, params={"actor": "policy", "trigger": audit_id}).id
+    except IntegrityError:  # another coordinator queued it at the same moment
+        return None
