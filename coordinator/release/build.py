@@ -296,6 +296,7 @@ def release_manifest(settings, request, experts, parent_number, routed, table, g
             frozen_rows=frozen,
             kept_rows=card.get("kept_rows", []),
             examples=card.get("examples", 0),
+            resumed_from=card["summary"].get("resumed_from"),
         ),
         eval=table,
         eval_examples=settings.eval_examples,

@@ -42,6 +42,7 @@ class RouterRun(_Strict):
     frozen_rows: list[str]  # unchanged since the parent, or kept as the node computed them
     kept_rows: list[str]  # no calibration sample: the node's own (privacy) row
     examples: int
+    resumed_from: str | None = None  # the router checkpoint an interrupted build continued from
 
 
 class DomainScore(_Strict):
