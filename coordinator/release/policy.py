@@ -1,11 +1,11 @@
 """The release policy: a build starts by itself after an expert is accepted, quarantined or opted out.
 
-A trigger is any expert accepted, or moved between states (quarantined, deprecated, opted out, restored), since
-each changes what a release would hold. The trigger is read from the audit log (the newest such entry), not remembered in memory, so a restarted
-coordinator neither forgets nor repeats it. A build waits until ``build_debounce_s`` have passed since the
-newest trigger (several experts accepted together make one release), at most one build runs at a time, and
-the job's key names the trigger it answers, so each trigger makes one build however often the policy runs.
-The job is only queued here; the sweeper dispatches it like any other.
+A trigger is any expert accepted or moved between states (quarantined, deprecated, opted out, restored): each
+changes what a release would hold. Triggers are read from the audit log (the newest one), not remembered in
+memory, so a restarted coordinator neither forgets nor repeats one. A build waits until ``build_debounce_s``
+have passed since the newest trigger (experts accepted together make one release), at most one build runs at
+a time, and the job's key names the trigger it answers, so each trigger makes one build however often the
+policy runs. The job is only queued here; the sweeper (or serve, at once) dispatches it like any other.
 """
 
 from __future__ import annotations
