@@ -82,14 +82,11 @@ def revoke(org_id: str, reason: Annotated[str, typer.Option()], home: HomeOption
 
 @enrollments.command("list")
 def list_enrollments(home: HomeOption = None) -> None:
-    from sqlalchemy import select
-
-    from coordinator.state.models import Enrollment
+    from coordinator.state.orgs import list_enrollments as enrollment_rows
 
     table = Table("id", "org", "state", "contact", "created")
-    with _registry(home).session() as session:
-        for row in session.scalars(select(Enrollment).order_by(Enrollment.created_at)):
-            table.add_row(row.id, row.org_id, row.state, row.contact, row.created_at.isoformat(timespec="seconds"))
+    for row in enrollment_rows(_registry(home)):
+        table.add_row(row.id, row.org_id, row.state, row.contact, row.created_at.isoformat(timespec="seconds"))
     console.print(table)
 
 

@@ -5,166 +5,166 @@ of band; the org's node enrolls with that token and a CSR for its own key; the o
 CA issues the client certificate and its public key becomes the org's pinned signing key. Revocation
 marks the org and every certificate revoked at once, which both the transport check and the signature
 check read on every use.
+
+Enrollment is the one call anyone may make without a certificate, so everything it accepts is bounded
+before any work is done: the request's size (the port's own message limit, then each field's), calls per
+peer and calls in flight (`EnrollmentGate`). Pending enrollments are bounded by invitations: each token is
+redeemed once. The registry's SQL for all of this is `coordinator.state.orgs`.
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import hashlib
 import secrets
-import uuid
-
-from sqlalchemy import select
+import threading
+import time
+from collections.abc import Iterator
 
 from coordinator.keys import CoordinatorKeys
-from coordinator.state import audit
+from coordinator.state import orgs
 from coordinator.state.db import Registry
-from coordinator.state.models import Certificate, Domain, Enrollment, Organization, utcnow
+from coordinator.state.models import Enrollment
 from protocol import pki
 from protocol.errors import BarFedError
+
+MAX_CSR_BYTES = 8 * 1024  # a P-256 CSR in PEM is about 500 bytes
+MAX_TOKEN_CHARS = 128  # tokens are 43 characters
+MAX_CONTACT_CHARS = 256
+MAX_REASON_CHARS = 512
 
 
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _printable(text: str, *, allow_newlines: bool = False) -> bool:
+    allowed = "\n\r\t" if allow_newlines else ""
+    return all(c.isprintable() or c in allowed for c in text)
+
+
 def invite(registry: Registry, org_id: str, domains: list[str], actor: str = "admin") -> str:
     """Create (or extend) an organization and return a one-time enrollment token for it."""
     pki.check_org_id(org_id)
     token = secrets.token_urlsafe(32)
-    with registry.session() as session:
-        org = session.get(Organization, org_id)
-        if org is None:
-            org = Organization(id=org_id)
-            session.add(org)
-            session.flush()
-        elif org.status == "revoked":
-            raise BarFedError("ORG_REVOKED", f"{org_id} was revoked; a revoked id is never reused.")
-        for name in domains:
-            owner = session.get(Domain, name)
-            if owner is not None and owner.org_id != org_id:
-                raise BarFedError("DOMAIN_TAKEN", f"domain {name!r} belongs to {owner.org_id}.")
-            if owner is None:
-                session.add(Domain(name=name, org_id=org_id))
-        session.add(Enrollment(id=str(uuid.uuid4()), org_id=org_id, token_sha256=_token_hash(token)))
-        audit.record(session, actor, "org.invite", org_id, domains=sorted(domains))
+    orgs.invite(registry, org_id, domains, _token_hash(token), actor)
     return token
+
+
+def check_request(org_id: str, csr_pem: str, token: str, contact: str) -> None:
+    """Size and character checks of an enrollment request, before anything parses or stores it."""
+    pki.check_org_id(org_id)
+    if len(csr_pem) > MAX_CSR_BYTES or not csr_pem.isascii() or not _printable(csr_pem, allow_newlines=True):
+        raise BarFedError(
+            "CSR_INVALID",
+            f"the certificate request must be PEM text of at most {MAX_CSR_BYTES} bytes; send the CSR the node made.",
+        )
+    if not token or len(token) > MAX_TOKEN_CHARS or not token.isascii() or not token.isprintable():
+        raise BarFedError("BAD_ENROLLMENT_TOKEN", "the enrollment token is not valid for this organization.")
+    if len(contact) > MAX_CONTACT_CHARS or not _printable(contact):
+        raise BarFedError(
+            "BAD_CONTACT", f"the contact must be at most {MAX_CONTACT_CHARS} printable characters on one line."
+        )
 
 
 def enroll(registry: Registry, org_id: str, csr_pem: str, token: str, contact: str = "") -> Enrollment:
     """A node's enrollment request; checked against its invitation and its CSR."""
-    pki.check_org_id(org_id)
+    check_request(org_id, csr_pem, token, contact)
     pki.load_csr(csr_pem.encode(), org_id)  # a CSR for another org id is refused here
-    with registry.session() as session:
-        enrollment = session.scalar(select(Enrollment).where(Enrollment.token_sha256 == _token_hash(token)))
-        if enrollment is None or enrollment.org_id != org_id:
-            raise BarFedError("BAD_ENROLLMENT_TOKEN", "the enrollment token is not valid for this organization.")
-        if enrollment.state != "invited":
-            raise BarFedError("TOKEN_USED", "this enrollment token was already used; ask the operator for a new one.")
-        org = session.get(Organization, org_id)
-        if org.status == "revoked":
-            raise BarFedError("ORG_REVOKED", f"{org_id} was revoked.")
-        enrollment.state, enrollment.csr_pem, enrollment.contact = "pending", csr_pem, contact[:256]
-        audit.record(session, org_id, "enrollment.request", enrollment.id)
-        return enrollment
+    return orgs.request_enrollment(registry, org_id, _token_hash(token), csr_pem, contact)
 
 
 def approve(registry: Registry, keys: CoordinatorKeys, enrollment_id: str, actor: str = "admin") -> Enrollment:
+    pending = orgs.pending_enrollment(registry, enrollment_id)
     ca_key, ca_cert = keys.ca()
-    with registry.session() as session:
-        enrollment = session.get(Enrollment, enrollment_id)
-        if enrollment is None or enrollment.state != "pending":
-            raise BarFedError("NOT_PENDING", f"enrollment {enrollment_id} is not waiting for approval.")
-        if session.get(Organization, enrollment.org_id).status == "revoked":
-            raise BarFedError("ORG_REVOKED", f"{enrollment.org_id} was revoked; a revoked organization stays revoked.")
-        cert = pki.issue_client_certificate(ca_key, ca_cert, enrollment.csr_pem.encode(), enrollment.org_id)
-        public_pem = pki.public_key_pem(cert.public_key()).decode()
-        session.add(
-            Certificate(
-                serial=str(cert.serial_number),
-                org_id=enrollment.org_id,
-                fingerprint=pki.certificate_fingerprint(cert),
-                public_key_pem=public_pem,
-                key_fingerprint=pki.public_key_fingerprint(cert.public_key()),
-                not_after=cert.not_valid_after_utc,
-            )
-        )
-        enrollment.state, enrollment.certificate_pem = "approved", pki.certificate_pem(cert).decode()
-        session.get(Organization, enrollment.org_id).status = "active"
-        audit.record(
-            session,
-            actor,
-            "enrollment.approve",
-            enrollment.id,
-            org=enrollment.org_id,
-            certificate=pki.certificate_fingerprint(cert),
-        )
-        return enrollment
+    cert = pki.issue_client_certificate(ca_key, ca_cert, pending.csr_pem.encode(), pending.org_id)
+    issued = orgs.IssuedCertificate(
+        serial=str(cert.serial_number),
+        fingerprint=pki.certificate_fingerprint(cert),
+        public_key_pem=pki.public_key_pem(cert.public_key()).decode(),
+        key_fingerprint=pki.public_key_fingerprint(cert.public_key()),
+        not_after=cert.not_valid_after_utc,
+        pem=pki.certificate_pem(cert).decode(),
+    )
+    return orgs.approve(registry, enrollment_id, issued, actor)  # unrecorded, a certificate is worthless
 
 
 def reject(registry: Registry, enrollment_id: str, reason: str, actor: str = "admin") -> None:
-    with registry.session() as session:
-        enrollment = session.get(Enrollment, enrollment_id)
-        if enrollment is None or enrollment.state != "pending":
-            raise BarFedError("NOT_PENDING", f"enrollment {enrollment_id} is not waiting for approval.")
-        enrollment.state, enrollment.reason = "rejected", reason[:512]
-        audit.record(session, actor, "enrollment.reject", enrollment.id, reason=reason[:512])
+    orgs.reject(registry, enrollment_id, reason[:MAX_REASON_CHARS], actor)
 
 
 def revoke(registry: Registry, org_id: str, reason: str, actor: str = "admin") -> None:
     """Revoke an organization: its certificates stop working and its key stops verifying, immediately."""
-    with registry.session() as session:
-        org = session.get(Organization, org_id)
-        if org is None:
-            raise BarFedError("UNKNOWN_ORG", f"there is no organization {org_id}.")
-        org.status, org.revoked_at = "revoked", utcnow()
-        for cert in session.scalars(select(Certificate).where(Certificate.org_id == org_id)):
-            cert.revoked_at = cert.revoked_at or utcnow()
-        for enrollment in session.scalars(
-            select(Enrollment).where(Enrollment.org_id == org_id, Enrollment.state.in_(("invited", "pending")))
-        ):
-            enrollment.state, enrollment.reason = "rejected", "organization revoked"
-        audit.record(session, actor, "org.revoke", org_id, reason=reason[:512])
+    orgs.revoke(registry, org_id, reason[:MAX_REASON_CHARS], actor)
 
 
 def get_enrollment(registry: Registry, enrollment_id: str) -> tuple[Enrollment, list[str]]:
-    with registry.session() as session:
-        enrollment = session.get(Enrollment, enrollment_id)
-        if enrollment is None:
-            raise BarFedError("UNKNOWN_ENROLLMENT", f"there is no enrollment {enrollment_id}.")
-        domains = sorted(session.scalars(select(Domain.name).where(Domain.org_id == enrollment.org_id)))
-        return enrollment, domains
+    return orgs.get_enrollment(registry, enrollment_id)
 
 
 def authenticate(registry: Registry, cert_pem: bytes) -> str:
     """The org behind a verified peer certificate, refused if the org or this certificate is revoked."""
     cert = pki.load_certificate(cert_pem)
     org_id = pki.org_id_of(cert)
-    with registry.session() as session:
-        org = session.get(Organization, org_id)
-        record = session.get(Certificate, str(cert.serial_number))
-        if org is None or record is None or record.org_id != org_id:
-            raise BarFedError("CERT_UNKNOWN", "this certificate was not issued by this coordinator.")
-        if org.status == "revoked" or record.revoked_at is not None:
-            raise BarFedError("CERT_REVOKED", f"{org_id} has been revoked; contact the federation operator.")
+    status, owner, revoked = orgs.certificate_standing(registry, org_id, str(cert.serial_number))
+    if status is None or owner != org_id:
+        raise BarFedError("CERT_UNKNOWN", "this certificate was not issued by this coordinator.")
+    if status == "revoked" or revoked:
+        raise BarFedError("CERT_REVOKED", f"{org_id} has been revoked; contact the federation operator.")
     return org_id
 
 
 def pinned_keys(registry: Registry, org_id: str) -> list[bytes]:
     """Public keys that may sign for ``org_id``: its unrevoked certificates' keys (none once revoked)."""
-    with registry.session() as session:
-        org = session.get(Organization, org_id)
-        if org is None or org.status != "active":
-            return []
-        certs = session.scalars(
-            select(Certificate).where(Certificate.org_id == org_id, Certificate.revoked_at.is_(None))
-        ).all()
-        return [c.public_key_pem.encode() for c in certs]
+    return orgs.active_public_keys(registry, org_id)
 
 
 def authenticate_dev(registry: Registry, org_id: str) -> str:
     """Plaintext loopback development only: the org named by a header, if it is active."""
-    with registry.session() as session:
-        org = session.get(Organization, org_id)
-        if org is None or org.status != "active":
-            raise BarFedError("CERT_REVOKED", f"{org_id} is not an active organization.")
+    if not pki.ORG_ID.match(org_id) or orgs.org_status(registry, org_id) != "active":
+        raise BarFedError("CERT_REVOKED", f"{org_id[:63]!r} is not an active organization.")
     return org_id
+
+
+class EnrollmentGate:
+    """Bounds what anonymous callers can make the coordinator do: calls per peer (a token bucket each, for the
+    few thousand most recent peers) and calls in flight. Refusals are immediate, never queued."""
+
+    def __init__(self, calls_per_minute: int, burst: int, in_flight: int, peers: int = 4096) -> None:
+        self.rate, self.burst, self.in_flight, self.peers = calls_per_minute / 60.0, burst, in_flight, peers
+        self._buckets: collections.OrderedDict[str, tuple[float, float]] = collections.OrderedDict()
+        self._running = 0
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def peer_host(peer: str) -> str:
+        """``ipv4:1.2.3.4:5678`` -> ``ipv4:1.2.3.4`` (a peer's ports are one peer)."""
+        return peer.rsplit(":", 1)[0] if peer.count(":") >= 2 else peer
+
+    @contextlib.contextmanager
+    def admit(self, peer: str) -> Iterator[None]:
+        host, now = self.peer_host(peer or "unknown"), time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.pop(host, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+            admitted = tokens >= 1 and self._running < self.in_flight
+            self._buckets[host] = (tokens - 1 if admitted else tokens, now)
+            while len(self._buckets) > self.peers:
+                self._buckets.popitem(last=False)
+            if tokens < 1:
+                raise BarFedError(
+                    "ENROLL_RATE_LIMITED",
+                    f"too many enrollment calls from this address; wait {max(1, round((1 - tokens) / self.rate))} s "
+                    "and try again.",
+                )
+            if self._running >= self.in_flight:
+                raise BarFedError(
+                    "ENROLL_BUSY", "the coordinator is handling many enrollments; retry in a few seconds."
+                )
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running -= 1

@@ -1,0 +1,1 @@
+"""Resumable uploads of expert packages; `sessions.Uploads` is the entry point."""

@@ -249,7 +249,7 @@ def test_durable_progress_never_runs_ahead_of_fsync(federation, packages, tmp_pa
 
     from coordinator.blobs import BlobStore
     from coordinator.state.models import UploadFile
-    from coordinator.uploads import sessions as uploads_module
+    from coordinator.uploads import writer as uploads_module
     from coordinator.uploads.sessions import Declared, Uploads
     from protocol.package import file_sha256
 
