@@ -36,6 +36,12 @@ class CoordinatorSettings(BaseSettings):
     max_pending_submissions_per_org: int = Field(default=4, gt=0, description="committed, not yet verified")
     min_free_bytes: int = Field(default=512 * MiB, ge=0, description="disk kept free; uploads beyond it are refused")
     session_ttl_s: int = Field(default=24 * 3600, gt=0, description="abandoned upload sessions are removed after")
+    enroll_message_bytes: int = Field(
+        default=64 * 1024, ge=16 * 1024, le=1 * MiB, description="largest message the anonymous enrollment port reads"
+    )
+    enroll_calls_per_minute: int = Field(default=30, gt=0, description="sustained calls per peer address, enrollment")
+    enroll_burst: int = Field(default=20, gt=0, description="calls a peer may make at once before the rate applies")
+    enroll_in_flight: int = Field(default=8, gt=0, description="enrollment calls handled at once; more are refused")
     sync_every_bytes: int = Field(
         default=16 * MiB, gt=0, description="uploads fsync and record durable progress at least this often"
     )

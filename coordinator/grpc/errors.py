@@ -18,6 +18,7 @@ STATUS = {
     "FAILED_PRECONDITION": grpc.StatusCode.FAILED_PRECONDITION,
     "RESOURCE_EXHAUSTED": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "ALREADY_EXISTS": grpc.StatusCode.ALREADY_EXISTS,
+    "INTERNAL": grpc.StatusCode.INTERNAL,
 }
 CODE_STATUS = {
     **dict.fromkeys(("CLIENT_CERT_REQUIRED", "CERT_UNKNOWN", "CERT_REVOKED", "CERT_NOT_AN_ORG"), "UNAUTHENTICATED"),
@@ -36,9 +37,13 @@ CODE_STATUS = {
             "CHUNK_TOO_LARGE",
             "INSUFFICIENT_STORAGE",
             "SESSION_BUSY",
+            "ENROLL_RATE_LIMITED",
+            "ENROLL_BUSY",
         ),
         "RESOURCE_EXHAUSTED",
     ),
+    "UNKNOWN_ORG": "NOT_FOUND",
+    "INTERNAL_ERROR": "INTERNAL",  # a bug, logged with its traceback; everything else is INVALID_ARGUMENT
 }
 
 

@@ -11,6 +11,8 @@ import signal
 
 import grpc
 
+from coordinator.enrollment import EnrollmentGate
+from coordinator.grpc.bounds import RequestBounds
 from coordinator.grpc.servicer import FederationService
 from coordinator.keys import CoordinatorKeys
 from coordinator.settings import CoordinatorSettings
@@ -40,17 +42,23 @@ async def serve(settings: CoordinatorSettings, stop: asyncio.Event | None = None
     registry = Registry(settings.db_url)
     service = FederationService(settings, registry)
     server = grpc.aio.server(
-        options=[("grpc.max_receive_message_length", MESSAGE_BYTES), ("grpc.max_send_message_length", MESSAGE_BYTES)]
+        interceptors=[RequestBounds()],
+        options=[("grpc.max_receive_message_length", MESSAGE_BYTES), ("grpc.max_send_message_length", MESSAGE_BYTES)],
     )
+    enroll_server = enrollment_server(settings)
     barfed_pb2_grpc.add_FederationServicer_to_server(service, server)
+    barfed_pb2_grpc.add_FederationServicer_to_server(service, enroll_server)
     if settings.insecure_plaintext:
         log.warning("serving PLAINTEXT on %s (loopback development mode)", settings.listen)
         port = server.add_insecure_port(settings.listen)
-        enroll_port = server.add_insecure_port(settings.enroll_listen)
+        enroll_port = enroll_server.add_insecure_port(settings.enroll_listen)
     else:
         port = server.add_secure_port(settings.listen, server_credentials(settings, client_auth=True))
-        enroll_port = server.add_secure_port(settings.enroll_listen, server_credentials(settings, client_auth=False))
+        enroll_port = enroll_server.add_secure_port(
+            settings.enroll_listen, server_credentials(settings, client_auth=False)
+        )
     await server.start()
+    await enroll_server.start()
     _write_port_file(settings, "grpc.port", port)
     _write_port_file(settings, "enroll.port", enroll_port)
     log.info(
@@ -75,9 +83,26 @@ async def serve(settings: CoordinatorSettings, stop: asyncio.Event | None = None
     await stop.wait()
     log.info("shutting down")
     expiry.cancel()
-    await server.stop(grace=5)
+    await asyncio.gather(server.stop(grace=5), enroll_server.stop(grace=5))
     await service.drain()
     registry.dispose()
+
+
+def enrollment_server(settings: CoordinatorSettings) -> grpc.aio.Server:
+    """The anonymous port's own server: its own small message limit, few streams and little metadata per
+    connection, and a gate on calls per peer and in flight, so callers without a certificate cannot make
+    the coordinator hold much memory (the service port's 8 MiB messages are for authenticated uploads)."""
+    limit = settings.enroll_message_bytes
+    gate = EnrollmentGate(settings.enroll_calls_per_minute, settings.enroll_burst, settings.enroll_in_flight)
+    return grpc.aio.server(
+        interceptors=[RequestBounds(gate)],
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", MESSAGE_BYTES),
+            ("grpc.max_concurrent_streams", 16),
+            ("grpc.max_metadata_size", 16 * 1024),
+        ],
+    )
 
 
 def _with_port(listen: str, port: int) -> str:

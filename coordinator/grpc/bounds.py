@@ -1,0 +1,211 @@
+"""One checked range for every field of every request message, enforced where the message enters.
+
+The wire types allow more than any layer behind them can hold (a ``uint32`` version against the manifest's and
+the registry's 2^31-1, a ``uint64`` release number against a 32-bit column, strings with NUL that PostgreSQL
+cannot store), so each request, and each message of a request stream, is checked against `BOUNDS` before a
+handler sees it. `RequestBounds` is a server interceptor doing that for every method, and turning anything a
+handler lets escape into an ``INTERNAL`` status with a code (logged), never ``UNKNOWN``. The fuzz test checks
+that `BOUNDS` names every field of every request message of the committed protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf.message import Message
+
+from coordinator.grpc.errors import abort
+from protocol.errors import BarFedError
+from protocol.v1 import barfed_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Number:
+    low: int
+    high: int
+    code: str
+
+
+@dataclass(frozen=True)
+class Text:
+    max_chars: int
+    code: str
+    newlines: bool = False  # PEM spans lines; nothing else does
+
+
+@dataclass(frozen=True)
+class Blob:
+    max_bytes: int
+    code: str
+
+
+@dataclass(frozen=True)
+class Items:
+    max_items: int
+    code: str
+
+
+BOUNDS: dict[str, dict[str, Number | Text | Blob | Items]] = {
+    "EnrollRequest": {
+        "org_id": Text(63, "BAD_ORG_ID"),
+        "csr_pem": Text(8 * 1024, "CSR_INVALID", newlines=True),
+        "enrollment_token": Text(128, "BAD_ENROLLMENT_TOKEN"),
+        "contact": Text(256, "BAD_CONTACT"),
+    },
+    "GetEnrollmentRequest": {"enrollment_id": Text(36, "UNKNOWN_ENROLLMENT")},
+    "FetchAnchorRequest": {"fingerprint": Text(71, "ANCHOR_MISMATCH")},
+    "CreateUploadRequest": {
+        "domain": Text(64, "BAD_DOMAIN"),
+        "version": Number(1, INT32_MAX, "BAD_VERSION"),
+        "files": Items(4096, "BAD_FILE_LIST"),
+    },
+    "FileDeclaration": {
+        "path": Text(200, "BAD_PATH"),
+        "size": Number(0, INT64_MAX, "FILE_TOO_LARGE"),
+        "sha256": Text(64, "BAD_DIGEST"),
+    },
+    "Chunk": {
+        "session_id": Text(36, "UNKNOWN_SESSION"),
+        "path": Text(200, "UNKNOWN_FILE"),
+        "offset": Number(0, INT64_MAX, "OFFSET_MISMATCH"),
+        "data": Blob(64 * 1024**2, "CHUNK_TOO_LARGE"),  # the message limit binds first; the settings after it
+    },
+    "GetUploadRequest": {"session_id": Text(36, "UNKNOWN_SESSION")},
+    "CommitUploadRequest": {"session_id": Text(36, "UNKNOWN_SESSION")},
+    "GetSubmissionRequest": {"submission_id": Text(36, "UNKNOWN_SUBMISSION")},
+    "WatchReleasesRequest": {
+        "after_release": Number(0, INT32_MAX, "BAD_RELEASE"),
+        "channel": Text(32, "BAD_CHANNEL"),
+    },
+}
+
+
+def _odd(text: str, newlines: bool) -> bool:
+    return not all(c.isprintable() or (newlines and c in "\n\r\t") for c in text)
+
+
+def check(message: Message) -> None:
+    """Raise `BarFedError` (the field's code) for the first field outside its range, nested messages included."""
+    name = message.DESCRIPTOR.name
+    bounds = BOUNDS[name]
+    for field, value in message.ListFields():
+        bound = bounds[field.name]
+        where = f"{name}.{field.name}"
+        if field.is_repeated:
+            if len(value) > bound.max_items:
+                raise BarFedError(
+                    bound.code, f"{where} holds {len(value)} items; at most {bound.max_items} are allowed."
+                )
+            for item in value:
+                check(item)
+        elif isinstance(bound, Number) and not bound.low <= value <= bound.high:
+            raise BarFedError(bound.code, f"{where} must be between {bound.low} and {bound.high}, not {value}.")
+        elif isinstance(bound, Text) and (len(value) > bound.max_chars or _odd(value, bound.newlines)):
+            raise BarFedError(
+                bound.code, f"{where} must be at most {bound.max_chars} printable characters; correct it and retry."
+            )
+        elif isinstance(bound, Blob) and len(value) > bound.max_bytes:
+            raise BarFedError(bound.code, f"{where} carries {len(value)} bytes; at most {bound.max_bytes} are allowed.")
+
+
+REQUEST_TYPES = {  # method -> request message, from the committed service descriptor
+    method.name: method.input_type.name for method in pb.DESCRIPTOR.services_by_name["Federation"].methods
+}
+
+
+async def _internal(context: grpc.aio.ServicerContext, method: str, exc: BaseException) -> None:
+    log.error("%s failed unexpectedly: %s: %s", method, type(exc).__name__, exc, exc_info=exc)
+    await abort(
+        context,
+        BarFedError("INTERNAL_ERROR", "the coordinator failed on this call; the operator has the details in its log."),
+    )
+
+
+class RequestBounds(grpc.aio.ServerInterceptor):
+    """Checks every request message against `BOUNDS` before the handler runs; anything a handler lets escape
+    becomes ``INTERNAL`` with code ``INTERNAL_ERROR`` (and a log line), never ``UNKNOWN``.
+
+    ``gate`` (the enrollment port's) admits each call first: calls per peer and in flight."""
+
+    def __init__(self, gate=None) -> None:
+        self.gate = gate
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        gate = self.gate
+
+        def admitted(context):
+            return gate.admit(context.peer()) if gate is not None else _NoGate()
+
+        if handler.unary_unary is not None:
+            inner = handler.unary_unary
+
+            async def unary_unary(request, context):
+                try:
+                    with admitted(context):
+                        check(request)
+                        return await inner(request, context)
+                except BarFedError as exc:
+                    await abort(context, exc)
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:
+                    await _internal(context, method, exc)
+
+            return handler._replace(unary_unary=unary_unary)
+        if handler.unary_stream is not None:
+            inner = handler.unary_stream
+
+            async def unary_stream(request, context):
+                try:
+                    with admitted(context):
+                        check(request)
+                        async for response in inner(request, context):
+                            yield response
+                except BarFedError as exc:
+                    await abort(context, exc)
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:
+                    await _internal(context, method, exc)
+
+            return handler._replace(unary_stream=unary_stream)
+        if handler.stream_unary is not None:
+            inner = handler.stream_unary
+
+            async def checked(requests):
+                async for request in requests:
+                    check(request)
+                    yield request
+
+            async def stream_unary(request_iterator, context):
+                try:
+                    with admitted(context):
+                        return await inner(checked(request_iterator), context)
+                except BarFedError as exc:
+                    await abort(context, exc)
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:
+                    await _internal(context, method, exc)
+
+            return handler._replace(stream_unary=stream_unary)
+        return handler
+
+
+class _NoGate:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *_exc):
+        return False
