@@ -518,12 +518,92 @@ def second_stream_on_a_busy_session(w):
         holder.join()
 
 
+def _rewrite_safetensors(package: Path, change) -> Path:
+    """Rewrite model.safetensors' header (and data) by hand, as no writer would: ``change(header, data)``
+    returns the header text and the data that follow it."""
+    path = package / "model.safetensors"
+    blob = path.read_bytes()
+    length = int.from_bytes(blob[:8], "little")
+    text, data = change(json.loads(blob[8 : 8 + length]), blob[8 + length :])
+    path.write_bytes(len(text).to_bytes(8, "little") + text + data)
+    return package
+
+
+def _twin_tensors(header: dict) -> tuple[str, str]:
+    """Two tensors of the same dtype and shape."""
+    seen: dict = {}
+    for name, entry in sorted(header.items()):
+        if name != "__metadata__":
+            key = (entry["dtype"], tuple(entry["shape"]))
+            if key in seen:
+                return seen[key], name
+            seen[key] = name
+    raise AssertionError("no two tensors alike")
+
+
+def appended_pickle(w):
+    """A valid file with a pickle after the last tensor: bytes no tensor covers ride along into a release."""
+    p = copy_of(w, "appended-pickle")
+    payload = pickle.dumps({"run": "os.system"})
+    _rewrite_safetensors(p, lambda h, d: (json.dumps(h).encode(), d + payload))
+    return send_dir(w, resign(p, w.identity.key_path))
+
+
+def overlapping_offsets(w):
+    """Two tensors declared over the same bytes (the second one's own bytes left unread in the file)."""
+    p = copy_of(w, "overlap")
+
+    def overlap(header, data):
+        first, second = _twin_tensors(header)
+        header[second]["data_offsets"] = list(header[first]["data_offsets"])
+        return json.dumps(header).encode(), data
+
+    _rewrite_safetensors(p, overlap)
+    return send_dir(w, resign(p, w.identity.key_path))
+
+
+def fractional_shape(w):
+    """A dimension of 2.9 where an integer belongs (once read as 2)."""
+    p = copy_of(w, "fractional-shape")
+
+    def fractional(header, data):
+        name = next(n for n in sorted(header) if n != "__metadata__" and header[n]["shape"])
+        header[name]["shape"][0] += 0.9
+        return json.dumps(header).encode(), data
+
+    _rewrite_safetensors(p, fractional)
+    return send_dir(w, resign(p, w.identity.key_path))
+
+
+def overflowing_shape(w):
+    """A dimension of 1e999 (once an uncaught OverflowError, reported as VERIFICATION_ERROR)."""
+    p = copy_of(w, "overflowing-shape")
+
+    def overflow(header, data):
+        name = next(n for n in sorted(header) if n != "__metadata__" and header[n]["shape"])
+        header[name]["shape"][0] = "OVERFLOW"
+        return json.dumps(header).replace('"OVERFLOW"', "1e999").encode(), data
+
+    _rewrite_safetensors(p, overflow)
+    return send_dir(w, resign(p, w.identity.key_path))
+
+
+def version_past_the_manifests_bound(w):
+    """2^31 fits CreateUpload's uint32 but no manifest or registry column."""
+    return send_dir(w, w.good, version=2**31)
+
+
 def _swallow(fn):
     with contextlib.suppress(grpc.RpcError):
         fn()
 
 
 CASES = {
+    appended_pickle: ("BAD_SAFETENSORS",),
+    overlapping_offsets: ("BAD_SAFETENSORS",),
+    fractional_shape: ("BAD_SAFETENSORS",),
+    overflowing_shape: ("BAD_SAFETENSORS",),
+    version_past_the_manifests_bound: ("BAD_VERSION",),
     stray_tensor_file: ("BAD_SAFETENSORS",),
     index_and_single_file: ("BAD_SAFETENSORS",),
     lying_index: ("BAD_SAFETENSORS",),
