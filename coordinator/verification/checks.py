@@ -95,7 +95,8 @@ def _check_signature(directory: Path, expect: Expectations, digests: dict[str, s
 
 def _check_tensors(directory: Path, manifest: ExpertManifest, expect: Expectations) -> None:
     anchor = MappedCheckpoint(expect.anchor_dir)
-    # Validates headers (bounded) and byte ranges, and refuses non-safetensors before reading a tensor.
+    # Before a tensor is read: headers bounded, judged by stock safetensors and then strictly by us (integer
+    # shapes, tensors contiguous and covering the data exactly), so whatever stock refuses is BAD_SAFETENSORS.
     package = MappedCheckpoint(directory, max_header_bytes=MAX_PACKAGE_HEADER_BYTES, max_tensors=len(anchor.keys()))
     tensor_files = {f.path for f in manifest.files if f.path.endswith(".safetensors") or f.path == INDEX_FILE}
     expected_files = set(package.files) | ({INDEX_FILE} if (directory / INDEX_FILE).is_file() else set())

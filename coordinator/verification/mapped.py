@@ -2,8 +2,9 @@
 
 Verification reads every value of a package once. Copying each tensor into a fresh buffer first (what
 `SafetensorsCheckpoint.tensor` does, to keep a streaming merge's resident set small) costs a page fault per
-4 KiB of new memory, which on a small machine takes longer than checking the values. The headers and byte
-ranges are still validated by `SafetensorsCheckpoint` before any view is made.
+4 KiB of new memory, which on a small machine takes longer than checking the values. Headers and layout
+are still validated by `SafetensorsCheckpoint` (stock safetensors first, then our stricter checks) before any
+view is made.
 
 The map is private (copy on write): nothing written to a view can reach the file. Use it only on files that
 nobody truncates meanwhile (blobs are immutable, so is the published anchor): a shrunk file would fault
