@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from coordinator.jobs_cli import app as jobs_app
+
 app = typer.Typer(help="Run the federation's coordinator and act on it as its operator.", no_args_is_help=True)
 orgs = typer.Typer(help="Organizations: invite, revoke.", no_args_is_help=True)
 enrollments = typer.Typer(help="Enrollment requests: list, approve, reject.", no_args_is_help=True)
@@ -16,6 +18,7 @@ experts = typer.Typer(help="Accepted experts and submissions.", no_args_is_help=
 app.add_typer(orgs, name="orgs")
 app.add_typer(enrollments, name="enrollments")
 app.add_typer(experts, name="experts")
+app.add_typer(jobs_app, name="jobs")
 console = Console()
 
 HomeOption = Annotated[Path | None, typer.Option("--home", help="coordinator home (default: settings)")]
@@ -51,11 +54,17 @@ def init(
 
 
 @app.command()
-def serve(home: HomeOption = None) -> None:
-    """Serve the gRPC submission service until interrupted."""
+def serve(
+    home: HomeOption = None,
+    no_worker: Annotated[
+        bool,
+        typer.Option("--no-worker", help="run no task worker: `celery -A coordinator.tasks worker` runs elsewhere"),
+    ] = False,
+) -> None:
+    """Serve the gRPC service, sweep jobs and supervise a `celery worker` subprocess, until interrupted."""
     from coordinator.grpc.server import run
 
-    run(_settings(home))
+    run(_settings(home), worker="none" if no_worker else "process")
 
 
 @orgs.command("invite")

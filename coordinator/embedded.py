@@ -1,4 +1,5 @@
-"""An in-process coordinator on a background thread: the same server, for the demo and for tests."""
+"""An in-process coordinator on a background thread: the same server, for the demo and for tests, with a real
+Celery worker on a thread of this process (the embedded broker needs no server)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def running_coordinator(settings: CoordinatorSettings, timeout: float = 30.0) ->
     def run() -> None:
         asyncio.set_event_loop(loop)
         try:
-            loop.run_until_complete(serve(settings, stop))
+            loop.run_until_complete(serve(settings, stop, worker="thread"))
         except BaseException as exc:  # surfaced to the caller below
             failure.append(exc)
 

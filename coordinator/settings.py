@@ -48,6 +48,20 @@ class CoordinatorSettings(BaseSettings):
     max_shared_drift: float = Field(
         default=0.9, gt=0, description="bound on ||expert - anchor|| / ||anchor|| for every shared tensor"
     )
+    broker_url: str | None = Field(
+        default=None,
+        description="Celery broker; default: an SQLite file home/broker.db (no server). At scale redis://host:6379/N",
+    )
+    task_queue: str = Field(
+        default="barfed", min_length=1, max_length=64, description="broker queue of this federation's jobs"
+    )
+    job_lease_s: float = Field(
+        default=60.0, gt=0, description="a job whose worker stops renewing its lease this long is taken over"
+    )
+    sweep_interval_s: float = Field(
+        default=5.0, gt=0, description="how often serve (re)dispatches queued jobs and jobs whose lease ran out"
+    )
+    worker_concurrency: int = Field(default=1, gt=0, le=64, description="jobs one worker runs at once (threads)")
     router_recipe: str = Field(default="tiny", description="router recipe (name or TOML path) release builds use")
     eval_examples: int = Field(default=100, gt=0, le=10000, description="coordinator's held-out problems per domain")
     gate_tolerance: float = Field(

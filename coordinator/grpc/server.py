@@ -1,5 +1,6 @@
-"""Run the coordinator's gRPC service: TLS with optional client certificates (enrollment needs none, every
-other call checks one), or plaintext on loopback when asked for by name.
+"""Run the coordinator: its gRPC service (TLS with optional client certificates: enrollment needs none, every
+other call checks one, or plaintext on loopback when asked for by name), the job sweeper, and a task worker
+(a supervised `celery worker` subprocess, one in this process, or none when workers run elsewhere).
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import asyncio
 import logging
 import os
 import signal
+from typing import Literal
 
 import grpc
 
@@ -17,6 +19,9 @@ from coordinator.grpc.servicer import FederationService
 from coordinator.keys import CoordinatorKeys
 from coordinator.settings import CoordinatorSettings
 from coordinator.state.db import Registry
+from coordinator.tasks.app import make_app
+from coordinator.tasks.dispatch import Dispatcher, Sweeper
+from coordinator.tasks.runner import Runtime
 from protocol.errors import BarFedError
 from protocol.v1 import barfed_pb2_grpc
 
@@ -37,10 +42,27 @@ def server_credentials(settings: CoordinatorSettings, *, client_auth: bool) -> g
     )
 
 
-async def serve(settings: CoordinatorSettings, stop: asyncio.Event | None = None) -> None:
+WorkerMode = Literal["process", "thread", "none"]
+
+
+def _start_worker(settings: CoordinatorSettings, registry: Registry, service: FederationService, mode: WorkerMode):
+    from coordinator.tasks.worker import InProcessWorker, WorkerProcess
+
+    if mode == "process":
+        return WorkerProcess(settings).start()
+    if mode == "thread":
+        runtime = Runtime(settings, registry, service.blobs, service.keys)
+        return InProcessWorker(make_app(settings, runtime)).start()
+    return None
+
+
+async def serve(
+    settings: CoordinatorSettings, stop: asyncio.Event | None = None, worker: WorkerMode = "process"
+) -> None:
     """Serve until SIGINT/SIGTERM (or until ``stop`` is set, for an embedded coordinator)."""
     registry = Registry(settings.db_url)
-    service = FederationService(settings, registry)
+    dispatcher = Dispatcher(make_app(settings))
+    service = FederationService(settings, registry, dispatcher)
     server = grpc.aio.server(
         interceptors=[RequestBounds()],
         options=[("grpc.max_receive_message_length", MESSAGE_BYTES), ("grpc.max_send_message_length", MESSAGE_BYTES)],
@@ -67,6 +89,8 @@ async def serve(settings: CoordinatorSettings, stop: asyncio.Event | None = None
         _with_port(settings.enroll_listen, enroll_port),
     )
     await service.resume_pending()
+    workers = await asyncio.to_thread(_start_worker, settings, registry, service, worker)
+    sweeper = Sweeper(dispatcher, registry, settings.sweep_interval_s).start()
 
     if stop is None:
         stop = asyncio.Event()
@@ -84,7 +108,11 @@ async def serve(settings: CoordinatorSettings, stop: asyncio.Event | None = None
     log.info("shutting down")
     expiry.cancel()
     await asyncio.gather(server.stop(grace=5), enroll_server.stop(grace=5))
+    await asyncio.to_thread(sweeper.stop)
+    if workers is not None:
+        await asyncio.to_thread(workers.stop)
     await service.drain()
+    dispatcher.close()
     registry.dispose()
 
 
@@ -117,5 +145,5 @@ def _write_port_file(settings: CoordinatorSettings, name: str, port: int) -> Non
     os.replace(tmp, path)
 
 
-def run(settings: CoordinatorSettings) -> None:
-    asyncio.run(serve(settings))
+def run(settings: CoordinatorSettings, worker: WorkerMode = "process") -> None:
+    asyncio.run(serve(settings, worker=worker))

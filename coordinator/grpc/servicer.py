@@ -2,7 +2,8 @@
 
 Every handler turns a `BarFedError` into a gRPC status with the stable code in the trailing metadata
 ``barfed-error-code``. Blocking work (files, database, hashing) runs in threads so one slow upload never
-stalls the others; verification runs on its own single worker, one package at a time.
+stalls the others. Verification is not done here: a commit dispatches the submission's "verify" job to the task
+workers (coordinator.tasks) through the dispatcher it is given.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from sqlalchemy import select
@@ -20,10 +20,10 @@ from coordinator.blobs import BlobStore
 from coordinator.grpc.errors import abort, reports_errors
 from coordinator.keys import CoordinatorKeys
 from coordinator.settings import CoordinatorSettings
+from coordinator.state import jobs
 from coordinator.state.db import Registry
 from coordinator.state.models import Release, Submission
 from coordinator.uploads.sessions import Declared, Uploads
-from coordinator.verification.job import Verifier
 from protocol.errors import BarFedError
 from protocol.fingerprint import anchor_fingerprint
 from protocol.package import file_sha256
@@ -49,15 +49,12 @@ async def _settle(writing: asyncio.Future | None) -> None:
 
 
 class FederationService(barfed_pb2_grpc.FederationServicer):
-    def __init__(self, settings: CoordinatorSettings, registry: Registry) -> None:
-        self.settings, self.registry = settings, registry
+    def __init__(self, settings: CoordinatorSettings, registry: Registry, dispatcher) -> None:
+        """``dispatcher``: a coordinator.tasks.dispatch.Dispatcher (anything with ``dispatch(job_id)``)."""
+        self.settings, self.registry, self.dispatcher = settings, registry, dispatcher
         self.keys = CoordinatorKeys(settings.pki_dir)
         self.blobs = BlobStore(settings.blob_dir)
         self.uploads = Uploads(registry, settings, self.blobs)
-        self.verifier = Verifier(registry, settings, self.blobs)
-        self._verify_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify")
-        self._tasks: set[asyncio.Task] = set()
-        self._scheduled: set[str] = set()
         self._anchor: pb.AnchorManifest | None = None
 
     # -- identity ----------------------------------------------------------------------------
@@ -220,24 +217,14 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
     async def CommitUpload(self, request, context):
         org = await self._org(context)
         submission_id = await asyncio.to_thread(self.uploads.commit, org, request.session_id)
-        self.schedule_verification(submission_id)
+        await asyncio.to_thread(self._dispatch_verification, submission_id)
         return await self._submission(org, submission_id)
 
-    def schedule_verification(self, submission_id: str) -> None:
-        if submission_id in self._scheduled:
-            return  # a repeated commit must not verify twice
-        self._scheduled.add(submission_id)
-        loop = asyncio.get_running_loop()
-        task = asyncio.ensure_future(loop.run_in_executor(self._verify_pool, self.verifier.run, submission_id))
-        self._tasks.add(task)
-
-        def done(finished: asyncio.Future) -> None:
-            self._tasks.discard(finished)
-            self._scheduled.discard(submission_id)
-            if not finished.cancelled() and finished.exception() is not None:
-                log.error("verification of %s failed", submission_id, exc_info=finished.exception())
-
-        task.add_done_callback(done)
+    def _dispatch_verification(self, submission_id: str) -> None:
+        """A repeated commit finds the job running or done and sends nothing; were it sent, only one claim wins."""
+        job = jobs.find(self.registry, "verify", submission_id)
+        if job is not None and job.state == "queued":
+            self.dispatcher.dispatch(job.id)
 
     # -- submissions and releases ------------------------------------------------------------
 
@@ -296,13 +283,8 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
             await asyncio.sleep(1.0)
 
     async def resume_pending(self) -> None:
-        """Finish verifications a previous run left unfinished (and drop abandoned uploads)."""
+        """Drop abandoned uploads (unfinished jobs are the sweeper's: coordinator.tasks.dispatch)."""
         await asyncio.to_thread(self.uploads.expire)
-        for submission_id in await asyncio.to_thread(self.verifier.pending):
-            self.schedule_verification(submission_id)
 
     async def drain(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._verify_pool.shutdown(wait=True)
         await asyncio.to_thread(self.uploads.close)

@@ -3,13 +3,16 @@
 RECEIVED → VERIFYING → ACCEPTED | REJECTED(code, message). A rejected package leaves no expert version and
 no bytes (its blobs are deleted unless an accepted expert shares them); only the rejection record
 (code and message, so the node can be told why) and the audit trail remain. The job is keyed by the
-submission id and idempotent, so a coordinator that dies mid-verification simply runs it again.
+submission id and idempotent, so a worker that dies mid-verification is simply followed by another
+(coordinator.tasks runs it as the "verify" job).
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
+import uuid
+from pathlib import Path
 
 from sqlalchemy import func, select
 
@@ -18,14 +21,12 @@ from coordinator.enrollment import pinned_keys
 from coordinator.settings import CoordinatorSettings
 from coordinator.state import audit
 from coordinator.state.db import Registry
-from coordinator.state.models import Domain, Expert, Job, Submission, UploadFile, UploadSession
+from coordinator.state.models import Domain, Expert, Submission, UploadFile, UploadSession
 from coordinator.verification.checks import Expectations, verify_package
 from protocol.errors import BarFedError
 from protocol.fingerprint import anchor_fingerprint
 
 log = logging.getLogger(__name__)
-
-MAX_ATTEMPTS = 3
 
 
 class Verifier:
@@ -41,26 +42,17 @@ class Verifier:
             self._anchor_fingerprint = anchor_fingerprint(self.settings.anchor_dir)
         return self._anchor_fingerprint
 
-    def pending(self) -> list[str]:
-        """Submissions whose verification has not finished (after a crash, too)."""
-        with self.registry.session() as session:
-            jobs = session.scalars(select(Job).where(Job.kind == "verify", Job.state.in_(("queued", "running"))))
-            return [job.key for job in jobs]
+    def run(self, submission_id: str, workdir: Path | None = None) -> str:
+        """Verify one submission (idempotent: a finished one is left as it is); returns its final state.
 
-    def run(self, submission_id: str) -> str:
-        """Verify one submission (idempotent); returns its final state."""
+        The job row (coordinator.state.jobs) decides who runs it and how often; this only acts on the submission.
+        """
         with self.registry.session() as session:
             submission = session.get(Submission, submission_id)
-            job = session.scalar(select(Job).where(Job.kind == "verify", Job.key == submission_id))
+            if submission is None:
+                raise BarFedError("UNKNOWN_SUBMISSION", f"there is no submission {submission_id}.")
             if submission.state not in ("RECEIVED", "VERIFYING"):
-                if job is not None:
-                    job.state = "done"
                 return submission.state
-            if job is not None:
-                job.state, job.attempts = "running", job.attempts + 1
-                gave_up = job.attempts > MAX_ATTEMPTS
-            else:
-                gave_up = False
             submission.state = "VERIFYING"
             audit.record(session, "coordinator", "submission.verify", submission_id)
             expect = Expectations(
@@ -78,11 +70,9 @@ class Verifier:
                 max_shared_drift=self.settings.max_shared_drift,
             )
             files = dict(submission.files)
-        if gave_up:  # it took the coordinator down every time it ran
-            self._finish(submission_id, "REJECTED", "VERIFICATION_ERROR", "the package could not be verified.")
-            return "REJECTED"
         expect = Expectations(**{**expect.__dict__, "public_keys": pinned_keys(self.registry, expect.org_id)})
-        workdir = self.settings.staging_dir / f"verify-{submission_id}"
+        # Its own directory per run: a run that took over from a lost lease must not share the old one's.
+        workdir = workdir or self.settings.staging_dir / f"verify-{submission_id}-{uuid.uuid4().hex[:8]}"
         outcome = ("ACCEPTED", "", "")
         try:
             package = self.blobs.materialize(files, workdir)
@@ -95,13 +85,20 @@ class Verifier:
             outcome = ("REJECTED", "VERIFICATION_ERROR", message)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)  # before the outcome is visible: nothing stays behind
-        self._finish(submission_id, *outcome)
-        return outcome[0]
+        return self._finish(submission_id, *outcome)
 
-    def _finish(self, submission_id: str, state: str, code: str, message: str) -> None:
-        """Record the outcome; a rejected package's blobs are gone before anyone can see REJECTED."""
+    def give_up(self, submission_id: str, code: str = "VERIFICATION_ERROR") -> str:
+        """Its job ended failed: reject the submission (if nothing finished it meanwhile)."""
+        message = f"the package could not be verified ({code}); the operator has the details in the coordinator's log."
+        return self._finish(submission_id, "REJECTED", "VERIFICATION_ERROR", message)
+
+    def _finish(self, submission_id: str, state: str, code: str, message: str) -> str:
+        """Record the outcome unless another run already did (returns the state that stands); a rejected
+        package's blobs are gone before anyone can see REJECTED."""
         with self.blobs.lock, self.registry.session() as session:
-            submission = session.get(Submission, submission_id)
+            submission = session.get(Submission, submission_id, with_for_update=True, populate_existing=True)
+            if submission.state not in ("RECEIVED", "VERIFYING"):
+                return submission.state  # two runs raced (a takeover after a lost lease): the first one counts
             submission.state, submission.error_code, submission.message = state, code, message
             if state == "ACCEPTED":
                 session.add(
@@ -114,9 +111,6 @@ class Verifier:
                         files=submission.files,
                     )
                 )
-            job = session.scalar(select(Job).where(Job.kind == "verify", Job.key == submission_id))
-            if job is not None:
-                job.state = "done"
             audit.record(
                 session,
                 "coordinator",
@@ -128,6 +122,7 @@ class Verifier:
             )
             if state == "REJECTED":
                 self._collect(session, submission)
+        return state
 
     def _collect(self, session, rejected: Submission) -> None:
         """Delete the rejected package's blobs that nothing else refers to (accepted, pending or uploading).
@@ -143,10 +138,3 @@ class Verifier:
         referenced |= set(session.scalars(select(UploadFile.sha256).where(UploadFile.session_id.in_(open_uploads))))
         for digest in set(rejected.files.values()) - referenced:
             self.blobs.delete(digest)
-
-    def run_pending(self) -> int:
-        count = 0
-        for submission_id in self.pending():
-            self.run(submission_id)
-            count += 1
-        return count

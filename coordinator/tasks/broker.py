@@ -1,0 +1,67 @@
+"""The embedded broker: kombu's SQLAlchemy transport on an SQLite file of its own (``home/broker.db``).
+
+Why this one, measured (tests/integration/test_tasks_worker.py and docs/DESIGN.md): neither embedded transport
+redelivers a message whose worker was killed with SIGKILL. Both are kombu "virtual" transports: a delivered,
+not yet acknowledged message lives only in the worker's memory (returned to the queue on a clean shutdown only),
+so ``acks_late`` does not survive ``kill -9`` there; the job row's lease and the coordinator's sweeper
+(coordinator.tasks.dispatch) are what take such a job over, on every broker, Redis included. Between the two,
+the SQLAlchemy transport stores a message in one transaction, so a consumer never sees half of it; the
+filesystem transport creates the message file and then writes it, and a consumer polling in between moves and
+reads an empty file. Its own file, not the registry's: kombu takes SQLite's write lock on every poll (BEGIN
+IMMEDIATE, several times a second), which would stall the registry's writers, its tables are not the registry's
+(no Alembic migration owns them), and the registry may be PostgreSQL anyway.
+
+The stock transport's polling interval (1 s) cannot be set through the URL (its transport options all go to
+``create_engine``), and a worker's loop waits up to 2 s in ``drain_events`` before it notices a stop; this
+subclass polls every 0.1 s and returns within 0.25 s, so submissions verify promptly and an embedded
+coordinator stops at once. Kombu keeps every delivered message as an invisible row; ``purge_delivered``
+removes them (the sweeper calls it).
+"""
+
+from __future__ import annotations
+
+from kombu.transport import sqlalchemy as kombu_sqla
+from sqlalchemy import create_engine, event, text
+
+POLL_S = 0.1
+DRAIN_S = 0.25
+
+
+class Channel(kombu_sqla.Channel):
+    def _engine_from_config(self):
+        engine = create_engine(self.connection.client.hostname, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection, _record) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")  # publishers and the polling worker do not block each other
+            cursor.execute("PRAGMA synchronous=NORMAL")  # a lost message is re-sent by the sweeper from the job row
+            cursor.close()
+
+        return engine
+
+
+class Transport(kombu_sqla.Transport):
+    Channel = Channel
+    polling_interval = POLL_S
+
+    def drain_events(self, connection, timeout=None, **kwargs):
+        return super().drain_events(connection, timeout=min(timeout or DRAIN_S, DRAIN_S), **kwargs)
+
+
+TRANSPORT = f"{__name__}:Transport"
+
+
+def purge_delivered(url: str) -> int:
+    """Delete the messages kombu already handed out (it never reads them again); returns how many."""
+    engine = create_engine(url, connect_args={"timeout": 30})
+    try:
+        with engine.begin() as connection:
+            exists = connection.execute(
+                text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'kombu_message'")
+            ).first()
+            if exists is None:
+                return 0
+            return connection.execute(text("DELETE FROM kombu_message WHERE visible = 0")).rowcount
+    finally:
+        engine.dispose()

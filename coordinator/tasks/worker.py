@@ -1,0 +1,159 @@
+"""Workers: a real Celery worker in this process (embedded coordinators, tests) or a supervised subprocess.
+
+``InProcessWorker`` runs Celery's own WorkController (thread pool) on a thread: the same consumer, acks and
+task code as ``celery worker``, started in a fraction of a second, which matters to tests that start many
+coordinators. ``WorkerProcess`` is what ``barfed coordinator serve`` runs: ``celery -A coordinator.tasks worker``
+as a child, restarted when it dies, killed with its parent (PR_SET_PDEATHSIG), so a killed coordinator leaves
+no orphan holding a lease.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from celery import Celery
+from celery.concurrency.thread import TaskPool as ThreadTaskPool
+
+from coordinator.settings import CoordinatorSettings
+
+log = logging.getLogger(__name__)
+
+
+class AppThreadPool(ThreadTaskPool):
+    """Celery's thread pool, with its threads' current app set to this worker's: a task is looked up by name in
+    the current app, and a process with several apps (embedded coordinators, tests) must find its own."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.executor.shutdown()  # no thread was started yet
+        self.executor = ThreadPoolExecutor(max_workers=self.limit, initializer=self.app.set_current)
+
+
+class InProcessWorker:
+    def __init__(self, app: Celery, concurrency: int | None = None) -> None:
+        from celery.worker import WorkController
+
+        self.app = app
+        self.controller = WorkController(
+            app=app,
+            hostname=f"embedded-{uuid.uuid4().hex[:8]}@{os.uname().nodename}",
+            pool_cls=AppThreadPool,
+            concurrency=concurrency or app.conf.worker_concurrency,
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            loglevel=logging.WARNING,
+        )
+        self._thread = threading.Thread(target=self._run, name="celery-worker", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.controller.start()
+        except Exception:
+            log.exception("the in-process worker stopped")
+
+    def start(self) -> InProcessWorker:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Warm shutdown: the running job finishes (a job cut short would be taken over at its lease's end)."""
+        self.controller.stop(in_sighandler=False)
+        self._thread.join(timeout)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGKILL when the coordinator dies (Linux); elsewhere the lease still expires."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def worker_command(concurrency: int, loglevel: str = "INFO") -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "coordinator.tasks",
+        "worker",
+        "--pool",
+        "threads",
+        "--concurrency",
+        str(concurrency),
+        "--loglevel",
+        loglevel,
+        "--without-mingle",
+        "--without-gossip",
+        "--hostname",
+        f"barfed-{uuid.uuid4().hex[:8]}@%h",
+    ]
+
+
+class WorkerProcess:
+    """A ``celery worker`` child with the coordinator's settings, restarted (after ``backoff_s``) if it exits."""
+
+    def __init__(self, settings: CoordinatorSettings, backoff_s: float = 2.0) -> None:
+        self.settings, self.backoff_s = settings, backoff_s
+        self.process: subprocess.Popen | None = None
+        self.starts = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._supervise, name="worker-supervisor", daemon=True)
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["BARFED_COORD_HOME"] = str(self.settings.home.resolve())
+        env["BARFED_COORD_DATABASE_URL"] = self.settings.db_url
+        if self.settings.broker_url:
+            env["BARFED_COORD_BROKER_URL"] = self.settings.broker_url
+        env["BARFED_COORD_TASK_QUEUE"] = self.settings.task_queue
+        env["BARFED_COORD_JOB_LEASE_S"] = str(self.settings.job_lease_s)
+        return env
+
+    def _spawn(self) -> subprocess.Popen:
+        self.starts += 1
+        log.info("starting worker (start %d)", self.starts)
+        return subprocess.Popen(
+            worker_command(self.settings.worker_concurrency),
+            env=self._env(),
+            preexec_fn=_die_with_parent,  # only prctl runs between fork and exec
+            stdin=subprocess.DEVNULL,
+        )
+
+    def start(self) -> WorkerProcess:
+        self.process = self._spawn()
+        self._thread.start()
+        return self
+
+    def _supervise(self) -> None:
+        while not self._stop.wait(0.5):
+            if self.process is not None and self.process.poll() is not None:
+                log.warning("worker exited with %s; restarting it", self.process.returncode)
+                if self._stop.wait(self.backoff_s):
+                    return
+                self.process = self._spawn()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM (Celery's warm shutdown), then SIGKILL if it has not exited by ``timeout``."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
