@@ -62,6 +62,9 @@ class CoordinatorSettings(BaseSettings):
         default=5.0, gt=0, description="how often serve (re)dispatches queued jobs and jobs whose lease ran out"
     )
     worker_concurrency: int = Field(default=1, gt=0, le=64, description="jobs one worker runs at once (threads)")
+    task_imports: list[str] = Field(
+        default=[], description="modules every worker imports at start (handlers they add to runner.HANDLERS)"
+    )
     router_recipe: str = Field(default="tiny", description="router recipe (name or TOML path) release builds use")
     eval_examples: int = Field(default=100, gt=0, le=10000, description="coordinator's held-out problems per domain")
     gate_tolerance: float = Field(

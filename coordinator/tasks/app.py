@@ -55,6 +55,7 @@ def make_app(settings: CoordinatorSettings, runtime: Runtime | None = None) -> C
         worker_send_task_events=False,
         worker_enable_remote_control=not embedded,  # the SQL transport has no fanout for remote control
         worker_cancel_long_running_tasks_on_connection_loss=False,
+        imports=list(settings.task_imports),
     )
     app.barfed_settings = settings
     app.barfed_runtime = runtime

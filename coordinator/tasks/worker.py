@@ -10,6 +10,7 @@ no orphan holding a lease.
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -119,6 +120,8 @@ class WorkerProcess:
             env["BARFED_COORD_BROKER_URL"] = self.settings.broker_url
         env["BARFED_COORD_TASK_QUEUE"] = self.settings.task_queue
         env["BARFED_COORD_JOB_LEASE_S"] = str(self.settings.job_lease_s)
+        env["BARFED_COORD_WORKER_CONCURRENCY"] = str(self.settings.worker_concurrency)
+        env["BARFED_COORD_TASK_IMPORTS"] = json.dumps(self.settings.task_imports)
         return env
 
     def _spawn(self) -> subprocess.Popen:

@@ -1,0 +1,235 @@
+"""Real workers killed with SIGKILL in the middle of a job, on SQLite and PostgreSQL: a `celery worker` subprocess
+on the local Redis, and `barfed coordinator serve` (embedded broker, its supervised worker) killed and restarted.
+Either way a new worker takes the job over when its lease runs out and finishes it exactly once.
+
+The slow job is this module's own handler: workers import the module through the ``task_imports`` setting, which
+registers it (product code has no test handler).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from coordinator.tasks.runner import HANDLERS
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+REPO = Path(__file__).resolve().parents[2]
+KIND = "test-slow"
+STEPS, STEP_S = 8, 0.4
+
+
+def slow(ctx) -> dict:
+    """Eight steps of 0.4 s, resumable from ``work_dir/progress``; logs every start and every finish."""
+    with open(ctx.work_dir / "starts.log", "a") as fh:
+        fh.write(f"{os.getpid()} {ctx.attempt}\n")
+    progress = ctx.work_dir / "progress"
+    begin = int(progress.read_text()) if progress.is_file() else 0
+    for step in range(begin, STEPS):
+        ctx.step(f"s{step}")
+        time.sleep(STEP_S)
+        progress.write_text(str(step + 1))
+    with open(ctx.work_dir / "finishes.log", "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+    return {"resumed_from": begin, "pid": os.getpid()}
+
+
+HANDLERS[KIND] = slow  # in this process and in every worker that imports this module
+
+
+def _settings(tmp_path: Path, db_url: str, **overrides):
+    from coordinator.settings import load_settings
+
+    return load_settings(
+        home=tmp_path / "coordinator",
+        database_url=db_url,
+        listen="127.0.0.1:0",
+        enroll_listen="127.0.0.1:0",
+        min_free_bytes=0,
+        job_lease_s=3,
+        sweep_interval_s=0.5,
+        task_imports=[__name__],
+        **overrides,
+    )
+
+
+def _env(settings) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "BARFED_COORD_HOME": str(settings.home),
+        "BARFED_COORD_DATABASE_URL": settings.db_url,
+        "BARFED_COORD_LISTEN": settings.listen,
+        "BARFED_COORD_ENROLL_LISTEN": settings.enroll_listen,
+        "BARFED_COORD_MIN_FREE_BYTES": "0",
+        "BARFED_COORD_JOB_LEASE_S": str(settings.job_lease_s),
+        "BARFED_COORD_SWEEP_INTERVAL_S": str(settings.sweep_interval_s),
+        "BARFED_COORD_TASK_QUEUE": settings.task_queue,
+        "BARFED_COORD_TASK_IMPORTS": f'["{__name__}"]',
+        "PYTHONPATH": str(REPO),
+    }
+    if settings.broker_url:
+        env["BARFED_COORD_BROKER_URL"] = settings.broker_url
+    return env
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _job_at_step(registry, job_id: int, step: str):
+    from coordinator.state import jobs
+
+    job = jobs.get(registry, job_id)
+    return job if job.state == "running" and job.step >= step else None
+
+
+def _done(registry, job_id: int):
+    from coordinator.state import jobs
+
+    job = jobs.get(registry, job_id)
+    assert job.state in ("queued", "running", "done"), (job.state, job.error_code, job.error_message)
+    return job if job.state == "done" else None
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(pid):
+            found.append(int(status.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _assert_finished_once(settings, job, killed_pid: int) -> None:
+    work = settings.home / "jobs" / str(job.id)
+    starts = (work / "starts.log").read_text().split()
+    finishes = (work / "finishes.log").read_text().split()
+    assert len(finishes) == 1, finishes  # exactly once
+    assert len(starts) == 4 and starts[0] != starts[2], starts  # two runs, in two processes
+    assert job.attempts == 2
+    assert job.result["resumed_from"] >= 2  # the second run went on from the first one's progress
+    assert job.result["pid"] != killed_pid
+
+
+@pytest.fixture
+def redis_queue():
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379, socket_connect_timeout=5)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError as exc:  # CI starts the server; a dead one is a failure
+        pytest.fail(f"Redis at 127.0.0.1:6379 is not reachable: {exc}")
+    queue = f"barfed-test-{uuid.uuid4().hex[:12]}"
+    yield queue
+    client.delete(queue)
+    client.close()
+
+
+def test_kill_9_of_a_celery_worker_on_redis_mid_job(db_url, tmp_path, redis_queue):
+    from coordinator.state import jobs
+    from coordinator.state.db import Registry
+    from coordinator.tasks.app import make_app
+    from coordinator.tasks.dispatch import Dispatcher, Sweeper
+    from coordinator.tasks.worker import worker_command
+
+    settings = _settings(tmp_path, db_url, broker_url="redis://127.0.0.1:6379/0", task_queue=redis_queue)
+    registry = Registry(settings.db_url)
+    with registry.session() as session:
+        job_id = jobs.ensure(session, KIND, "k").id
+    env = _env(settings)
+    log = open(tmp_path / "workers.log", "ab")  # noqa: SIM115
+    first = subprocess.Popen(worker_command(1, "WARNING"), env=env, cwd=REPO, stdout=log, stderr=log)
+    dispatcher = Dispatcher(make_app(settings))
+    sweeper = Sweeper(dispatcher, registry, settings.sweep_interval_s).start()  # what serve --no-worker runs
+    second = None
+    try:
+        held = _wait(lambda: _job_at_step(registry, job_id, "s2"), 60, "the first worker to reach step s2")
+        assert held.lease_owner.split(":")[1] == str(first.pid)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        second = subprocess.Popen(worker_command(1, "WARNING"), env=env, cwd=REPO, stdout=log, stderr=log)
+        job = _wait(lambda: _done(registry, job_id), 60, "the second worker to finish the job")
+        _assert_finished_once(settings, job, first.pid)
+        dispatcher.dispatch(job_id)  # a redelivered message: the second worker does nothing with it
+        time.sleep(1.5)
+        assert len((settings.home / "jobs" / str(job_id) / "finishes.log").read_text().split()) == 1
+        assert jobs.get(registry, job_id).attempts == 2
+    finally:
+        sweeper.stop()
+        dispatcher.close()
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)
+        registry.dispose()
+        log.close()
+
+
+def _serve(settings, env, log) -> subprocess.Popen:
+    (settings.home / "grpc.port").unlink(missing_ok=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "barfed.cli", "coordinator", "serve"], env=env, cwd=REPO, stdout=log, stderr=log
+    )
+    _wait(lambda: (settings.home / "grpc.port").is_file() or process.poll() is not None, 60, "serve to start")
+    assert process.poll() is None, "serve exited"
+    return process
+
+
+def test_kill_9_of_the_embedded_coordinator_mid_job_then_restart(db_url, tmp_path):
+    """The embedded default: `barfed coordinator serve` with its SQLite-file broker and its supervised worker,
+    the whole process killed; its worker dies with it and the restarted coordinator finishes the job once."""
+    from coordinator.setup import initialize
+    from coordinator.state import jobs
+    from coordinator.state.db import Registry
+
+    settings = _settings(tmp_path, db_url)
+    initialize(settings, None)
+    registry = Registry(settings.db_url)
+    with registry.session() as session:
+        job_id = jobs.ensure(session, KIND, "k").id  # queued: serve's sweeper dispatches it
+    env = _env(settings)
+    log = open(tmp_path / "serve.log", "ab")  # noqa: SIM115
+    first = _serve(settings, env, log)
+    second = None
+    try:
+        held = _wait(lambda: _job_at_step(registry, job_id, "s2"), 90, "the first worker to reach step s2")
+        worker_pid = int(held.lease_owner.split(":")[1])
+        assert worker_pid in _children(first.pid)  # the supervised `celery worker` subprocess runs it
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        _wait(lambda: not _alive(worker_pid), 10, "the worker to die with its coordinator")
+        second = _serve(settings, env, log)
+        job = _wait(lambda: _done(registry, job_id), 90, "the restarted coordinator to finish the job")
+        _assert_finished_once(settings, job, worker_pid)
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)
+        registry.dispose()
+        log.close()
