@@ -219,19 +219,3 @@ def expired_open(registry: Registry, now: dt.datetime) -> list[str]:
             for s in session.scalars(select(UploadSession).where(UploadSession.state == "open"))
             if aware(s.expires_at) < now
         ]
-
-
-__all__ = [
-    "PENDING_STATES",
-    "Committing",
-    "Creating",
-    "aware",
-    "close",
-    "committing",
-    "count_pending",
-    "creating",
-    "expired_open",
-    "load",
-    "lock_org",
-    "record_durable",
-]

@@ -75,7 +75,7 @@ class Staging:
         self._hashers.put(session_id, path, length, hasher)
 
     def digest(self, session_id: str, path: str, length: int) -> str:
-        """sha256 of the staged prefix, from the cache and, if it disagrees with what is wanted, from disk."""
+        """sha256 of the staged prefix (from the cached hash state when ``length`` is the durable length)."""
         return self.hasher(session_id, path, length).hexdigest()
 
     def digest_from_disk(self, session_id: str, path: str, length: int) -> str:
