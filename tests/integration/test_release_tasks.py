@@ -106,8 +106,9 @@ def wait_for(predicate, timeout: float, what: str, poll: float = 0.1):
 
 
 def checkpoint_written(settings, job_id: int) -> bool:
+    """A complete router checkpoint (the trainer writes trainer_state.json last)."""
     run = settings.home / "jobs" / str(job_id) / ".routed.router-run"
-    return any(run.glob("checkpoint-*"))
+    return any((path / "trainer_state.json").is_file() for path in run.glob("checkpoint-*"))
 
 
 def finished(registry, job_id: int):
