@@ -7,6 +7,7 @@ tools that want paths (signature verification, merging) without copying bytes.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -16,8 +17,36 @@ from pathlib import Path
 from protocol.errors import BarFedError
 
 DIGEST = re.compile(r"[0-9a-f]{64}")
-_LOCKS: dict[Path, threading.Lock] = {}
+_LOCKS: dict[Path, StoreLock] = {}
 _LOCKS_GUARD = threading.Lock()
+
+
+class StoreLock:
+    """Held while deciding about digests (a commit moving blobs in, a rejection deleting them): a thread lock
+    for this process and an flock on ``root/.lock`` for the others (verification runs in task workers)."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / ".lock"
+        self._thread_lock = threading.Lock()
+        self._fd: int | None = None
+
+    def __enter__(self) -> StoreLock:
+        self._thread_lock.acquire()
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fd, self._fd = self._fd, None
+        try:
+            os.close(fd)  # closing the descriptor releases the flock
+        finally:
+            self._thread_lock.release()
 
 
 def fsync_file(path: Path) -> None:
@@ -38,7 +67,7 @@ class BlobStore:
         self.root = Path(root)
         (self.root / "sha256").mkdir(parents=True, exist_ok=True)
         with _LOCKS_GUARD:  # one lock per store, however many objects point at it
-            self.lock = _LOCKS.setdefault(self.root.resolve(), threading.Lock())
+            self.lock = _LOCKS.setdefault(self.root.resolve(), StoreLock(self.root))
 
     def path(self, digest: str) -> Path:
         if not DIGEST.fullmatch(digest):

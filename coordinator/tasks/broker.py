@@ -1,15 +1,15 @@
 """The embedded broker: kombu's SQLAlchemy transport on an SQLite file of its own (``home/broker.db``).
 
-Why this one, measured (tests/integration/test_tasks_worker.py and docs/DESIGN.md): neither embedded transport
-redelivers a message whose worker was killed with SIGKILL. Both are kombu "virtual" transports: a delivered,
-not yet acknowledged message lives only in the worker's memory (returned to the queue on a clean shutdown only),
-so ``acks_late`` does not survive ``kill -9`` there; the job row's lease and the coordinator's sweeper
-(coordinator.tasks.dispatch) are what take such a job over, on every broker, Redis included. Between the two,
-the SQLAlchemy transport stores a message in one transaction, so a consumer never sees half of it; the
-filesystem transport creates the message file and then writes it, and a consumer polling in between moves and
-reads an empty file. Its own file, not the registry's: kombu takes SQLite's write lock on every poll (BEGIN
-IMMEDIATE, several times a second), which would stall the registry's writers, its tables are not the registry's
-(no Alembic migration owns them), and the registry may be PostgreSQL anyway.
+Why this one. Redelivery after ``kill -9``, measured with bench/broker_redelivery.py: neither embedded transport
+gives the task back (both are kombu "virtual" transports, where a delivered, unacknowledged message lives only
+in the worker's memory and returns to the queue on a clean shutdown only), and Redis not for minutes (its
+restore scan runs about every 100 s after the visibility timeout). So ``acks_late`` alone survives no SIGKILL
+quickly anywhere; the job row's lease and the coordinator's sweeper (coordinator.tasks.dispatch) take such a
+job over, on every broker. Between the two embedded ones, from their code: the SQLAlchemy transport stores a
+message in one transaction, so a consumer never sees half of one; the filesystem transport creates the message
+file and then writes it, and a consumer polling in between takes an empty file. Its own file, not the
+registry's: kombu takes SQLite's write lock on every poll (BEGIN IMMEDIATE, ten times a second here), which
+would stall the registry's writers; its tables are no Alembic migration's; and the registry may be PostgreSQL.
 
 The stock transport's polling interval (1 s) cannot be set through the URL (its transport options all go to
 ``create_engine``), and a worker's loop waits up to 2 s in ``drain_events`` before it notices a stop; this

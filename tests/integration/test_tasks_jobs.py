@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -245,3 +246,42 @@ def test_a_lost_lease_stops_the_handler(registry, tmp_path, monkeypatch):
     assert seen == ["LEASE_LOST"]
     job = jobs.get(registry, job_id)
     assert (job.state, job.lease_owner) == ("running", "thief")
+
+
+def test_jobs_cli_list_show_retry_cancel(db_url, tmp_path, monkeypatch):
+    """The operator's commands on a real registry; a mistake exits 2 with its code (the installed entry point)."""
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from coordinator.cli import app
+    from coordinator.state import jobs
+    from coordinator.state.db import Registry
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("BARFED_COORD_DATABASE_URL", db_url)
+    registry = Registry(db_url)
+    try:
+        job_id = _job(registry, "verify", "sub-1")
+        runner = CliRunner()
+        listed = runner.invoke(app, ["jobs", "list", "--home", str(home)])
+        assert listed.exit_code == 0 and "sub-1" in listed.output and "queued" in listed.output, listed.output
+        cancelled = runner.invoke(app, ["jobs", "cancel", str(job_id), "--home", str(home)])
+        assert cancelled.exit_code == 0, cancelled.output
+        shown = runner.invoke(app, ["jobs", "show", str(job_id), "--home", str(home)])
+        assert "cancelled" in shown.output and "0 of 3" in shown.output, shown.output
+        retried = runner.invoke(app, ["jobs", "retry", str(job_id), "--home", str(home)])
+        assert retried.exit_code == 0, retried.output
+        assert jobs.get(registry, job_id).state == "queued"
+        assert (home / "broker.db").is_file()  # retry dispatched it on the embedded broker
+    finally:
+        registry.dispose()
+    wrong = subprocess.run(
+        [sys.executable, "-m", "barfed.cli", "coordinator", "jobs", "show", "999", "--home", str(home)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "BARFED_COORD_DATABASE_URL": db_url},
+        timeout=120,
+    )
+    assert wrong.returncode == 2 and "UNKNOWN_JOB" in wrong.stderr, wrong.stderr
