@@ -165,7 +165,11 @@ def new_owner() -> str:
 
 
 def _after_failure(runtime: Runtime, job_id: int) -> None:
-    job = jobs.get(runtime.registry, job_id)
+    try:
+        job = jobs.get(runtime.registry, job_id)
+    except BarFedError as exc:  # a message for a job this database does not have
+        log.warning("job %s: %s", job_id, exc.message)
+        return
     hook = _resolve(ON_FAILED, job.kind) if job.state == "failed" else None
     if hook is not None:
         try:

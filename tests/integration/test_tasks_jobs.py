@@ -201,6 +201,7 @@ def test_runner_outcomes_and_a_redelivered_message_does_nothing_twice(registry, 
     unknown = _job(registry, "t-nobody", "e")
     assert runner.run_job(runtime, unknown) == "failed"
     assert jobs.get(registry, unknown).error_code == "NO_HANDLER"
+    assert runner.run_job(runtime, 10**6) == "skipped"  # a message for a job this database does not have
 
 
 def test_build_handler_is_looked_up_lazily(monkeypatch):
