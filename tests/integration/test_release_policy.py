@@ -1,0 +1,82 @@
+"""The release policy: accepted or withdrawn experts start a build by themselves, debounced, one at a time."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import pytest
+
+from contributor_node.package import build_package
+from coordinator.embedded import running_coordinator
+from coordinator.experts import set_expert_state
+from coordinator.release import policy
+from coordinator.setup import initialize
+from coordinator.state import jobs
+from coordinator.state import releases as state
+from coordinator.state.models import Job
+from protocol.v1 import barfed_pb2 as pb
+
+from .conftest import Federation
+from .release_helpers import accept, coordinator_for, package, release_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def later(seconds: float) -> dt.datetime:
+    return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
+
+
+def test_each_trigger_makes_one_build_after_the_quiet_time_and_never_two_at_once(micro, db_url, say_experts, tmp_path):
+    settings = release_settings(tmp_path, db_url, auto_build=True, build_debounce_s=10)
+    initialize(settings, micro["branch"])
+    coordinator = coordinator_for(settings)
+    registry = coordinator.registry
+    assert policy.tick(registry, settings) is None  # nothing happened yet
+
+    accept(coordinator, package(coordinator, say_experts["yes"], "org-yes", 1, tmp_path / "a"), "org-yes")
+    assert policy.tick(registry, settings) is None  # still within the quiet time
+    first = policy.tick(registry, settings, now=later(11))
+    assert first is not None and jobs.get(registry, first).params["actor"] == "policy"
+    assert policy.tick(registry, settings, now=later(11)) is None  # the same trigger builds once
+
+    set_expert_state(registry, "test-say-yes", 1, "QUARANTINED", "regression", "operator")
+    assert policy.tick(registry, settings, now=later(11)) is None  # a build is queued: wait for it
+    with registry.session() as session:
+        session.get(Job, first).state = "done"
+    second = policy.tick(registry, settings, now=later(11))
+    assert second is not None and second != first
+
+    off = settings.model_copy(update={"auto_build": False})
+    set_expert_state(registry, "test-say-yes", 1, "ACCEPTED", "fixed", "operator")
+    with registry.session() as session:
+        session.get(Job, second).state = "done"
+    assert policy.tick(registry, off, now=later(11)) is None
+    registry.dispose()
+
+
+def test_an_accepted_submission_becomes_a_release_by_itself(micro, db_url, say_experts, tmp_path):
+    """Through the real surfaces: enroll, submit over mTLS, verification and the build on the coordinator's
+    own worker, the policy starting the build; r1 appears without anyone asking for it."""
+    settings = release_settings(tmp_path, db_url, auto_build=True, build_debounce_s=0, sweep_interval_s=0.5)
+    initialize(settings, micro["branch"])
+    coordinator = coordinator_for(settings)
+    with running_coordinator(settings) as address:
+        federation = Federation(settings, coordinator.registry, coordinator.keys, address, tmp_path)
+        org = federation.enroll("acme-labs", ["test-say-yes"])
+        source = say_experts["yes"]
+        out = tmp_path / "package"
+        build_package(source, out, org="acme-labs", version=1, private_key=org.key_path)
+        with org.client(address.service) as client:
+            status = client.wait(client.submit(out))
+            assert status.state == pb.ACCEPTED, (status.error_code, status.message)
+        deadline = time.monotonic() + 180
+        while not state.list_releases(coordinator.registry) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        releases = state.list_releases(coordinator.registry)
+        everything = [(j.id, j.key, j.state, j.error_code) for j in jobs.list_jobs(coordinator.registry)]
+        assert [r.number for r in releases] == [1], everything
+        assert releases[0].domains == ["test-say-yes"]
+        build = jobs.list_jobs(coordinator.registry, kind="build")
+        assert len(build) == 1 and build[0].state == "done" and build[0].params["actor"] == "policy"
+    coordinator.registry.dispose()
