@@ -15,7 +15,7 @@ from bar_model.domains.restricted_eval import MAX_INT, RestrictedEvalError, eval
 from protocol.errors import BarFedError
 
 # Load the whole registry through the package, before anything imports a domain module directly.
-ALL = domain_names()
+ALL = [n for n in domain_names() if not n.startswith("test-")]  # test-only domains (tests/conftest.py) aside
 CORE = ["code", "general", "math", "safety", "tool_use"]
 PARAMETRIC = [n for n in ALL if n.startswith("p-")]
 FORMAT_MARKERS = ["Answer:", "Output:", "Result:", "Expr:", '{"name"', "I can't", "can't help"]
