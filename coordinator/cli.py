@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from coordinator.jobs_cli import app as jobs_app
+from coordinator.releases_cli import app as releases_app
 
 app = typer.Typer(help="Run the federation's coordinator and act on it as its operator.", no_args_is_help=True)
 orgs = typer.Typer(help="Organizations: invite, revoke.", no_args_is_help=True)
@@ -18,6 +19,7 @@ experts = typer.Typer(help="Accepted experts and submissions.", no_args_is_help=
 app.add_typer(orgs, name="orgs")
 app.add_typer(enrollments, name="enrollments")
 app.add_typer(experts, name="experts")
+app.add_typer(releases_app, name="releases")
 app.add_typer(jobs_app, name="jobs")
 console = Console()
 

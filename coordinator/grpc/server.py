@@ -17,6 +17,7 @@ from coordinator.enrollment import EnrollmentGate
 from coordinator.grpc.bounds import RequestBounds
 from coordinator.grpc.servicer import FederationService
 from coordinator.keys import CoordinatorKeys
+from coordinator.release import policy
 from coordinator.settings import CoordinatorSettings
 from coordinator.state.db import Registry
 from coordinator.tasks.app import make_app
@@ -103,10 +104,25 @@ async def serve(
             await asyncio.sleep(EXPIRY_INTERVAL_S)
             await asyncio.to_thread(service.uploads.expire)
 
+    async def release_policy() -> None:
+        """Queue the build that accepted or withdrawn experts call for (debounced), and send it at once."""
+        while True:
+            await asyncio.sleep(settings.sweep_interval_s)
+            try:
+                job_id = await asyncio.to_thread(policy.tick, registry, settings)
+            except Exception:  # the database may be back at the next tick
+                log.exception("release policy failed")
+                continue
+            if job_id is not None:
+                log.info("queued release build job %s", job_id)
+                await asyncio.to_thread(dispatcher.dispatch, job_id)
+
     expiry = asyncio.create_task(expire_sessions())
+    builds = asyncio.create_task(release_policy())
     await stop.wait()
     log.info("shutting down")
     expiry.cancel()
+    builds.cancel()
     await asyncio.gather(server.stop(grace=5), enroll_server.stop(grace=5))
     await asyncio.to_thread(sweeper.stop)
     if workers is not None:

@@ -13,7 +13,6 @@ import contextlib
 import logging
 
 import grpc
-from sqlalchemy import select
 
 from coordinator import enrollment
 from coordinator.blobs import BlobStore
@@ -21,6 +20,7 @@ from coordinator.grpc.errors import abort, reports_errors
 from coordinator.keys import CoordinatorKeys
 from coordinator.settings import CoordinatorSettings
 from coordinator.state import jobs
+from coordinator.state import releases as releases_state
 from coordinator.state.db import Registry
 from coordinator.state.models import Release, Submission
 from coordinator.uploads.sessions import Declared, Uploads
@@ -259,28 +259,40 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
         except BarFedError as exc:
             await abort(context, exc)
             return
-        last = request.after_release
+        last, channel, pointed = request.after_release, request.channel, None
         while True:
             try:
                 await self._org(context)  # a revoked organization stops hearing about releases
             except BarFedError as exc:
                 await abort(context, exc)
                 return
-
-            def newer(after=last):
-                with self.registry.session() as session:
-                    return session.scalars(select(Release).where(Release.number > after).order_by(Release.number)).all()
-
-            for release in await asyncio.to_thread(newer):
-                last = release.number
+            for release, channels in await asyncio.to_thread(self._releases_to_announce, last, channel, pointed):
+                last, pointed = max(last, release.number), release.number
                 yield pb.ReleaseEvent(
                     release=release.number,
                     name=f"r{release.number}",
+                    channels=channels,
                     manifest_sha256=release.manifest_sha256,
                     published_at_unix=int(release.published_at.timestamp()),
                     domains=list(release.domains),
                 )
             await asyncio.sleep(1.0)
+
+    def _releases_to_announce(self, after: int, channel: str, pointed: int | None) -> list[tuple[Release, list[str]]]:
+        """Every release newer than ``after``; with ``channel``, the release it points at whenever that changes
+        (a promote, a rollback, or a publish moving ``latest``), newer than ``after`` the first time."""
+        current = releases_state.channels(self.registry)
+        by_release: dict[int, list[str]] = {}
+        for name, number in current.items():
+            by_release.setdefault(number, []).append(name)
+        if not channel:
+            return [
+                (r, sorted(by_release.get(r.number, []))) for r in releases_state.list_releases(self.registry, after)
+            ]
+        number = current.get(channel)
+        if number is None or number == pointed or (pointed is None and number <= after):
+            return []
+        return [(releases_state.get_release(self.registry, number), sorted(by_release[number]))]
 
     async def resume_pending(self) -> None:
         """Drop abandoned uploads (unfinished jobs are the sweeper's: coordinator.tasks.dispatch)."""
