@@ -1,4 +1,4 @@
-"""`barfed demo --quick`: the whole federation (coordinator, two orgs over mTLS, merge, router) end to end."""
+"""`barfed demo --quick`: the whole federation (coordinator, two orgs over mTLS, release r1 built by its worker)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def test_quick_demo_runs_the_federation_and_resumes(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "acme-labs/math v1: ACCEPTED" in result.stdout and "globex/tool_use v1: ACCEPTED" in result.stdout
-    assert "merged (BAR)" in result.stdout
+    assert "published r1: math, tool_use" in result.stdout and "r1 (BAR)" in result.stdout
     work = tmp_path / "demo-micro"
     engine = create_engine(f"sqlite:///{work / 'coordinator' / 'registry.db'}")
     with engine.connect() as connection:
@@ -28,3 +28,5 @@ def test_quick_demo_runs_the_federation_and_resumes(tmp_path):
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "ACCEPTED" not in again.stdout, "a resumed demo must not submit twice"
+    assert "published r1" in again.stdout and not (work / "coordinator" / "releases" / "r2").exists()
+    assert (work / "coordinator" / "releases" / "r1" / "model.sig").is_file()
