@@ -119,16 +119,14 @@ def reject(enrollment_id: str, reason: Annotated[str, typer.Option()], home: Hom
 
 @experts.command("list")
 def list_experts(home: HomeOption = None) -> None:
-    from sqlalchemy import select
+    from coordinator.state import experts as state
 
-    from coordinator.state.models import Expert, Submission
-
+    registry = _registry(home)
     table = Table("domain", "version", "org", "status", "package sha256")
-    with _registry(home).session() as session:
-        for row in session.scalars(select(Expert).order_by(Expert.domain, Expert.version)):
-            table.add_row(row.domain, str(row.version), row.org_id, row.status, row.package_digest[:16])
-        rejected = session.scalars(select(Submission).where(Submission.state == "REJECTED")).all()
+    for row in state.list_experts(registry):
+        table.add_row(row.domain, str(row.version), row.org_id, row.status, row.package_digest[:16])
     console.print(table)
+    rejected = state.rejected_submissions(registry)
     if rejected:
         table = Table("rejected submission", "domain", "version", "org", "code")
         for row in rejected:
@@ -144,7 +142,7 @@ def set_state(
     reason: Annotated[str, typer.Option()],
     home: HomeOption = None,
 ) -> None:
-    from coordinator.experts import set_expert_state
+    from coordinator.state.experts import set_expert_state
 
     set_expert_state(_registry(home), domain, version, state.upper(), reason, actor="admin-cli")
     console.print(f"{domain} v{version} is now {state.upper()}")
@@ -153,8 +151,7 @@ def set_state(
 @app.command("audit-verify")
 def audit_verify(home: HomeOption = None) -> None:
     """Recompute the audit log's hash chain."""
-    from coordinator.state.audit import verify_chain
+    from coordinator.state.audit import verify
 
-    with _registry(home).session() as session:
-        count = verify_chain(session)
+    count = verify(_registry(home))
     console.print(f"audit log intact: {count} entries")

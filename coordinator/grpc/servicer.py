@@ -19,10 +19,11 @@ from coordinator.blobs import BlobStore
 from coordinator.grpc.errors import abort, reports_errors
 from coordinator.keys import CoordinatorKeys
 from coordinator.settings import CoordinatorSettings
+from coordinator.state import experts as experts_state
 from coordinator.state import jobs
 from coordinator.state import releases as releases_state
 from coordinator.state.db import Registry
-from coordinator.state.models import Release, Submission
+from coordinator.state.models import Release
 from coordinator.uploads.sessions import Declared, Uploads
 from protocol.errors import BarFedError
 from protocol.fingerprint import anchor_fingerprint
@@ -234,14 +235,7 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
         return await self._submission(org, request.submission_id)
 
     async def _submission(self, org: str, submission_id: str) -> pb.Submission:
-        def load():
-            with self.registry.session() as session:
-                row = session.get(Submission, submission_id)
-                if row is None or row.org_id != org:
-                    raise BarFedError("UNKNOWN_SUBMISSION", f"there is no submission {submission_id} for {org}.")
-                return row
-
-        row = await asyncio.to_thread(load)
+        row = await asyncio.to_thread(experts_state.submission_of, self.registry, org, submission_id)
         return pb.Submission(
             submission_id=row.id,
             org_id=row.org_id,

@@ -67,3 +67,9 @@ def verify_chain(session: Session) -> int:
             raise ValueError(f"audit log entry {entry.id} does not follow from the one before it")
         prev_hash, count = entry.hash, count + 1
     return count
+
+
+def verify(registry) -> int:
+    """``verify_chain`` over the whole log in one read transaction."""
+    with registry.session() as session:
+        return verify_chain(session)

@@ -236,8 +236,8 @@ def test_an_expert_without_calibration_keeps_its_nodes_row(coordinator, say_expe
 
 
 def test_plan_takes_newest_accepted_or_pins_and_never_a_withdrawn_one(coordinator, say_experts, tmp_path):
-    from coordinator.experts import set_expert_state
     from coordinator.release.plan import plan_experts
+    from coordinator.state.experts import set_expert_state
     from protocol.errors import BarFedError
 
     accept(coordinator, package(coordinator, say_experts["no-weak"], "org-no", 1, tmp_path / "a"), "org-no")

@@ -9,11 +9,11 @@ import pytest
 
 from contributor_node.package import build_package
 from coordinator.embedded import running_coordinator
-from coordinator.experts import set_expert_state
 from coordinator.release import policy
 from coordinator.setup import initialize
 from coordinator.state import jobs
 from coordinator.state import releases as state
+from coordinator.state.experts import set_expert_state
 from coordinator.state.models import Job
 from protocol.v1 import barfed_pb2 as pb
 

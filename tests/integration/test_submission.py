@@ -13,8 +13,8 @@ from sqlalchemy import select
 from contributor_node.client import CoordinatorClient
 from contributor_node.package import build_package
 from coordinator.enrollment import revoke
-from coordinator.experts import set_expert_state
 from coordinator.state.audit import verify_chain
+from coordinator.state.experts import set_expert_state
 from coordinator.state.models import AuditEntry, Expert, Submission
 from protocol.errors import BarFedError
 from protocol.v1 import barfed_pb2 as pb

@@ -1,15 +1,13 @@
-"""Expert versions after acceptance: the lifecycle an operator drives (quarantine, deprecate, opt out)."""
+"""Expert versions and submissions as the registry holds them, and the lifecycle an operator drives after
+acceptance (quarantine, deprecate, opt out, restore)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from sqlalchemy import select
 
-from coordinator.blobs import BlobStore
 from coordinator.state import audit
 from coordinator.state.db import Registry
-from coordinator.state.models import Expert
+from coordinator.state.models import Expert, Submission
 from protocol.errors import BarFedError
 
 TRANSITIONS = {
@@ -35,5 +33,20 @@ def set_expert_state(registry: Registry, domain: str, version: int, state: str, 
         return expert
 
 
-def package_dir(blobs: BlobStore, expert: Expert, target: Path) -> Path:
-    return blobs.materialize(dict(expert.files), target)
+def list_experts(registry: Registry) -> list[Expert]:
+    with registry.session() as session:
+        return list(session.scalars(select(Expert).order_by(Expert.domain, Expert.version)))
+
+
+def rejected_submissions(registry: Registry) -> list[Submission]:
+    with registry.session() as session:
+        return list(session.scalars(select(Submission).where(Submission.state == "REJECTED")))
+
+
+def submission_of(registry: Registry, org_id: str, submission_id: str) -> Submission:
+    """An organization's own submission; another's is as unknown as one that does not exist."""
+    with registry.session() as session:
+        row = session.get(Submission, submission_id)
+    if row is None or row.org_id != org_id:
+        raise BarFedError("UNKNOWN_SUBMISSION", f"there is no submission {submission_id} for {org_id}.")
+    return row
