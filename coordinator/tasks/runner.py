@@ -208,9 +208,17 @@ def run_job(runtime: Runtime, job_id: int, redispatch: Callable[[int], object] |
         lease,
     )
     lease.start()
+    try:
+        return _run_handler(runtime, ctx, lease, redispatch)
+    finally:
+        lease.stop()  # also when the worker itself is going down (SystemExit): the lease then runs out
+
+
+def _run_handler(runtime: Runtime, ctx: JobContext, lease: _Lease, redispatch) -> str:
+    registry, job_id, owner, work_dir = runtime.registry, ctx.job_id, lease.owner, ctx.work_dir
     outcome: tuple[str, dict, str, str]
     try:
-        result = handler_for(job.kind)(ctx)
+        result = handler_for(ctx.kind)(ctx)
         outcome = ("done", dict(result or {}), "", "")
     except Gated as gated:
         outcome = ("gated", dict(gated.result), "", "")
@@ -222,7 +230,7 @@ def run_job(runtime: Runtime, job_id: int, redispatch: Callable[[int], object] |
         outcome = ("failed", {}, exc.code, exc.message)
     except Exception:
         lease.stop()
-        log.exception("job %s (%s %s) crashed", job_id, job.kind, job.key)
+        log.exception("job %s (%s %s) crashed", job_id, ctx.kind, ctx.key)
         message = "the job crashed; the workers' log has the traceback."
         try:
             state = jobs.release(registry, job_id, owner, "JOB_CRASHED", message)
