@@ -233,3 +233,34 @@ def test_kill_9_of_the_embedded_coordinator_mid_job_then_restart(db_url, tmp_pat
                 process.wait(timeout=30)
         registry.dispose()
         log.close()
+
+
+def test_the_supervisor_restarts_a_dead_worker_and_it_runs_jobs(tmp_path):
+    """serve's `WorkerProcess`: its `celery worker` child killed with SIGKILL is started again, and the new one
+    takes work from the embedded broker."""
+    from coordinator.state import jobs
+    from coordinator.state.db import Registry
+    from coordinator.tasks.app import make_app
+    from coordinator.tasks.dispatch import Dispatcher
+    from coordinator.tasks.worker import WorkerProcess
+
+    settings = _settings(tmp_path, f"sqlite:///{tmp_path / 'registry.db'}")
+    registry = Registry(settings.db_url)
+    supervisor = WorkerProcess(settings, backoff_s=0.2)
+    supervisor.start()
+    dispatcher = Dispatcher(make_app(settings))
+    try:
+        first = supervisor.process.pid
+        supervisor.process.send_signal(signal.SIGKILL)
+        _wait(lambda: supervisor.starts == 2 and supervisor.process.poll() is None, 30, "the worker to restart")
+        assert supervisor.process.pid != first
+        with registry.session() as session:
+            job_id = jobs.ensure(session, "verify", "no-such-submission").id
+        dispatcher.dispatch(job_id)
+        job = _wait(lambda: jobs.get(registry, job_id).state == "failed" and jobs.get(registry, job_id), 60, "a run")
+        assert job.error_code == "UNKNOWN_SUBMISSION"  # run by the new worker, failed with the verifier's code
+    finally:
+        dispatcher.close()
+        supervisor.stop()
+        registry.dispose()
+    assert supervisor.process.poll() is not None
