@@ -35,10 +35,8 @@ def parse_pins(pins: list[str]) -> dict[str, int]:
 
 def request_build(registry: Registry, pins: dict[str, int], force: bool, actor: str) -> Job:
     """Queue a build job (the coordinator's sweeper dispatches it to a worker)."""
-    with registry.session() as session:
-        return jobs.ensure(
-            session, "build", f"manual-{uuid.uuid4().hex[:12]}", params={"pins": pins, "force": force, "actor": actor}
-        )
+    params = {"pins": pins, "force": force, "actor": actor}
+    return jobs.queue(registry, "build", f"manual-{uuid.uuid4().hex[:12]}", params)
 
 
 def show(settings: CoordinatorSettings, registry: Registry, name: str) -> tuple[Release, ReleaseManifest]:

@@ -37,7 +37,6 @@ def tick(registry: Registry, settings: CoordinatorSettings, now: dt.datetime | N
     if any(job.state in jobs.ACTIVE for job in jobs.list_jobs(registry, kind="build", limit=20)):
         return None  # the next tick after it ends builds what changed meanwhile
     try:
-        with registry.session() as session:
-            return jobs.ensure(session, "build", key, params={"actor": "policy", "trigger": audit_id}).id
+        return jobs.queue(registry, "build", key, {"actor": "policy", "trigger": audit_id}).id
     except IntegrityError:  # another coordinator queued it at the same moment
         return None

@@ -36,6 +36,12 @@ def ensure(session: Session, kind: str, key: str, params: dict | None = None, ma
     return job
 
 
+def queue(registry: Registry, kind: str, key: str, params: dict | None = None) -> Job:
+    """``ensure`` in a transaction of its own."""
+    with registry.session() as session:
+        return ensure(session, kind, key, params)
+
+
 def get(registry: Registry, job_id: int) -> Job:
     with registry.session() as session:
         job = session.get(Job, job_id)
