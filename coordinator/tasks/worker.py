@@ -109,6 +109,7 @@ class WorkerProcess:
         self.settings, self.backoff_s = settings, backoff_s
         self.process: subprocess.Popen | None = None
         self.starts = 0
+        self.stop_timeout_s = 30.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._supervise, name="worker-supervisor", daemon=True)
 
@@ -135,28 +136,37 @@ class WorkerProcess:
         )
 
     def start(self) -> WorkerProcess:
-        self.process = self._spawn()
         self._thread.start()
+        deadline = time.monotonic() + 30
+        while self.process is None and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
         return self
 
     def _supervise(self) -> None:
+        """Every start and the final stop happen on this one thread: PR_SET_PDEATHSIG fires when the *thread*
+        that forked the child ends, so the child must never outlive its thread, nor be left by it early."""
+        self.process = self._spawn()
         while not self._stop.wait(0.5):
-            if self.process is not None and self.process.poll() is not None:
+            if self.process.poll() is not None:
                 log.warning("worker exited with %s; restarting it", self.process.returncode)
                 if self._stop.wait(self.backoff_s):
-                    return
+                    break
                 self.process = self._spawn()
+        self._shutdown()
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM (Celery's warm shutdown), then SIGKILL if it has not exited by ``timeout``."""
-        self._stop.set()
-        self._thread.join(timeout=5)
-        if self.process is None or self.process.poll() is not None:
+    def _shutdown(self) -> None:
+        """SIGTERM (Celery's warm shutdown: the running job finishes), then SIGKILL after ``stop_timeout_s``."""
+        if self.process.poll() is not None:
             return
         self.process.terminate()
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + self.stop_timeout_s
         while self.process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.stop_timeout_s = timeout
+        self._stop.set()
+        self._thread.join(timeout=timeout + 10)

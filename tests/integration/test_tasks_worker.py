@@ -263,4 +263,4 @@ def test_the_supervisor_restarts_a_dead_worker_and_it_runs_jobs(tmp_path):
         dispatcher.close()
         supervisor.stop()
         registry.dispose()
-    assert supervisor.process.poll() is not None
+    assert supervisor.process.poll() == 0  # a warm shutdown on SIGTERM, not killed with its supervisor thread
