@@ -60,6 +60,8 @@ def finish(
     blob store's lock), so they are gone before anyone can see REJECTED."""
     with registry.session() as session:
         submission = session.get(Submission, submission_id, with_for_update=True, populate_existing=True)
+        if submission is None:
+            raise BarFedError("UNKNOWN_SUBMISSION", f"there is no submission {submission_id}.")
         if submission.state not in PENDING:
             return submission.state  # two runs raced (a takeover after a lost lease): the first one counts
         submission.state, submission.error_code, submission.message = state, code, message

@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
-from coordinator.state import audit
+from coordinator.state import audit, jobs
 from coordinator.state.db import Registry
 from coordinator.state.models import (
     Domain,
     Expert,
-    Job,
     Organization,
     Submission,
     UploadFile,
@@ -178,7 +177,7 @@ class Committing:
         ).rowcount
         if changed != 1:
             return False
-        self.session.add(Job(kind="verify", key=submission_id))
+        jobs.ensure(self.session, "verify", submission_id)
         audit.record(
             self.session,
             self.org_id,
