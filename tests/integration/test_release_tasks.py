@@ -22,8 +22,6 @@ from coordinator.release.manifest import read_manifest
 from coordinator.setup import initialize
 from coordinator.state import jobs
 from coordinator.state import releases as state
-from coordinator.tasks.app import make_app
-from coordinator.tasks.dispatch import Dispatcher, Sweeper
 from coordinator.tasks.worker import worker_command
 from protocol.signing import verify_directory
 
@@ -131,15 +129,15 @@ def assert_published_once(coordinator, job, poller) -> None:
     assert poller.seen == {1} and not poller.problems, poller.problems
 
 
-def test_a_killed_celery_worker_on_redis_is_replaced_and_the_build_finishes_once(
-    micro, db_url, say_experts, tmp_path
-):
+def test_a_killed_celery_worker_on_redis_is_replaced_and_the_build_finishes_once(micro, db_url, say_experts, tmp_path):
+    """At scale: `serve --no-worker` dispatches, `celery -A coordinator.tasks worker` processes on Redis run."""
     settings = release_settings(
         tmp_path,
         db_url,
         broker_url="redis://127.0.0.1:6379/0",
         task_queue=f"test-{uuid.uuid4().hex[:8]}",
         job_lease_s=3.0,
+        sweep_interval_s=1.0,
     )
     settings = settings.model_copy(update={"router_recipe": str(slow_recipe(tmp_path))})
     initialize(settings, micro["branch"])
@@ -148,10 +146,16 @@ def test_a_killed_celery_worker_on_redis_is_replaced_and_the_build_finishes_once
     job = actions.request_build(coordinator.registry, {}, False, "operator")
 
     env = settings_env(settings)
-    first = subprocess.Popen(worker_command(1, "WARNING"), env=env, stdin=subprocess.DEVNULL)
+    log = open(tmp_path / "processes.log", "ab")  # noqa: SIM115 - every process appends to it
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "barfed.cli", "coordinator", "serve", "--no-worker"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+    )
+    first = subprocess.Popen(worker_command(1, "WARNING"), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     second = None
-    dispatcher = Dispatcher(make_app(settings))
-    sweeper = Sweeper(dispatcher, coordinator.registry, interval_s=1.0).start()
     poller = Poller(coordinator)
     poller.start()
     try:
@@ -159,16 +163,24 @@ def test_a_killed_celery_worker_on_redis_is_replaced_and_the_build_finishes_once
         assert jobs.get(coordinator.registry, job.id).step == "route"
         first.send_signal(signal.SIGKILL)
         first.wait(30)
-        second = subprocess.Popen(worker_command(1, "WARNING"), env=env, stdin=subprocess.DEVNULL)
+        second = subprocess.Popen(
+            worker_command(1, "WARNING"), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
+        )
         done = wait_for(lambda: finished(coordinator.registry, job.id), 300, "the build to finish", poll=0.5)
         assert_published_once(coordinator, done, poller)
+        assert serve.poll() is None  # the coordinator ran no worker of its own and stayed up
     finally:
-        sweeper.stop()
-        dispatcher.close()
         for process in (first, second):
             if process is not None and process.poll() is None:
                 process.kill()
                 process.wait(30)
+        if serve.poll() is None:
+            serve.send_signal(signal.SIGTERM)
+            try:
+                serve.wait(60)
+            except subprocess.TimeoutExpired:
+                serve.kill()
+        log.close()
         coordinator.registry.dispose()
 
 
