@@ -70,7 +70,8 @@ class CoordinatorSettings(BaseSettings):
     gate_tolerance: float = Field(
         default=5.0,
         ge=0,
-        description="points a domain may score below the parent release before the gate refuses (see docs)",
+        description="points a domain may score below the parent release before the gate refuses; 5 is above "
+        "every move of an unchanged domain measured between consecutive builds (docs/PERFORMANCE.md)",
     )
     gate_tolerances: dict[str, float] = Field(default={}, description="per-domain overrides of gate_tolerance")
     build_threads: int = Field(
