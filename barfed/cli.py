@@ -21,15 +21,16 @@ err_console = Console(stderr=True)
 
 @app.callback()
 def configure() -> None:
-    """Read settings, set up logging and threads before any command runs."""
-    import torch
-
+    """Read settings, set up logging and threads before any command runs (torch only when threads are set:
+    commands that need no model start without it)."""
     from bar_model.logs import setup_logging
     from bar_model.settings import Settings
 
     settings = Settings()
     setup_logging(settings.log_level, settings.log_format)
     if settings.num_threads:
+        import torch
+
         torch.set_num_threads(settings.num_threads)
 
 

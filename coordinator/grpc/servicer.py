@@ -275,18 +275,13 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
     def _releases_to_announce(self, after: int, channel: str, pointed: int | None) -> list[tuple[Release, list[str]]]:
         """Every release newer than ``after``; with ``channel``, the release it points at whenever that changes
         (a promote, a rollback, or a publish moving ``latest``), newer than ``after`` the first time."""
-        current = releases_state.channels(self.registry)
+        found, positions = releases_state.announcements(self.registry, after, channel)
         by_release: dict[int, list[str]] = {}
-        for name, number in current.items():
+        for name, number in positions.items():
             by_release.setdefault(number, []).append(name)
-        if not channel:
-            return [
-                (r, sorted(by_release.get(r.number, []))) for r in releases_state.list_releases(self.registry, after)
-            ]
-        number = current.get(channel)
-        if number is None or number == pointed or (pointed is None and number <= after):
-            return []
-        return [(releases_state.get_release(self.registry, number), sorted(by_release[number]))]
+        if channel:
+            found = [r for r in found if r.number != pointed and (pointed is not None or r.number > after)]
+        return [(release, sorted(by_release.get(release.number, []))) for release in found]
 
     async def resume_pending(self) -> None:
         """Drop abandoned uploads (unfinished jobs are the sweeper's: coordinator.tasks.dispatch)."""

@@ -15,7 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
-from bar_model.checkpoint import fsync_tree, remove_stale_staging, write_json
+from bar_model.checkpoint import fsync_tree, write_json
 from bar_model.merge import MERGE_CARD
 from bar_model.router import ROUTER_CARD
 from coordinator.release.manifest import RELEASE_FILE, ReleaseManifest, read_manifest, write_manifest
@@ -45,9 +45,8 @@ def release_files(model_dir: Path, target: Path) -> None:
 
 def stage_release(model_dir: Path, releases_dir: Path, manifest: ReleaseManifest, release_key: Path) -> Path:
     """A complete, signed copy of the release under a staging name beside its final place."""
-    final = releases_dir / manifest.name
     releases_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_staging(final)
+    # This job's own name: what an earlier attempt of it left is removed; another build's staging is not ours.
     staging = releases_dir / f".{manifest.name}.staging-job{manifest.job_id}"
     if staging.exists():
         shutil.rmtree(staging)

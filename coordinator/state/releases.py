@@ -43,6 +43,19 @@ def list_releases(registry: Registry, after: int = 0) -> list[Release]:
         return list(session.scalars(select(Release).where(Release.number > after).order_by(Release.number)))
 
 
+def announcements(registry: Registry, after: int, channel: str = "") -> tuple[list[Release], dict[str, int]]:
+    """Releases newer than ``after`` (or, with ``channel``, the one it points at) and every channel's position,
+    read in one transaction so a release and the channels its publish moved are seen together."""
+    with registry.session() as session:
+        positions = {row.name: row.release for row in session.scalars(select(Channel))}
+        if channel:
+            number = positions.get(channel)
+            found = [session.get(Release, number)] if number is not None else []
+        else:
+            found = list(session.scalars(select(Release).where(Release.number > after).order_by(Release.number)))
+        return found, positions
+
+
 def channels(registry: Registry) -> dict[str, int]:
     with registry.session() as session:
         return {row.name: row.release for row in session.scalars(select(Channel).order_by(Channel.name))}

@@ -70,11 +70,10 @@ def test_list_show_promote_rollback_diff_rebuild_and_build(micro, say_experts, t
 
     queued = barfed("build", "--pin", "test-say-no=1")
     assert queued.returncode == 0 and "build queued as job" in queued.stdout, queued.stderr
-    job = subprocess.run(
-        [sys.executable, "-m", "barfed.cli", "coordinator", "jobs", "list"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
-    assert job.returncode == 0 and "build" in job.stdout and "queued" in job.stdout, job.stdout + job.stderr
+    from coordinator.state import jobs
+    from coordinator.state.db import Registry
+
+    registry = Registry(settings.db_url)
+    queued_jobs = jobs.list_jobs(registry, kind="build", state="queued")
+    registry.dispose()
+    assert [j.params["pins"] for j in queued_jobs] == [{"test-say-no": 1}]

@@ -69,7 +69,7 @@ class Federation:
 def make_settings(root: Path, db_url: str, **overrides):
     from coordinator.settings import load_settings
 
-    overrides = {"min_free_bytes": 0, **overrides}
+    overrides = {"min_free_bytes": 0, "auto_build": False, **overrides}  # a test that wants builds asks for them
     return load_settings(
         home=root / "coordinator", database_url=db_url, listen="127.0.0.1:0", enroll_listen="127.0.0.1:0", **overrides
     )

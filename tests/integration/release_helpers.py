@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import shutil
@@ -113,8 +114,10 @@ def accept(coordinator: Coordinator, package_dir: Path, org: str) -> Expert:
 
 
 def new_job(coordinator: Coordinator) -> int:
+    """A build job this test runs itself: held under a long lease, so no coordinator's sweeper sends it out."""
+    held_until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
     with coordinator.registry.session() as session:
-        job = Job(kind="build", key=uuid.uuid4().hex)
+        job = Job(kind="build", key=uuid.uuid4().hex, state="running", lease_owner="test", lease_expires_at=held_until)
         session.add(job)
         session.flush()
         return job.id

@@ -35,7 +35,18 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture
 def coordinator(micro, db_url, tmp_path):
+    """On SQLite and PostgreSQL: for what the registry decides (rows, channels, pins, idempotence)."""
     settings = release_settings(tmp_path, db_url)
+    initialize(settings, micro["branch"])
+    coordinator = coordinator_for(settings)
+    yield coordinator
+    coordinator.registry.dispose()
+
+
+@pytest.fixture
+def sqlite_coordinator(micro, tmp_path):
+    """On SQLite only: for what the model files decide (signature, gate verdict, routing), not the database."""
+    settings = release_settings(tmp_path, f"sqlite:///{tmp_path / 'registry.db'}")
     initialize(settings, micro["branch"])
     coordinator = coordinator_for(settings)
     yield coordinator
@@ -93,7 +104,8 @@ def test_r1_is_a_signed_complete_release_that_stock_transformers_loads(coordinat
     assert result["eval"]["test-say-yes"]["score"] == manifest.eval["test-say-yes"].score
 
 
-def test_model_signing_cli_checks_every_file(coordinator, say_experts, tmp_path):
+def test_model_signing_cli_checks_every_file(sqlite_coordinator, say_experts, tmp_path):
+    coordinator = sqlite_coordinator
     publish_r1(coordinator, say_experts, tmp_path)
     public_key = coordinator.keys.release_public_path
     published = coordinator.settings.releases_dir / "r1"
@@ -119,7 +131,10 @@ def test_model_signing_cli_checks_every_file(coordinator, say_experts, tmp_path)
     assert tampered(lambda d: (d / ".git").mkdir() or (d / ".git" / "x").write_text("y")).returncode != 0
 
 
-def test_gate_refuses_a_damaged_expert_and_force_publishes_it_with_an_audit_entry(coordinator, say_experts, tmp_path):
+def test_gate_refuses_a_damaged_expert_and_force_publishes_it_with_an_audit_entry(
+    sqlite_coordinator, say_experts, tmp_path
+):
+    coordinator = sqlite_coordinator
     publish_r1(coordinator, say_experts, tmp_path, no="no")
     r1 = state.get_release(coordinator.registry, 1)
     word = max(SAY_WORDS, key=lambda w: r1.eval[f"test-say-{w}"])
@@ -200,7 +215,8 @@ def test_swap_builds_incrementally_promote_rollback_diff_and_rebuild(coordinator
         assert report and set(report.values()) == {"match"}, report
 
 
-def test_an_upgraded_expert_raises_its_domain(coordinator, say_experts, tmp_path):
+def test_an_upgraded_expert_raises_its_domain(sqlite_coordinator, say_experts, tmp_path):
+    coordinator = sqlite_coordinator
     accept(coordinator, package(coordinator, say_experts["no-weak"], "org-no", 1, tmp_path / "p1"), "org-no")
     r1 = build(coordinator, tmp_path)
     accept(coordinator, package(coordinator, say_experts["no"], "org-no", 2, tmp_path / "p2"), "org-no")
@@ -220,7 +236,8 @@ def test_a_retried_build_resumes_and_publishes_once(coordinator, say_experts, tm
     assert [r.number for r in state.list_releases(coordinator.registry)] == [1]
 
 
-def test_an_expert_without_calibration_keeps_its_nodes_row(coordinator, say_experts, tmp_path):
+def test_an_expert_without_calibration_keeps_its_nodes_row(sqlite_coordinator, say_experts, tmp_path):
+    coordinator = sqlite_coordinator
     accept(coordinator, package(coordinator, say_experts["yes"], "org-yes", 1, tmp_path / "p1"), "org-yes")
     private = package(coordinator, say_experts["ok"], "org-ok", 1, tmp_path / "p2", calibration=False)
     accept(coordinator, private, "org-ok")

@@ -29,7 +29,7 @@ from .release_helpers import accept, coordinator_for, package, release_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 # Long enough to kill in the middle (checkpoints every 20 steps), short enough for the suite.
-SLOW_ROUTER = {"steps": 240, "save_steps": 20}
+SLOW_ROUTER = {"steps": 160, "save_steps": 20}
 
 
 def settings_env(settings) -> dict[str, str]:

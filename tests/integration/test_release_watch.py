@@ -11,6 +11,7 @@ import redis
 
 from coordinator.release import actions
 from coordinator.release.publish import ANNOUNCE_CHANNEL
+from coordinator.state import releases as state
 from protocol.v1 import barfed_pb2 as pb
 
 from .release_helpers import ROUTER_RECIPE, accept, build, coordinator_for, package
@@ -74,7 +75,7 @@ def test_watchers_hear_each_release_and_each_channel_move(federation, say_expert
             accept(coordinator, package(coordinator, say_experts["yes"], "acme-labs", 2, tmp_path / "p2"), "acme-labs")
             build(coordinator, tmp_path)
             second = next_event(every)
-            assert (second.release, list(second.channels)) == (2, ["latest"])
+            assert (second.release, list(second.channels)) == (2, ["latest"]), state.channels(coordinator.registry)
             with pytest.raises(queue.Empty):
                 stable.get(timeout=2.5)  # latest moved, stable did not
             actions.promote(coordinator.registry, "r2", "stable", "operator")
