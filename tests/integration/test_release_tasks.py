@@ -93,6 +93,16 @@ def accept_three(coordinator, say_experts, tmp_path) -> None:
         accept(coordinator, package(coordinator, say_experts[word], org, 1, tmp_path / f"pkg-{word}"), org)
 
 
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM (a coordinator's clean shutdown), SIGKILL if it is still there after a minute."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 def wait_for(predicate, timeout: float, what: str, poll: float = 0.1):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -174,12 +184,7 @@ def test_a_killed_celery_worker_on_redis_is_replaced_and_the_build_finishes_once
             if process is not None and process.poll() is None:
                 process.kill()
                 process.wait(30)
-        if serve.poll() is None:
-            serve.send_signal(signal.SIGTERM)
-            try:
-                serve.wait(60)
-            except subprocess.TimeoutExpired:
-                serve.kill()
+        stop(serve)
         log.close()
         coordinator.registry.dispose()
 
@@ -205,11 +210,6 @@ def test_the_embedded_coordinator_killed_and_restarted_finishes_the_build_once(m
         done = wait_for(lambda: finished(coordinator.registry, job.id), 300, "the build to finish", poll=0.5)
         assert_published_once(coordinator, done, poller)
     finally:
-        if serve.poll() is None:
-            serve.send_signal(signal.SIGTERM)
-            try:
-                serve.wait(60)
-            except subprocess.TimeoutExpired:
-                serve.kill()
+        stop(serve)
         log.close()
         coordinator.registry.dispose()
