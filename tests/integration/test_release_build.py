@@ -282,3 +282,28 @@ def _tensors(directory: Path) -> dict[str, torch.Tensor]:
     for shard in sorted(Path(directory).glob("*.safetensors")):
         tensors.update(load_file(shard))
     return tensors
+
+
+def test_an_opted_out_expert_leaves_the_next_release_which_needs_no_router_training(
+    sqlite_coordinator, say_experts, tmp_path
+):
+    from transformers import AutoModelForCausalLM
+
+    from coordinator.state.experts import set_expert_state
+
+    coordinator = sqlite_coordinator
+    for org, word in {"org-yes": "yes", "org-ok": "ok"}.items():
+        accept(coordinator, package(coordinator, say_experts[word], org, 1, tmp_path / f"pkg-{word}"), org)
+    build(coordinator, tmp_path)
+    set_expert_state(coordinator.registry, "test-say-ok", 1, "OPTED_OUT", "the org left", "operator")
+    r2 = build(coordinator, tmp_path)
+    manifest = read_manifest(coordinator.settings.releases_dir / "r2")
+    assert r2["domains"] == ["test-say-yes"] and manifest.parent == 1
+    assert manifest.router.trained_rows == [] and manifest.router.steps == 0  # every row is r1's, as it was
+    model = AutoModelForCausalLM.from_pretrained(coordinator.settings.releases_dir / "r2")
+    assert model.config.num_experts == 2
+    r1_router = _tensors(coordinator.settings.releases_dir / "r1")["model.layers.0.mlp.gate.weight"]
+    r2_router = _tensors(coordinator.settings.releases_dir / "r2")["model.layers.0.mlp.gate.weight"]
+    slots = json.loads((coordinator.settings.releases_dir / "r1" / "bar_merge.json").read_text())["slots"]
+    keep = [slots.index("anchor"), slots.index("test-say-yes")]
+    assert torch.equal(r2_router, r1_router[keep])
