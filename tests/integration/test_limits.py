@@ -107,10 +107,8 @@ def test_concurrent_commits_never_exceed_the_pending_limit(uploads):
 def test_two_sessions_never_reserve_more_disk_than_there_is(uploads, tmp_path):
     """Each of several organizations declares S bytes at once, with room for one S (and a margin of S/2 for
     whatever else this machine writes meanwhile): exactly one is accepted, the others INSUFFICIENT_STORAGE."""
-    size = 8 * GiB
     free = shutil.disk_usage(tmp_path).free
-    if free < 2 * size:
-        pytest.skip(f"needs {2 * size} bytes free to leave a meaningful margin")
+    size = min(8 * GiB, free // 4)  # only declared, never written: any disk can run it
     registry, up = uploads(min_free_bytes=free - size - size // 2, max_file_bytes=size)
     orgs = [f"org-{i}" for i in range(6)]
     for org in orgs:
