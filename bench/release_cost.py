@@ -47,8 +47,9 @@ from bench.report import machine_line, replace_section  # noqa: E402
 from contributor_node.package import build_package  # noqa: E402
 from coordinator.blobs import BlobStore  # noqa: E402
 from coordinator.keys import CoordinatorKeys  # noqa: E402
-from coordinator.release.build import BuildRequest, Coordinator, build_release  # noqa: E402
+from coordinator.release.build import BuildRequest, build_release  # noqa: E402
 from coordinator.release.gate import GateRefused  # noqa: E402
+from coordinator.runtime import Runtime  # noqa: E402
 from coordinator.settings import load_settings  # noqa: E402
 from coordinator.setup import initialize  # noqa: E402
 from coordinator.state import audit  # noqa: E402
@@ -87,7 +88,7 @@ def make_package(expert: Path, domain: str, org: str, version: int, out: Path, k
     return out
 
 
-def accept(coordinator: Coordinator, package_dir: Path, org: str) -> None:
+def accept(coordinator: Runtime, package_dir: Path, org: str) -> None:
     """Leave a package as verification leaves an accepted one: its files in the blob store, ACCEPTED rows."""
     manifest = json.loads((package_dir / "expert.json").read_text())
     files = {}
@@ -129,7 +130,7 @@ def accept(coordinator: Coordinator, package_dir: Path, org: str) -> None:
         audit.record(session, "bench", "submission.accepted", submission.id)
 
 
-def build(coordinator: Coordinator, work: Path) -> tuple[dict, float]:
+def build(coordinator: Runtime, work: Path) -> tuple[dict, float]:
     """One release build job through the coordinator's own code; (result, wall seconds). A gated one is reported."""
     with coordinator.registry.session() as session:
         job = Job(kind="build", key=uuid.uuid4().hex)
@@ -147,7 +148,7 @@ def build(coordinator: Coordinator, work: Path) -> tuple[dict, float]:
     return {**result, "gated": {}}, time.perf_counter() - started
 
 
-def federation(home: Path, branch: Path, router_recipe: Path, eval_examples: int) -> Coordinator:
+def federation(home: Path, branch: Path, router_recipe: Path, eval_examples: int) -> Runtime:
     shutil.rmtree(home, ignore_errors=True)
     settings = load_settings(
         home=home,
@@ -161,9 +162,7 @@ def federation(home: Path, branch: Path, router_recipe: Path, eval_examples: int
         build_threads=torch.get_num_threads(),  # the same threads multitask training uses
     )
     initialize(settings, branch)
-    return Coordinator(
-        settings, Registry(settings.db_url), BlobStore(settings.blob_dir), CoordinatorKeys(settings.pki_dir)
-    )
+    return Runtime(settings, Registry(settings.db_url), BlobStore(settings.blob_dir), CoordinatorKeys(settings.pki_dir))
 
 
 def measure(n, first, names, v1_packages, branch, work, args, expert_recipe, router_path, calibration) -> dict:

@@ -167,13 +167,13 @@ def rebuild(
     """Re-run a release's build from its release.json and compare every file's digest with the published one."""
     from coordinator.blobs import BlobStore
     from coordinator.keys import CoordinatorKeys
-    from coordinator.release.build import Coordinator
     from coordinator.release.build import rebuild as do_rebuild
+    from coordinator.runtime import Runtime
     from coordinator.state import releases as state
 
     settings, registry = _context(home)
     number = state.resolve(registry, release).number
-    coordinator = Coordinator(settings, registry, BlobStore(settings.blob_dir), CoordinatorKeys(settings.pki_dir))
+    coordinator = Runtime(settings, registry, BlobStore(settings.blob_dir), CoordinatorKeys(settings.pki_dir))
     report = do_rebuild(coordinator, number, scratch or settings.home / f"rebuild-r{number}")
     table = Table("file", "digest")
     for name, verdict in report.items():

@@ -26,16 +26,13 @@ from bar_model.domains import Example, get_domain
 from bar_model.merge import ANCHOR_SLOT, MERGE_CARD, merge_experts
 from bar_model.recipe import RouterRecipe, load_router_recipe
 from bar_model.router import router_card, train_router
-from coordinator.blobs import BlobStore
-from coordinator.keys import CoordinatorKeys
 from coordinator.release import publish
 from coordinator.release.evaluate import evaluate_release
 from coordinator.release.gate import GateRefused, regressions
 from coordinator.release.manifest import RELEASE_FILE, ReleaseExpert, ReleaseManifest, RouterRun, read_manifest
 from coordinator.release.plan import load_plan, plan_experts, save_plan
-from coordinator.settings import CoordinatorSettings
+from coordinator.runtime import Runtime
 from coordinator.state import releases as state
-from coordinator.state.db import Registry
 from protocol.errors import BarFedError
 from protocol.fingerprint import anchor_fingerprint
 from protocol.package import SIGNATURE_FILE, file_sha256
@@ -43,16 +40,6 @@ from protocol.package import SIGNATURE_FILE, file_sha256
 log = logging.getLogger(__name__)
 STEPS = ("plan", "merge", "route", "evaluate", "gate", "sign", "publish")
 CALIBRATION_FILE = "calibration.jsonl"
-
-
-@dataclass
-class Coordinator:
-    """What a build works with, passed in (the worker builds it once from settings)."""
-
-    settings: CoordinatorSettings
-    registry: Registry
-    blobs: BlobStore
-    keys: CoordinatorKeys
 
 
 @dataclass(frozen=True)
@@ -120,7 +107,7 @@ def router_samples(
 
 
 def build_model(
-    coordinator: Coordinator,
+    coordinator: Runtime,
     experts: list[ReleaseExpert],
     parent_dir: Path | None,
     work: Path,
@@ -154,7 +141,7 @@ def build_model(
 
 
 def build_release(
-    coordinator: Coordinator,
+    coordinator: Runtime,
     request: BuildRequest,
     work: Path,
     on_step: Callable[[str], None] = lambda step: None,
@@ -206,7 +193,7 @@ def build_release(
     return result
 
 
-def _published_by(coordinator: Coordinator, request: BuildRequest, work: Path) -> Path | None:
+def _published_by(coordinator: Runtime, request: BuildRequest, work: Path) -> Path | None:
     number_file = work / "number.json"
     if request.job_id is None or not number_file.is_file():
         return None
@@ -214,7 +201,7 @@ def _published_by(coordinator: Coordinator, request: BuildRequest, work: Path) -
     return final if final.is_dir() and publish.owned_by(final, request.job_id) else None
 
 
-def _record(coordinator: Coordinator, request: BuildRequest, final: Path) -> dict:
+def _record(coordinator: Runtime, request: BuildRequest, final: Path) -> dict:
     """Write the release's row (once) and announce it; the result of the build job."""
     manifest = read_manifest(final)
     try:
@@ -238,7 +225,7 @@ def run_build(ctx) -> dict:
     """The build job's handler: the task layer calls it with its JobContext (settings, stores, job, work_dir)."""
     from coordinator.tasks.runner import Gated
 
-    coordinator = Coordinator(ctx.settings, ctx.registry, ctx.blobs, ctx.keys)
+    coordinator = Runtime(ctx.settings, ctx.registry, ctx.blobs, ctx.keys)
     try:
         return build_release(coordinator, BuildRequest.from_params(ctx.params, ctx.job_id), ctx.work_dir, ctx.step)
     except GateRefused as refused:
@@ -308,7 +295,7 @@ def release_manifest(settings, request, experts, parent_number, routed, table, g
     )
 
 
-def _number(coordinator: Coordinator, number_file: Path | None) -> int:
+def _number(coordinator: Runtime, number_file: Path | None) -> int:
     if number_file is not None and number_file.is_file():
         return int(json.loads(number_file.read_text()))
     taken = [int(p.name[1:]) for p in coordinator.settings.releases_dir.glob("r*") if p.name[1:].isdigit()]
@@ -324,7 +311,7 @@ def _forget_number(number_file: Path | None) -> None:
         number_file.unlink(missing_ok=True)
 
 
-def rebuild(coordinator: Coordinator, number: int, scratch: Path) -> dict[str, str]:
+def rebuild(coordinator: Runtime, number: int, scratch: Path) -> dict[str, str]:
     """Re-run r``number``'s build from its release.json in ``scratch``; per file: match, differs, missing, extra.
 
     release.json (it holds wall times) and model.sig (it signs release.json) are not compared: every other

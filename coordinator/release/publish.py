@@ -39,8 +39,11 @@ def release_files(model_dir: Path, target: Path) -> None:
             card = json.loads(path.read_text())
             card["experts"] = [{"domain": e["domain"]} for e in card.get("experts", [])]
             write_json(target / MERGE_CARD, card)
-        else:
-            shutil.copyfile(path, target / path.name)
+        else:  # a hard link: the build's scratch copy goes after publish, the bytes stay (shards can be GBs)
+            try:
+                os.link(path, target / path.name)
+            except OSError:
+                shutil.copyfile(path, target / path.name)
 
 
 def stage_release(model_dir: Path, releases_dir: Path, manifest: ReleaseManifest, release_key: Path) -> Path:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from coordinator.blobs import BlobStore
 from coordinator.keys import CoordinatorKeys
+from coordinator.runtime import Runtime
 from coordinator.settings import CoordinatorSettings
 from coordinator.state import jobs
 from coordinator.state.db import Registry
@@ -38,20 +39,6 @@ class Gated(Exception):
     def __init__(self, result: dict) -> None:
         super().__init__("gated")
         self.result = result
-
-
-@dataclass
-class Runtime:
-    """What handlers work with, built once per process (or handed over by an embedded coordinator)."""
-
-    settings: CoordinatorSettings
-    registry: Registry
-    blobs: BlobStore
-    keys: CoordinatorKeys
-
-    @classmethod
-    def from_settings(cls, settings: CoordinatorSettings) -> Runtime:
-        return cls(settings, Registry(settings.db_url), BlobStore(settings.blob_dir), CoordinatorKeys(settings.pki_dir))
 
 
 class _Lease:

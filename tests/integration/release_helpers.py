@@ -12,7 +12,8 @@ from pathlib import Path
 from contributor_node.package import build_package
 from coordinator.blobs import BlobStore
 from coordinator.keys import CoordinatorKeys
-from coordinator.release.build import BuildRequest, Coordinator, build_release
+from coordinator.release.build import BuildRequest, build_release
+from coordinator.runtime import Runtime
 from coordinator.state import audit
 from coordinator.state.db import Registry
 from coordinator.state.models import Domain, Expert, Job, Organization, Submission
@@ -46,13 +47,11 @@ def release_settings(tmp_path: Path, db_url: str, **overrides):
     return make_settings(tmp_path, db_url, **overrides)
 
 
-def coordinator_for(settings) -> Coordinator:
-    return Coordinator(
-        settings, Registry(settings.db_url), BlobStore(settings.blob_dir), CoordinatorKeys(settings.pki_dir)
-    )
+def coordinator_for(settings) -> Runtime:
+    return Runtime(settings, Registry(settings.db_url), BlobStore(settings.blob_dir), CoordinatorKeys(settings.pki_dir))
 
 
-def package(coordinator: Coordinator, source: Path, org: str, version: int, out: Path, calibration: bool = True):
+def package(coordinator: Runtime, source: Path, org: str, version: int, out: Path, calibration: bool = True):
     from bar_model.domains import get_domain
     from bar_model.expert import expert_card
 
@@ -72,7 +71,7 @@ def package(coordinator: Coordinator, source: Path, org: str, version: int, out:
     return out
 
 
-def accept(coordinator: Coordinator, package_dir: Path, org: str) -> Expert:
+def accept(coordinator: Runtime, package_dir: Path, org: str) -> Expert:
     """Put a package where verification leaves an accepted one: its files in the blob store, ACCEPTED rows."""
     manifest = json.loads((package_dir / "expert.json").read_text())
     files = {}
@@ -113,7 +112,7 @@ def accept(coordinator: Coordinator, package_dir: Path, org: str) -> Expert:
     return expert
 
 
-def new_job(coordinator: Coordinator) -> int:
+def new_job(coordinator: Runtime) -> int:
     """A build job this test runs itself: held under a long lease, so no coordinator's sweeper sends it out."""
     held_until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
     with coordinator.registry.session() as session:
@@ -123,7 +122,7 @@ def new_job(coordinator: Coordinator) -> int:
         return job.id
 
 
-def build(coordinator: Coordinator, tmp_path: Path, *, force=False, actor="operator", job_id=None) -> dict:
+def build(coordinator: Runtime, tmp_path: Path, *, force=False, actor="operator", job_id=None) -> dict:
     job_id = job_id or new_job(coordinator)
     request = BuildRequest({}, force, actor, job_id=job_id)
     return build_release(coordinator, request, tmp_path / f"job{job_id}")
