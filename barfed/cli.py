@@ -23,8 +23,8 @@ err_console = Console(stderr=True)
 def configure() -> None:
     """Read settings, set up logging and threads before any command runs (torch only when threads are set:
     commands that need no model start without it)."""
-    from bar_model.logs import setup_logging
-    from bar_model.settings import Settings
+    from barfed.logs import setup_logging
+    from barfed.settings import Settings
 
     settings = Settings()
     setup_logging(settings.log_level, settings.log_format)
@@ -42,7 +42,7 @@ def demo(
     ] = False,
 ) -> None:
     """A whole tiny federation on embedded defaults: coordinator, two organizations, experts, merged model."""
-    from bar_model.settings import Settings
+    from barfed.settings import Settings
     from barfed.demo import run_demo
 
     run_demo(home or Settings().home, recipes="micro" if quick else "tiny")

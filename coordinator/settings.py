@@ -24,6 +24,11 @@ class CoordinatorSettings(BaseSettings):
     enroll_listen: str = Field(
         default="127.0.0.1:50052", description="host:port for enrollment only (TLS, no client certificate yet)"
     )
+    api_listen: str = Field(default="127.0.0.1:8443", description="host:port of the admin REST API (HTTPS)")
+    api_insecure_http: bool = Field(
+        default=False, description="serve the REST API as plain HTTP; loopback only, and only when asked for by name"
+    )
+    public_releases: bool = Field(default=False, description="release downloads need no token")
     insecure_plaintext: bool = Field(
         default=False, description="loopback-only development mode without TLS; must be asked for by name"
     )
@@ -94,6 +99,8 @@ class CoordinatorSettings(BaseSettings):
     def _plaintext_only_on_loopback(self) -> CoordinatorSettings:
         if self.insecure_plaintext and not (is_loopback(self.listen) and is_loopback(self.enroll_listen)):
             raise ValueError("insecure_plaintext is only allowed on a loopback address (127.0.0.1 or [::1])")
+        if self.api_insecure_http and not is_loopback(self.api_listen):
+            raise ValueError("api_insecure_http is only allowed on a loopback address (127.0.0.1 or [::1])")
         return self
 
     @property
