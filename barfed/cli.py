@@ -20,14 +20,16 @@ err_console = Console(stderr=True)
 
 
 @app.callback()
-def configure() -> None:
+def configure(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug log lines, libraries' chatter too")] = False,
+) -> None:
     """Read settings, set up logging and threads before any command runs (torch only when threads are set:
     commands that need no model start without it)."""
     from barfed.logs import setup_logging
     from barfed.settings import Settings
 
     settings = Settings()
-    setup_logging(settings.log_level, settings.log_format)
+    setup_logging("DEBUG" if verbose else settings.log_level, settings.log_format, verbose=verbose)
     if settings.num_threads:
         import torch
 
@@ -42,8 +44,8 @@ def demo(
     ] = False,
 ) -> None:
     """A whole tiny federation on embedded defaults: coordinator, two organizations, experts, merged model."""
-    from barfed.settings import Settings
     from barfed.demo import run_demo
+    from barfed.settings import Settings
 
     run_demo(home or Settings().home, recipes="micro" if quick else "tiny")
 

@@ -66,6 +66,7 @@ def run_demo(home: Path, console: Console | None = None, recipes: str = "tiny") 
         home=work / "coordinator",
         listen="127.0.0.1:0",
         enroll_listen="127.0.0.1:0",
+        api_listen="127.0.0.1:0",
         router_recipe=recipes,
         eval_examples=recipe.eval_examples,
         auto_build=False,  # the demo asks for r1 once both experts are in

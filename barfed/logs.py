@@ -20,7 +20,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line)
 
 
-def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
+NOISY = ("httpx", "urllib3", "datasets", "filelock", "alembic", "uvicorn", "celery", "kombu", "huggingface_hub")
+
+
+def setup_logging(level: str = "INFO", fmt: str = "text", verbose: bool = False) -> None:
+    """Our log lines at ``level``; libraries' INFO chatter (migrations, HTTP, task workers) only when verbose."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
@@ -29,5 +33,5 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("httpx", "urllib3", "datasets", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for noisy in NOISY:
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)

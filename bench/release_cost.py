@@ -155,6 +155,7 @@ def federation(home: Path, branch: Path, router_recipe: Path, eval_examples: int
         database_url=f"sqlite:///{home.resolve() / 'registry.db'}",
         listen="127.0.0.1:0",
         enroll_listen="127.0.0.1:0",
+        api_listen="127.0.0.1:0",
         min_free_bytes=0,
         router_recipe=str(router_recipe),
         eval_examples=eval_examples,

@@ -128,6 +128,7 @@ def main() -> None:
         "BARFED_COORD_HOME": str(settings.home),
         "BARFED_COORD_LISTEN": settings.listen,
         "BARFED_COORD_ENROLL_LISTEN": settings.enroll_listen,
+        "BARFED_COORD_API_LISTEN": "127.0.0.1:0",
         "BARFED_LOG_LEVEL": "WARNING",
     }
     server = subprocess.Popen([sys.executable, "-m", "barfed.cli", "coordinator", "serve"], env=env)

@@ -1,4 +1,4 @@
-"""`barfed coordinator …`: set up and run the coordinator, and the operator's actions until the REST API exists."""
+"""`barfed coordinator …`: set up and run the coordinator, and the operator's actions on its own host."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from rich.table import Table
 
 from coordinator.jobs_cli import app as jobs_app
 from coordinator.releases_cli import app as releases_app
+from coordinator.tokens_cli import app as tokens_app
 
 app = typer.Typer(help="Run the federation's coordinator and act on it as its operator.", no_args_is_help=True)
 orgs = typer.Typer(help="Organizations: invite, revoke.", no_args_is_help=True)
@@ -21,6 +22,7 @@ app.add_typer(enrollments, name="enrollments")
 app.add_typer(experts, name="experts")
 app.add_typer(releases_app, name="releases")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(tokens_app, name="tokens")
 console = Console()
 
 HomeOption = Annotated[Path | None, typer.Option("--home", help="coordinator home (default: settings)")]

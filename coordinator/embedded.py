@@ -18,14 +18,15 @@ from coordinator.settings import CoordinatorSettings
 class Addresses:
     service: str  # mutual TLS
     enroll: str  # TLS without a client certificate
+    api: str  # base URL of the REST API
 
 
 @contextlib.contextmanager
 def running_coordinator(settings: CoordinatorSettings, timeout: float = 30.0) -> Iterator[Addresses]:
     """Serve (port 0 picks free ports) and yield the service and enrollment addresses until the block ends."""
-    port_file, enroll_file = settings.home / "grpc.port", settings.home / "enroll.port"
-    port_file.unlink(missing_ok=True)
-    enroll_file.unlink(missing_ok=True)
+    port_file, enroll_file, api_file = (settings.home / name for name in ("grpc.port", "enroll.port", "api.port"))
+    for path in (port_file, enroll_file, api_file):
+        path.unlink(missing_ok=True)
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     failure: list[BaseException] = []
@@ -40,7 +41,7 @@ def running_coordinator(settings: CoordinatorSettings, timeout: float = 30.0) ->
     thread = threading.Thread(target=run, name="coordinator", daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout
-    while not (port_file.is_file() and enroll_file.is_file()):
+    while not (port_file.is_file() and enroll_file.is_file() and api_file.is_file()):
         if failure:
             raise failure[0]
         if time.monotonic() > deadline:
@@ -50,6 +51,8 @@ def running_coordinator(settings: CoordinatorSettings, timeout: float = 30.0) ->
         yield Addresses(
             f"{settings.listen.rsplit(':', 1)[0]}:{port_file.read_text().strip()}",
             f"{settings.enroll_listen.rsplit(':', 1)[0]}:{enroll_file.read_text().strip()}",
+            f"{'http' if settings.api_insecure_http else 'https'}://"
+            f"{settings.api_listen.rsplit(':', 1)[0]}:{api_file.read_text().strip()}",
         )
     finally:
         loop.call_soon_threadsafe(stop.set)

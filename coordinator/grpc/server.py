@@ -1,6 +1,6 @@
 """Run the coordinator: its gRPC service (TLS with optional client certificates: enrollment needs none, every
-other call checks one, or plaintext on loopback when asked for by name), the job sweeper, and a task worker
-(a supervised `celery worker` subprocess, one in this process, or none when workers run elsewhere).
+other call checks one, or plaintext on loopback when asked for by name), its REST API, the job sweeper, and a
+task worker (a supervised `celery worker` subprocess, one in this process, or none when workers run elsewhere).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from typing import Literal
 
 import grpc
 
+from coordinator.api.app import create_app
+from coordinator.api.server import ApiServer
 from coordinator.enrollment import EnrollmentGate
 from coordinator.grpc.bounds import RequestBounds
 from coordinator.grpc.servicer import FederationService
@@ -80,14 +82,19 @@ async def serve(
         enroll_port = enroll_server.add_secure_port(
             settings.enroll_listen, server_credentials(settings, client_auth=False)
         )
+    api = ApiServer(settings, create_app(Runtime(settings, registry, service.blobs, service.keys), dispatcher))
     await server.start()
     await enroll_server.start()
+    await api.start()
     _write_port_file(settings, "grpc.port", port)
     _write_port_file(settings, "enroll.port", enroll_port)
+    _write_port_file(settings, "api.port", api.port)
     log.info(
-        "coordinator listening on %s (mTLS) and %s (enrollment)",
+        "coordinator listening on %s (mTLS), %s (enrollment) and %s://%s (REST API)",
         _with_port(settings.listen, port),
         _with_port(settings.enroll_listen, enroll_port),
+        api.scheme,
+        _with_port(settings.api_listen, api.port),
     )
     await service.resume_pending()
     workers = await asyncio.to_thread(_start_worker, settings, registry, service, worker)
@@ -123,7 +130,7 @@ async def serve(
     log.info("shutting down")
     expiry.cancel()
     builds.cancel()
-    await asyncio.gather(server.stop(grace=5), enroll_server.stop(grace=5))
+    await asyncio.gather(server.stop(grace=5), enroll_server.stop(grace=5), api.stop())
     await asyncio.to_thread(sweeper.stop)
     if workers is not None:
         await asyncio.to_thread(workers.stop)

@@ -71,7 +71,12 @@ def make_settings(root: Path, db_url: str, **overrides):
 
     overrides = {"min_free_bytes": 0, "auto_build": False, **overrides}  # a test that wants builds asks for them
     return load_settings(
-        home=root / "coordinator", database_url=db_url, listen="127.0.0.1:0", enroll_listen="127.0.0.1:0", **overrides
+        home=root / "coordinator",
+        database_url=db_url,
+        listen="127.0.0.1:0",
+        enroll_listen="127.0.0.1:0",
+        api_listen="127.0.0.1:0",
+        **overrides,
     )
 
 

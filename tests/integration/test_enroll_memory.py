@@ -49,6 +49,7 @@ def coordinator(tmp_path):
         "BARFED_COORD_ENROLL_BURST": str(10**7),
         "BARFED_COORD_LISTEN": "127.0.0.1:0",
         "BARFED_COORD_ENROLL_LISTEN": "127.0.0.1:0",
+        "BARFED_COORD_API_LISTEN": "127.0.0.1:0",
         "BARFED_COORDINATOR_CONFIG": str(tmp_path / "none.toml"),
     }
     cli = [sys.executable, "-m", "barfed.cli", "coordinator"]

@@ -40,6 +40,7 @@ class CoordinatorProcess:
             "BARFED_COORD_DATABASE_URL": settings.db_url,
             "BARFED_COORD_LISTEN": settings.listen,
             "BARFED_COORD_ENROLL_LISTEN": settings.enroll_listen,
+            "BARFED_COORD_API_LISTEN": settings.api_listen,
             "BARFED_COORD_SYNC_EVERY_BYTES": str(settings.sync_every_bytes),
         }
         self.process = None

@@ -48,6 +48,7 @@ def settings_env(settings) -> dict[str, str]:
         "min_free_bytes": settings.min_free_bytes,
         "listen": settings.listen,
         "enroll_listen": settings.enroll_listen,
+        "api_listen": settings.api_listen,
     }
     if settings.broker_url:
         fields["broker_url"] = settings.broker_url
