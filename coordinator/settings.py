@@ -7,10 +7,17 @@ import os
 from pathlib import Path
 
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from protocol.errors import BarFedError
 
+SECRETS_DIR = Path("/run/secrets")
 MiB = 1024**2
 GiB = 1024**3
 
@@ -93,7 +100,11 @@ class CoordinatorSettings(BaseSettings):
         cls, settings_cls: type[BaseSettings], init_settings, env_settings, dotenv_settings, file_secret_settings
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml_file = Path(os.environ.get("BARFED_COORDINATOR_CONFIG", "coordinator.toml"))
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        # Secret files (docker/compose `secrets:`): a file named like the variable, e.g. barfed_coord_database_url,
+        # in $BARFED_COORD_SECRETS_DIR, else in /run/secrets when that exists. Precedence: env > file > TOML.
+        secrets_dir = os.environ.get("BARFED_COORD_SECRETS_DIR") or (SECRETS_DIR if SECRETS_DIR.is_dir() else None)
+        secrets = SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir)
+        return (init_settings, env_settings, secrets, TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
 
     @model_validator(mode="after")
     def _plaintext_only_on_loopback(self) -> CoordinatorSettings:
