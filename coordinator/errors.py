@@ -44,6 +44,9 @@ CODE_KIND = {
         "RESOURCE_EXHAUSTED",
     ),
     "UNKNOWN_ORG": "NOT_FOUND",
+    "JOB_NOT_RETRYABLE": "FAILED_PRECONDITION",
+    **dict.fromkeys(("DOMAIN_TAKEN", "RELEASE_EXISTS"), "ALREADY_EXISTS"),
+    "RELEASE_UNVERIFIED": "INTERNAL",  # a published release on disk no longer matches its signature
     "INTERNAL_ERROR": "INTERNAL",  # a bug, logged with its traceback; everything else is INVALID_ARGUMENT
 }
 

@@ -118,8 +118,9 @@ def verify_directory(directory: str | Path, public_key_pem: bytes, known_digests
             ) from None
 
 
-def _signed_digests(signature: Path) -> dict[str, str]:
-    """name → sha256 of every file the (already verified) bundle's in-toto statement covers."""
+def signed_digests(signature: Path) -> dict[str, str]:
+    """name → sha256 of every file the bundle's in-toto statement covers; trust it only once the bundle verified
+    (e.g. by passing it to `verify_directory` as ``known_digests``, which checks the signature over it)."""
     bundle = json.loads(signature.read_text(encoding="utf-8"))
     statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
     return {r["name"]: r["digest"] for r in statement["predicate"]["resources"]}
@@ -134,7 +135,7 @@ def _classify(message: str, directory: Path, known_digests: dict[str, str]) -> B
     if not message.startswith("Signature mismatch"):
         return BarFedError("SIGNATURE_MALFORMED", f"{SIGNATURE_FILE} is not a valid bundle: {message[:200]}")
     try:
-        signed = _signed_digests(directory / SIGNATURE_FILE)
+        signed = signed_digests(directory / SIGNATURE_FILE)
     except (ValueError, KeyError, TypeError, AttributeError):
         return BarFedError("SIGNATURE_MALFORMED", f"{SIGNATURE_FILE} does not hold a readable in-toto statement.")
     names = [p.relative_to(directory).as_posix() for p in sorted(directory.rglob("*")) if p.is_file()]

@@ -7,6 +7,8 @@ lists releases never sees one that is not all there.
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -16,6 +18,7 @@ from coordinator.state.models import AuditEntry, Channel, ChannelMove, Expert, R
 from protocol.errors import BarFedError
 
 CHANNEL_NAME = r"^[a-z][a-z0-9-]{0,31}$"
+COMMIT_ID = r"[0-9a-f]{40}"
 AUTO_CHANNELS = ("latest",)  # moved by every publish
 FIRST_CHANNELS = ("stable",)  # set by the first publish, afterwards only by promote
 
@@ -61,16 +64,28 @@ def channels(registry: Registry) -> dict[str, int]:
         return {row.name: row.release for row in session.scalars(select(Channel).order_by(Channel.name))}
 
 
+def commit_id(release: Release) -> str:
+    """The release's stable 40-hex id (what Hub clients take for a commit): the start of release.json's sha256,
+    which differs between any two releases since release.json names the release."""
+    return release.manifest_sha256[:40]
+
+
 def resolve(registry: Registry, name: str) -> Release:
-    """``rN``, ``N`` or a channel name → the release it names."""
+    """``rN``, ``N``, a channel name or a release's commit id → the release it names."""
     text = name.strip()
     digits = text[1:] if text[:1] == "r" else text
     if digits.isdigit() and len(digits) <= 9:
         return get_release(registry, int(digits))
+    if re.fullmatch(COMMIT_ID, text):  # 40 characters: never a channel name (at most 32)
+        with registry.session() as session:
+            release = session.scalars(select(Release).where(Release.manifest_sha256.startswith(text))).first()
+        if release is None:
+            raise BarFedError("UNKNOWN_RELEASE", f"no release has the commit id {text}.")
+        return release
     with registry.session() as session:
         channel = session.get(Channel, text)
     if channel is None:
-        raise BarFedError("UNKNOWN_RELEASE", f"{name!r} is neither a release (rN) nor a channel.")
+        raise BarFedError("UNKNOWN_RELEASE", f"{name[:64]!r} is neither a release (rN), a channel nor a commit id.")
     return get_release(registry, channel.release)
 
 

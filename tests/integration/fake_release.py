@@ -1,0 +1,34 @@
+"""A published release without a build: chosen files (bytes, or a size for a sparse file), ``release.json``, signed
+with the coordinator's release key and recorded as the build's publish step records it. For download tests and
+benchmarks, where what matters is how the server serves a release's files, not how they were made."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from coordinator.release.manifest import RELEASE_FILE
+from coordinator.runtime import Runtime
+from coordinator.state import releases as state
+from coordinator.state.models import Release
+from protocol.package import file_sha256
+from protocol.signing import sign_directory
+
+
+def publish_fake_release(runtime: Runtime, number: int, files: dict[str, bytes | int]) -> Path:
+    """``releases/r<number>`` holding ``files`` (an int is the size of a sparse file of zeros), signed, published."""
+    directory = runtime.settings.releases_dir / f"r{number}"
+    directory.mkdir(parents=True)
+    for name, content in files.items():
+        path = directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, int):
+            with open(path, "wb") as fh:
+                fh.truncate(content)
+        else:
+            path.write_bytes(content)
+    (directory / RELEASE_FILE).write_text(json.dumps({"name": f"r{number}", "number": number, "test": True}))
+    sign_directory(directory, runtime.keys.release_key_path)
+    release = Release(number=number, manifest_sha256=file_sha256(directory / RELEASE_FILE), domains=[], experts=[])
+    state.insert_release(runtime.registry, release, "test")
+    return directory
