@@ -18,6 +18,7 @@ from pathlib import Path
 import datasets
 import torch
 from datasets import Dataset
+from transformers import PrinterCallback
 from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 
 from bar_model.domains import Domain, Example
@@ -106,6 +107,8 @@ def build_trainer(trainer_cls, model, args, freeze: StageFreeze | None, z_loss_c
         groups = freeze.param_groups(args.weight_decay, args.learning_rate)
         optimizers = (torch.optim.AdamW(groups, lr=args.learning_rate, weight_decay=0.0), None)
     trainer = trainer_cls(model=model, args=args, optimizers=optimizers, **kwargs)
+    if args.disable_tqdm:  # without a bar the Trainer prints every log dict instead; the summary says enough
+        trainer.remove_callback(PrinterCallback)
     trainer.z_loss = RouterZLoss(model) if z_loss_coef > 0 else None
     trainer.z_loss_coef = z_loss_coef
     return trainer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -10,12 +11,14 @@ import typer
 from rich.console import Console
 
 from bar_model.cli import app as model_app
+from contributor_node.cli import app as node_app
 from coordinator.cli import app as coordinator_app
 from protocol.errors import BarFedError
 
 app = typer.Typer(help="BAR Federation: train experts separately, merge them together.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
 app.add_typer(coordinator_app, name="coordinator")
+app.add_typer(node_app, name="node")
 err_console = Console(stderr=True)
 
 
@@ -30,6 +33,10 @@ def configure(
 
     settings = Settings()
     setup_logging("DEBUG" if verbose else settings.log_level, settings.log_format, verbose=verbose)
+    if not verbose:  # read by transformers, datasets and huggingface_hub when they load, here and in children
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     if settings.num_threads:
         import torch
 
