@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from coordinator.api import errors, health
+from coordinator.api import downloads, errors, health
 from coordinator.runtime import Runtime
 
 API_VERSION = "1"
@@ -25,6 +25,7 @@ def create_app(runtime: Runtime, dispatcher=None) -> FastAPI:
     app.state.dispatcher = dispatcher
     errors.install(app)
     app.include_router(health.router)
+    app.include_router(downloads.router)
     return app
 
 

@@ -1,0 +1,110 @@
+"""Release downloads: a release's file list, any of its files, its signature, by ``rN``, channel or commit id.
+
+Any token may download (every role, org tokens included); with ``public_releases`` no token is needed, but a
+token that is sent must still be valid (a revoked one is refused either way). Files are only those the release's
+verified signature lists, so no path built from a request ever reaches the filesystem.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request, Response
+from pydantic import BaseModel
+
+from coordinator.api.files import file_response
+from coordinator.api.principals import ROLES, OptionalPrincipal, Principal, runtime
+from coordinator.release import files as release_files
+from coordinator.state import releases
+from protocol.errors import BarFedError
+from protocol.package import SIGNATURE_FILE
+
+router = APIRouter(prefix="/v1/releases", tags=["downloads"])
+
+ReleaseName = Annotated[
+    str, Path(min_length=1, max_length=64, description="`rN`, a channel name, or the release's 40-hex commit id")
+]
+FilePath = Annotated[str, Path(min_length=1, max_length=512, description="a path from the release's file list")]
+
+
+def download_access(request: Request, principal: OptionalPrincipal) -> Principal | None:
+    """Any valid token; none at all only when the operator made releases public."""
+    if principal is None and not runtime(request).settings.public_releases:
+        raise BarFedError("NO_TOKEN", "downloads need an API token: send `Authorization: Bearer <token>`.")
+    return principal
+
+
+DOWNLOAD = {
+    "dependencies": [Depends(download_access)],
+    "openapi_extra": {"x-roles": list(ROLES), "x-public-when": "public_releases"},
+    "description": f"Roles: {', '.join(ROLES)}; no token needed when the coordinator sets `public_releases`.",
+}
+
+
+class FileInfo(BaseModel):
+    path: str
+    size: int
+    sha256: str
+
+
+class FileList(BaseModel):
+    release: str
+    number: int
+    commit: str
+    files: list[FileInfo]
+
+
+def _release(request: Request, name: str):
+    return releases.resolve(runtime(request).registry, name)
+
+
+@router.get("/{name}/files", summary="Every file of a release with its size and sha256", **DOWNLOAD)
+def list_files(request: Request, name: ReleaseName) -> FileList:
+    release = _release(request, name)
+    entries = release_files.release_files(runtime(request).settings, release.number)
+    return FileList(
+        release=f"r{release.number}",
+        number=release.number,
+        commit=releases.commit_id(release),
+        files=[FileInfo(path=path, size=e.size, sha256=e.sha256) for path, e in entries.items()],
+    )
+
+
+def _serve(request: Request, name: str, path: str) -> Response:
+    release = _release(request, name)
+    disk_path, entry = release_files.file_path(runtime(request).settings, release.number, path)
+    response = file_response(request, disk_path, entry.sha256, entry.size)
+    response.headers["x-barfed-release"] = f"r{release.number}"
+    return response
+
+
+FILE_RESPONSES = {
+    200: {"content": {"application/octet-stream": {}}, "description": "the file (ETag and X-Barfed-Sha256: sha256)"},
+    206: {"content": {"application/octet-stream": {}}, "description": "the requested range"},
+    304: {"description": "If-None-Match matched the file's ETag"},
+    416: {"description": "the range is outside the file"},
+}
+
+
+@router.api_route(
+    "/{name}/files/{path:path}",
+    methods=["GET", "HEAD"],
+    summary="One file of a release (Range, If-Range, If-None-Match, HEAD)",
+    response_class=Response,
+    responses=FILE_RESPONSES,
+    **DOWNLOAD,
+)
+def download_file(request: Request, name: ReleaseName, path: FilePath) -> Response:
+    return _serve(request, name, path)
+
+
+@router.api_route(
+    "/{name}/signature",
+    methods=["GET", "HEAD"],
+    summary="The release's model-signing bundle (model.sig), checkable with the coordinator's release key",
+    response_class=Response,
+    responses=FILE_RESPONSES,
+    **DOWNLOAD,
+)
+def signature(request: Request, name: ReleaseName) -> Response:
+    return _serve(request, name, SIGNATURE_FILE)
