@@ -15,7 +15,8 @@ from pathlib import Path
 
 import grpc
 
-from bar_model.checkpoint import atomic_directory
+from contributor_node.backoff import backoff_delays
+from contributor_node.partial_anchor import PartialAnchor
 from protocol.errors import BarFedError
 from protocol.package import MANIFEST_FILE, file_sha256, read_package
 from protocol.signing import verify_directory
@@ -119,45 +120,79 @@ class CoordinatorClient:
     def enrollment(self, enrollment_id: str) -> pb.Enrollment:
         return self._call(self.stub.GetEnrollment, pb.GetEnrollmentRequest(enrollment_id=enrollment_id))
 
-    def fetch_anchor(self, target: Path, release_public_pem: bytes) -> str:
-        """Download the anchor, check sizes, digests and the coordinator's signature, then publish it."""
+    def fetch_anchor(
+        self,
+        target: Path,
+        release_public_pem: bytes,
+        *,
+        on_bytes: Callable[[str, int, int, int], None] | None = None,
+    ) -> str:
+        """Download the anchor, check sizes, digests and the coordinator's signature, then publish it.
+
+        Bytes land in ``.<target>.partial/``; a rerun after an interruption sends what it already has and the
+        coordinator streams only the rest (a completed file is not downloaded again). ``on_bytes(path, received, done,
+        size)`` follows each chunk (progress display, rate limit). Nothing under ``target`` exists until every
+        file matches the manifest and the signature verifies.
+        """
         target = Path(target)
+        fetch = PartialAnchor(target.parent / f".{target.name}.partial")
         try:
-            parts = self.stub.FetchAnchor(
-                pb.FetchAnchorRequest(), timeout=3600, metadata=self.metadata, wait_for_ready=True
-            )
-            with atomic_directory(target) as staging:
-                manifest = None
-                handles = {}
-                for part in parts:
-                    if part.HasField("manifest"):
-                        manifest = part.manifest
-                        continue
-                    chunk = part.chunk
-                    if manifest is None or chunk.path not in {f.path for f in manifest.files} or "/" in chunk.path:
-                        raise BarFedError("BAD_ANCHOR_STREAM", "the coordinator sent a file it did not declare.")
-                    if chunk.path not in handles:
-                        handles[chunk.path] = open(staging / chunk.path, "wb")  # noqa: SIM115 (closed below)
-                    fh = handles[chunk.path]
-                    if fh.tell() != chunk.offset:
-                        raise BarFedError("BAD_ANCHOR_STREAM", f"{chunk.path} arrived out of order.")
-                    fh.write(chunk.data)
-                for fh in handles.values():
-                    fh.close()
-                if manifest is None:
-                    raise BarFedError("BAD_ANCHOR_STREAM", "the coordinator sent no anchor manifest.")
-                for declared in manifest.files:
-                    path = staging / declared.path
-                    if (
-                        not path.is_file()
-                        or path.stat().st_size != declared.size
-                        or file_sha256(path) != declared.sha256
-                    ):
-                        raise BarFedError("BAD_ANCHOR_STREAM", f"{declared.path} did not arrive intact; fetch again.")
-                verify_directory(staging, release_public_pem)
+            try:
+                manifest = self._stream_anchor(fetch, on_bytes)
+            except BarFedError as exc:
+                if exc.code != "ANCHOR_MISMATCH" or fetch.fingerprint is None:
+                    raise
+                log.warning("the anchor changed since this fetch began; starting over")
+                fetch.reset()
+                manifest = self._stream_anchor(fetch, on_bytes)
+            fetch.check(manifest)
+            try:
+                verify_directory(fetch.files, release_public_pem)
+            except BarFedError:
+                fetch.reset()  # intact bytes with a bad signature: the anchor itself is not the coordinator's
+                raise
         except grpc.RpcError as exc:
             raise error_from(exc) from None
+        fetch.publish(target)
         return manifest.fingerprint
+
+    def _stream_anchor(self, fetch: PartialAnchor, on_bytes) -> pb.AnchorManifest:
+        request = pb.FetchAnchorRequest(
+            fingerprint=fetch.fingerprint or "",
+            have=[pb.FileOffset(path=path, offset=size) for path, size in fetch.have().items()],
+        )
+        manifest = None
+        try:
+            parts = self.stub.FetchAnchor(request, timeout=3600, metadata=self.metadata, wait_for_ready=True)
+            for part in parts:
+                if part.HasField("manifest"):
+                    manifest = part.manifest
+                    fetch.start(manifest)
+                    continue
+                if manifest is None:
+                    raise BarFedError("BAD_ANCHOR_STREAM", "the coordinator sent anchor bytes before its manifest.")
+                done = fetch.write(part.chunk)
+                if on_bytes is not None:
+                    on_bytes(part.chunk.path, len(part.chunk.data), done, fetch.size(part.chunk.path))
+        finally:
+            fetch.close()
+        if manifest is None:
+            raise BarFedError("BAD_ANCHOR_STREAM", "the coordinator sent no anchor manifest.")
+        return manifest
+
+    def anchor_manifest(self, fingerprint: str = "") -> pb.AnchorManifest:
+        """The current anchor's manifest, no file bytes (every file is declared as held): ANCHOR_MISMATCH
+        when ``fingerprint`` is given and the coordinator now publishes another anchor."""
+        request = pb.FetchAnchorRequest(fingerprint=fingerprint)
+        try:
+            stream = self.stub.FetchAnchor(request, timeout=self.timeout, metadata=self.metadata, wait_for_ready=True)
+            first = next(stream, None)
+            stream.cancel()
+        except grpc.RpcError as exc:
+            raise error_from(exc) from None
+        if first is None or not first.HasField("manifest"):
+            raise BarFedError("BAD_ANCHOR_STREAM", "the coordinator sent no anchor manifest.")
+        return first.manifest
 
     # -- submission --------------------------------------------------------------------------
 
@@ -168,6 +203,8 @@ class CoordinatorClient:
         max_attempts: int = 50,
         chunk_bytes: int | None = None,
         on_chunk: Callable[[str, int, int], None] | None = None,
+        session: tuple[str, int] | None = None,
+        on_session: Callable[[str, int], None] | None = None,
     ) -> str:
         """Upload and commit ``package``; resumes after interruptions; returns the submission id.
 
@@ -176,6 +213,9 @@ class CoordinatorClient:
         as it arrives and discards an upload that does not match (hashing here too cost the shared machine as
         much CPU as the TLS did); only when it reports ``DIGEST_MISMATCH`` does the node hash its own files, to
         say whether the package itself is at fault. A file touched while it is being sent stops the commit.
+        ``session`` (id, max chunk bytes) continues an upload an earlier process began (a node that crashed
+        mid-upload); ``on_session(id, max_chunk_bytes)`` hears of a new session before any byte is sent, so the
+        caller can persist it.
         """
         package = Path(package)
         manifest = read_package(package, check_digests=False)
@@ -188,28 +228,49 @@ class CoordinatorClient:
             )
             for p in paths
         ]
-        session = self._call(
-            self.stub.CreateUpload,
-            pb.CreateUploadRequest(domain=manifest.domain, version=manifest.version, files=declared),
-        )
-        chunk_bytes = min(chunk_bytes or session.max_chunk_bytes, session.max_chunk_bytes)
+
+        def create() -> tuple[str, int]:
+            created = self._call(
+                self.stub.CreateUpload,
+                pb.CreateUploadRequest(domain=manifest.domain, version=manifest.version, files=declared),
+            )
+            if on_session is not None:
+                on_session(created.session_id, created.max_chunk_bytes)
+            return created.session_id, created.max_chunk_bytes
+
+        if session is not None:
+            try:
+                self._call(self.stub.GetUpload, pb.GetUploadRequest(session_id=session[0]))
+            except BarFedError as exc:
+                if exc.code != "UNKNOWN_SESSION":
+                    raise
+                log.info("upload %s is gone; starting a new one", session[0])
+                session = None
+        session_id, max_chunk_bytes = session or create()
+        chunk_bytes = min(chunk_bytes or max_chunk_bytes, max_chunk_bytes)
+        delays = backoff_delays()
         for attempt in range(1, max_attempts + 1):
-            progress = self._call(self.stub.GetUpload, pb.GetUploadRequest(session_id=session.session_id))
+            progress = self._call(self.stub.GetUpload, pb.GetUploadRequest(session_id=session_id))
             if progress.complete:
-                return self._commit(package, session.session_id, unchanged)
+                return self._commit(package, session_id, unchanged)
             try:
                 self.stub.WriteChunks(
-                    self._chunks(package, session.session_id, progress, chunk_bytes, on_chunk),
+                    self._chunks(package, session_id, progress, chunk_bytes, on_chunk),
                     timeout=24 * 3600,
                     metadata=self.metadata,
                     wait_for_ready=True,
                 )
             except grpc.RpcError as exc:
                 error = error_from(exc)
+                if error.code in ("SESSION_CLOSED", "SESSION_EXPIRED"):
+                    log.warning("upload %s ended (%s); starting a new one", session_id, error.code)
+                    session_id, max_chunk_bytes = create()
+                    continue
                 if exc.code() not in RETRYABLE and error.code not in ("OFFSET_MISMATCH", "SESSION_BUSY"):
                     raise error from None
-                log.warning("upload interrupted (%s); resuming (attempt %d)", error.code, attempt)
-                time.sleep(min(5.0, 0.2 * attempt))
+                delay = next(delays)
+                log.warning("upload interrupted (%s); resuming in %.1fs (attempt %d)", error.code, delay, attempt)
+                time.sleep(delay)
         raise BarFedError("UPLOAD_GAVE_UP", f"the upload did not complete after {max_attempts} attempts; retry later.")
 
     def _commit(self, package: Path, session_id: str, unchanged: dict[str, tuple[int, int, int]]) -> str:
@@ -253,6 +314,20 @@ class CoordinatorClient:
             if status.state in TERMINAL or time.monotonic() > deadline:
                 return status
             time.sleep(poll)
+
+    def watch_releases(self, after_release: int = 0, channel: str = "", timeout: float | None = None):
+        """Each release newer than ``after_release`` (or each move of ``channel``), as the coordinator publishes
+        them; the stream ends after ``timeout`` seconds (None: never) without an error."""
+        request = pb.WatchReleasesRequest(after_release=after_release, channel=channel)
+        stream = self.stub.WatchReleases(request, timeout=timeout, metadata=self.metadata, wait_for_ready=True)
+        try:
+            yield from stream
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and timeout is not None:
+                return
+            raise error_from(exc) from None
+        finally:
+            stream.cancel()
 
 
 __all__ = ["MANIFEST_FILE", "CoordinatorClient", "error_from"]

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+
+from cryptography import x509
 
 from contributor_node.client import CoordinatorClient
 from protocol import pki
@@ -47,6 +50,27 @@ class NodeIdentity:
             raise BarFedError("CERT_KEY_MISMATCH", "the issued certificate is not for this node's key.")
         self.cert_path.write_text(enrollment.certificate_pem)
         self.ca_path.write_text(enrollment.ca_certificate_pem)
+
+    def check_certificate(self, now: datetime | None = None) -> x509.Certificate:
+        """This node's certificate, refused here when it cannot work (the TLS handshake would only say
+        "unavailable"): missing, expired or not yet valid."""
+        if not self.cert_path.is_file():
+            raise BarFedError("NOT_ENROLLED", "this node has no certificate yet; run `barfed node enroll --token T`.")
+        cert = pki.load_certificate(self.cert_path.read_bytes())
+        now = now or datetime.now(UTC)
+        if cert.not_valid_after_utc <= now:
+            raise BarFedError(
+                "CERT_EXPIRED",
+                f"this node's certificate expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; ask the operator "
+                "for a new invitation and run `barfed node enroll --token NEW --wait` (the key stays the same).",
+            )
+        if cert.not_valid_before_utc > now:
+            raise BarFedError(
+                "CERT_NOT_YET_VALID",
+                f"this node's certificate is valid from {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC; "
+                "check this machine's clock.",
+            )
+        return cert
 
     def client(self, address: str, **kwargs) -> CoordinatorClient:
         """An mTLS client as this organization (the key is read here, for the TLS stack, and stays here)."""

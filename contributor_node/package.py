@@ -39,18 +39,26 @@ def build_package(
     eval_set: list[Example] | None = None,
     eval_scores: dict[str, float] | None = None,
     max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+    replace_tensors: dict | None = None,
 ) -> ExpertManifest:
-    """Write the signed package of the expert at ``expert_dir`` to ``out_dir`` and return its manifest."""
+    """Write the signed package of the expert at ``expert_dir`` to ``out_dir`` and return its manifest.
+
+    ``replace_tensors`` (name -> tensor) stands in for packaged tensors of the checkpoint: the node's privacy
+    router rows (contributor_node.privacy_router) when it shares no calibration sample."""
     expert_dir, out_dir = Path(expert_dir), Path(out_dir)
     card = expert_card(expert_dir)
     checkpoint = SafetensorsCheckpoint(expert_dir)
     names = package_tensor_names(checkpoint.keys(), card["stages"])
     if not names:
         raise BarFedError("NOT_AN_EXPERT", f"{expert_dir} has no FlexOlmo expert tensors to package.")
+    replace_tensors = replace_tensors or {}
+    if set(replace_tensors) - names:
+        unknown = sorted(set(replace_tensors) - names)[:3]
+        raise BarFedError("NOT_PACKAGED", f"{unknown} are not tensors this expert's package holds.")
     with atomic_directory(out_dir) as staging:
         writer = ShardedSafetensorsWriter(staging, max_shard_bytes)
         for name in sorted(names):
-            writer.add(name, checkpoint.tensor(name))
+            writer.add(name, replace_tensors[name] if name in replace_tensors else checkpoint.tensor(name))
         writer.close()
         if calibration:
             _write_jsonl(

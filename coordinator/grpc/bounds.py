@@ -60,7 +60,8 @@ BOUNDS: dict[str, dict[str, Number | Text | Blob | Items]] = {
         "contact": Text(256, "BAD_CONTACT"),
     },
     "GetEnrollmentRequest": {"enrollment_id": Text(36, "UNKNOWN_ENROLLMENT")},
-    "FetchAnchorRequest": {"fingerprint": Text(71, "ANCHOR_MISMATCH")},
+    "FetchAnchorRequest": {"fingerprint": Text(71, "ANCHOR_MISMATCH"), "have": Items(4096, "BAD_FILE_LIST")},
+    "FileOffset": {"path": Text(200, "BAD_PATH"), "offset": Number(0, INT64_MAX, "OFFSET_MISMATCH")},
     "CreateUploadRequest": {
         "domain": Text(64, "BAD_DOMAIN"),
         "version": Number(1, INT32_MAX, "BAD_VERSION"),

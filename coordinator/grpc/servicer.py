@@ -110,10 +110,16 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
             await abort(context, exc)
             return
         yield pb.AnchorPart(manifest=manifest)
+        have = {f.path: f.offset for f in request.have}  # a resumed fetch: only what the node lacks is sent
         for declared in manifest.files:
             path = self.settings.anchor_dir / declared.path
+            offset = have.get(declared.path, 0)
+            if offset > declared.size:
+                offset = 0  # the node holds more than the file: it has something else, so send it all
+            if offset == declared.size:
+                continue
             with open(path, "rb") as fh:
-                offset = 0
+                fh.seek(offset)
                 while data := await asyncio.to_thread(fh.read, self.settings.chunk_bytes):
                     yield pb.AnchorPart(chunk=pb.FileChunk(path=path.name, offset=offset, data=data))
                     offset += len(data)

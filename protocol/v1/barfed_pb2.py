@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18protocol/v1/barfed.proto\x12\tbarfed.v1\"=\n\x0f\x46ileDeclaration\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"=\n\x0c\x46ileProgress\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x11\n\tcommitted\x18\x03 \x01(\x04\"[\n\rEnrollRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\t\x12\x18\n\x10\x65nrollment_token\x18\x03 \x01(\t\x12\x0f\n\x07\x63ontact\x18\x04 \x01(\t\"-\n\x14GetEnrollmentRequest\x12\x15\n\renrollment_id\x18\x01 \x01(\t\"\xb4\x01\n\nEnrollment\x12\x15\n\renrollment_id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12)\n\x05state\x18\x03 \x01(\x0e\x32\x1a.barfed.v1.EnrollmentState\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x04 \x01(\t\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x05 \x01(\t\x12\x0f\n\x07\x64omains\x18\x06 \x03(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\")\n\x12\x46\x65tchAnchorRequest\x12\x13\n\x0b\x66ingerprint\x18\x01 \x01(\t\"P\n\x0e\x41nchorManifest\x12\x13\n\x0b\x66ingerprint\x18\x01 \x01(\t\x12)\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x1a.barfed.v1.FileDeclaration\"7\n\tFileChunk\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"j\n\nAnchorPart\x12-\n\x08manifest\x18\x01 \x01(\x0b\x32\x19.barfed.v1.AnchorManifestH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.barfed.v1.FileChunkH\x00\x42\x06\n\x04part\"a\n\x13\x43reateUploadRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12)\n\x05\x66iles\x18\x03 \x03(\x0b\x32\x1a.barfed.v1.FileDeclaration\"}\n\rUploadSession\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x17\n\x0fmax_chunk_bytes\x18\x02 \x01(\r\x12\x17\n\x0f\x65xpires_at_unix\x18\x03 \x01(\x03\x12&\n\x05\x66iles\x18\x04 \x03(\x0b\x32\x17.barfed.v1.FileProgress\"G\n\x05\x43hunk\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"&\n\x10GetUploadRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"^\n\x0eUploadProgress\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12&\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x17.barfed.v1.FileProgress\x12\x10\n\x08\x63omplete\x18\x03 \x01(\x08\")\n\x13\x43ommitUploadRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"-\n\x14GetSubmissionRequest\x12\x15\n\rsubmission_id\x18\x01 \x01(\t\"\xbc\x01\n\nSubmission\x12\x15\n\rsubmission_id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x0e\n\x06\x64omain\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\r\x12)\n\x05state\x18\x05 \x01(\x0e\x32\x1a.barfed.v1.SubmissionState\x12\x16\n\x0epackage_digest\x18\x06 \x01(\t\x12\x12\n\nerror_code\x18\x07 \x01(\t\x12\x0f\n\x07message\x18\x08 \x01(\t\">\n\x14WatchReleasesRequest\x12\x15\n\rafter_release\x18\x01 \x01(\x04\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\"\x84\x01\n\x0cReleaseEvent\x12\x0f\n\x07release\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08\x63hannels\x18\x03 \x03(\t\x12\x17\n\x0fmanifest_sha256\x18\x04 \x01(\t\x12\x19\n\x11published_at_unix\x18\x05 \x01(\x03\x12\x0f\n\x07\x64omains\x18\x06 \x03(\t*\x95\x01\n\x0f\x45nrollmentState\x12 \n\x1c\x45NROLLMENT_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45NROLLMENT_PENDING\x10\x01\x12\x17\n\x13\x45NROLLMENT_APPROVED\x10\x02\x12\x17\n\x13\x45NROLLMENT_REJECTED\x10\x03\x12\x16\n\x12\x45NROLLMENT_REVOKED\x10\x04*\x9c\x01\n\x0fSubmissionState\x12 \n\x1cSUBMISSION_STATE_UNSPECIFIED\x10\x00\x12\x0c\n\x08RECEIVED\x10\x01\x12\r\n\tVERIFYING\x10\x02\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x03\x12\x0c\n\x08REJECTED\x10\x04\x12\x0f\n\x0bQUARANTINED\x10\x05\x12\x0e\n\nDEPRECATED\x10\x06\x12\r\n\tOPTED_OUT\x10\x07\x32\x81\x05\n\nFederation\x12\x39\n\x06\x45nroll\x12\x18.barfed.v1.EnrollRequest\x1a\x15.barfed.v1.Enrollment\x12G\n\rGetEnrollment\x12\x1f.barfed.v1.GetEnrollmentRequest\x1a\x15.barfed.v1.Enrollment\x12\x45\n\x0b\x46\x65tchAnchor\x12\x1d.barfed.v1.FetchAnchorRequest\x1a\x15.barfed.v1.AnchorPart0\x01\x12H\n\x0c\x43reateUpload\x12\x1e.barfed.v1.CreateUploadRequest\x1a\x18.barfed.v1.UploadSession\x12<\n\x0bWriteChunks\x12\x10.barfed.v1.Chunk\x1a\x19.barfed.v1.UploadProgress(\x01\x12\x43\n\tGetUpload\x12\x1b.barfed.v1.GetUploadRequest\x1a\x19.barfed.v1.UploadProgress\x12\x45\n\x0c\x43ommitUpload\x12\x1e.barfed.v1.CommitUploadRequest\x1a\x15.barfed.v1.Submission\x12G\n\rGetSubmission\x12\x1f.barfed.v1.GetSubmissionRequest\x1a\x15.barfed.v1.Submission\x12K\n\rWatchReleases\x12\x1f.barfed.v1.WatchReleasesRequest\x1a\x17.barfed.v1.ReleaseEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18protocol/v1/barfed.proto\x12\tbarfed.v1\"=\n\x0f\x46ileDeclaration\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"=\n\x0c\x46ileProgress\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x11\n\tcommitted\x18\x03 \x01(\x04\"[\n\rEnrollRequest\x12\x0e\n\x06org_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63sr_pem\x18\x02 \x01(\t\x12\x18\n\x10\x65nrollment_token\x18\x03 \x01(\t\x12\x0f\n\x07\x63ontact\x18\x04 \x01(\t\"-\n\x14GetEnrollmentRequest\x12\x15\n\renrollment_id\x18\x01 \x01(\t\"\xb4\x01\n\nEnrollment\x12\x15\n\renrollment_id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12)\n\x05state\x18\x03 \x01(\x0e\x32\x1a.barfed.v1.EnrollmentState\x12\x17\n\x0f\x63\x65rtificate_pem\x18\x04 \x01(\t\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x05 \x01(\t\x12\x0f\n\x07\x64omains\x18\x06 \x03(\t\x12\x0e\n\x06reason\x18\x07 \x01(\t\"N\n\x12\x46\x65tchAnchorRequest\x12\x13\n\x0b\x66ingerprint\x18\x01 \x01(\t\x12#\n\x04have\x18\x02 \x03(\x0b\x32\x15.barfed.v1.FileOffset\"*\n\nFileOffset\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"P\n\x0e\x41nchorManifest\x12\x13\n\x0b\x66ingerprint\x18\x01 \x01(\t\x12)\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x1a.barfed.v1.FileDeclaration\"7\n\tFileChunk\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0e\n\x06offset\x18\x02 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"j\n\nAnchorPart\x12-\n\x08manifest\x18\x01 \x01(\x0b\x32\x19.barfed.v1.AnchorManifestH\x00\x12%\n\x05\x63hunk\x18\x02 \x01(\x0b\x32\x14.barfed.v1.FileChunkH\x00\x42\x06\n\x04part\"a\n\x13\x43reateUploadRequest\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12)\n\x05\x66iles\x18\x03 \x03(\x0b\x32\x1a.barfed.v1.FileDeclaration\"}\n\rUploadSession\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x17\n\x0fmax_chunk_bytes\x18\x02 \x01(\r\x12\x17\n\x0f\x65xpires_at_unix\x18\x03 \x01(\x03\x12&\n\x05\x66iles\x18\x04 \x03(\x0b\x32\x17.barfed.v1.FileProgress\"G\n\x05\x43hunk\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"&\n\x10GetUploadRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"^\n\x0eUploadProgress\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12&\n\x05\x66iles\x18\x02 \x03(\x0b\x32\x17.barfed.v1.FileProgress\x12\x10\n\x08\x63omplete\x18\x03 \x01(\x08\")\n\x13\x43ommitUploadRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"-\n\x14GetSubmissionRequest\x12\x15\n\rsubmission_id\x18\x01 \x01(\t\"\xbc\x01\n\nSubmission\x12\x15\n\rsubmission_id\x18\x01 \x01(\t\x12\x0e\n\x06org_id\x18\x02 \x01(\t\x12\x0e\n\x06\x64omain\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\r\x12)\n\x05state\x18\x05 \x01(\x0e\x32\x1a.barfed.v1.SubmissionState\x12\x16\n\x0epackage_digest\x18\x06 \x01(\t\x12\x12\n\nerror_code\x18\x07 \x01(\t\x12\x0f\n\x07message\x18\x08 \x01(\t\">\n\x14WatchReleasesRequest\x12\x15\n\rafter_release\x18\x01 \x01(\x04\x12\x0f\n\x07\x63hannel\x18\x02 \x01(\t\"\x84\x01\n\x0cReleaseEvent\x12\x0f\n\x07release\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x10\n\x08\x63hannels\x18\x03 \x03(\t\x12\x17\n\x0fmanifest_sha256\x18\x04 \x01(\t\x12\x19\n\x11published_at_unix\x18\x05 \x01(\x03\x12\x0f\n\x07\x64omains\x18\x06 \x03(\t*\x95\x01\n\x0f\x45nrollmentState\x12 \n\x1c\x45NROLLMENT_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45NROLLMENT_PENDING\x10\x01\x12\x17\n\x13\x45NROLLMENT_APPROVED\x10\x02\x12\x17\n\x13\x45NROLLMENT_REJECTED\x10\x03\x12\x16\n\x12\x45NROLLMENT_REVOKED\x10\x04*\x9c\x01\n\x0fSubmissionState\x12 \n\x1cSUBMISSION_STATE_UNSPECIFIED\x10\x00\x12\x0c\n\x08RECEIVED\x10\x01\x12\r\n\tVERIFYING\x10\x02\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x03\x12\x0c\n\x08REJECTED\x10\x04\x12\x0f\n\x0bQUARANTINED\x10\x05\x12\x0e\n\nDEPRECATED\x10\x06\x12\r\n\tOPTED_OUT\x10\x07\x32\x81\x05\n\nFederation\x12\x39\n\x06\x45nroll\x12\x18.barfed.v1.EnrollRequest\x1a\x15.barfed.v1.Enrollment\x12G\n\rGetEnrollment\x12\x1f.barfed.v1.GetEnrollmentRequest\x1a\x15.barfed.v1.Enrollment\x12\x45\n\x0b\x46\x65tchAnchor\x12\x1d.barfed.v1.FetchAnchorRequest\x1a\x15.barfed.v1.AnchorPart0\x01\x12H\n\x0c\x43reateUpload\x12\x1e.barfed.v1.CreateUploadRequest\x1a\x18.barfed.v1.UploadSession\x12<\n\x0bWriteChunks\x12\x10.barfed.v1.Chunk\x1a\x19.barfed.v1.UploadProgress(\x01\x12\x43\n\tGetUpload\x12\x1b.barfed.v1.GetUploadRequest\x1a\x19.barfed.v1.UploadProgress\x12\x45\n\x0c\x43ommitUpload\x12\x1e.barfed.v1.CommitUploadRequest\x1a\x15.barfed.v1.Submission\x12G\n\rGetSubmission\x12\x1f.barfed.v1.GetSubmissionRequest\x1a\x15.barfed.v1.Submission\x12K\n\rWatchReleases\x12\x1f.barfed.v1.WatchReleasesRequest\x1a\x17.barfed.v1.ReleaseEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protocol.v1.barfed_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENROLLMENTSTATE']._serialized_start=1694
-  _globals['_ENROLLMENTSTATE']._serialized_end=1843
-  _globals['_SUBMISSIONSTATE']._serialized_start=1846
-  _globals['_SUBMISSIONSTATE']._serialized_end=2002
+  _globals['_ENROLLMENTSTATE']._serialized_start=1775
+  _globals['_ENROLLMENTSTATE']._serialized_end=1924
+  _globals['_SUBMISSIONSTATE']._serialized_start=1927
+  _globals['_SUBMISSIONSTATE']._serialized_end=2083
   _globals['_FILEDECLARATION']._serialized_start=39
   _globals['_FILEDECLARATION']._serialized_end=100
   _globals['_FILEPROGRESS']._serialized_start=102
@@ -46,33 +46,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENROLLMENT']._serialized_start=306
   _globals['_ENROLLMENT']._serialized_end=486
   _globals['_FETCHANCHORREQUEST']._serialized_start=488
-  _globals['_FETCHANCHORREQUEST']._serialized_end=529
-  _globals['_ANCHORMANIFEST']._serialized_start=531
-  _globals['_ANCHORMANIFEST']._serialized_end=611
-  _globals['_FILECHUNK']._serialized_start=613
-  _globals['_FILECHUNK']._serialized_end=668
-  _globals['_ANCHORPART']._serialized_start=670
-  _globals['_ANCHORPART']._serialized_end=776
-  _globals['_CREATEUPLOADREQUEST']._serialized_start=778
-  _globals['_CREATEUPLOADREQUEST']._serialized_end=875
-  _globals['_UPLOADSESSION']._serialized_start=877
-  _globals['_UPLOADSESSION']._serialized_end=1002
-  _globals['_CHUNK']._serialized_start=1004
-  _globals['_CHUNK']._serialized_end=1075
-  _globals['_GETUPLOADREQUEST']._serialized_start=1077
-  _globals['_GETUPLOADREQUEST']._serialized_end=1115
-  _globals['_UPLOADPROGRESS']._serialized_start=1117
-  _globals['_UPLOADPROGRESS']._serialized_end=1211
-  _globals['_COMMITUPLOADREQUEST']._serialized_start=1213
-  _globals['_COMMITUPLOADREQUEST']._serialized_end=1254
-  _globals['_GETSUBMISSIONREQUEST']._serialized_start=1256
-  _globals['_GETSUBMISSIONREQUEST']._serialized_end=1301
-  _globals['_SUBMISSION']._serialized_start=1304
-  _globals['_SUBMISSION']._serialized_end=1492
-  _globals['_WATCHRELEASESREQUEST']._serialized_start=1494
-  _globals['_WATCHRELEASESREQUEST']._serialized_end=1556
-  _globals['_RELEASEEVENT']._serialized_start=1559
-  _globals['_RELEASEEVENT']._serialized_end=1691
-  _globals['_FEDERATION']._serialized_start=2005
-  _globals['_FEDERATION']._serialized_end=2646
+  _globals['_FETCHANCHORREQUEST']._serialized_end=566
+  _globals['_FILEOFFSET']._serialized_start=568
+  _globals['_FILEOFFSET']._serialized_end=610
+  _globals['_ANCHORMANIFEST']._serialized_start=612
+  _globals['_ANCHORMANIFEST']._serialized_end=692
+  _globals['_FILECHUNK']._serialized_start=694
+  _globals['_FILECHUNK']._serialized_end=749
+  _globals['_ANCHORPART']._serialized_start=751
+  _globals['_ANCHORPART']._serialized_end=857
+  _globals['_CREATEUPLOADREQUEST']._serialized_start=859
+  _globals['_CREATEUPLOADREQUEST']._serialized_end=956
+  _globals['_UPLOADSESSION']._serialized_start=958
+  _globals['_UPLOADSESSION']._serialized_end=1083
+  _globals['_CHUNK']._serialized_start=1085
+  _globals['_CHUNK']._serialized_end=1156
+  _globals['_GETUPLOADREQUEST']._serialized_start=1158
+  _globals['_GETUPLOADREQUEST']._serialized_end=1196
+  _globals['_UPLOADPROGRESS']._serialized_start=1198
+  _globals['_UPLOADPROGRESS']._serialized_end=1292
+  _globals['_COMMITUPLOADREQUEST']._serialized_start=1294
+  _globals['_COMMITUPLOADREQUEST']._serialized_end=1335
+  _globals['_GETSUBMISSIONREQUEST']._serialized_start=1337
+  _globals['_GETSUBMISSIONREQUEST']._serialized_end=1382
+  _globals['_SUBMISSION']._serialized_start=1385
+  _globals['_SUBMISSION']._serialized_end=1573
+  _globals['_WATCHRELEASESREQUEST']._serialized_start=1575
+  _globals['_WATCHRELEASESREQUEST']._serialized_end=1637
+  _globals['_RELEASEEVENT']._serialized_start=1640
+  _globals['_RELEASEEVENT']._serialized_end=1772
+  _globals['_FEDERATION']._serialized_start=2086
+  _globals['_FEDERATION']._serialized_end=2727
 # @@protoc_insertion_point(module_scope)

@@ -96,10 +96,20 @@ class Enrollment(_message.Message):
     def __init__(self, enrollment_id: _Optional[str] = ..., org_id: _Optional[str] = ..., state: _Optional[_Union[EnrollmentState, str]] = ..., certificate_pem: _Optional[str] = ..., ca_certificate_pem: _Optional[str] = ..., domains: _Optional[_Iterable[str]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class FetchAnchorRequest(_message.Message):
-    __slots__ = ("fingerprint",)
+    __slots__ = ("fingerprint", "have")
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    HAVE_FIELD_NUMBER: _ClassVar[int]
     fingerprint: str
-    def __init__(self, fingerprint: _Optional[str] = ...) -> None: ...
+    have: _containers.RepeatedCompositeFieldContainer[FileOffset]
+    def __init__(self, fingerprint: _Optional[str] = ..., have: _Optional[_Iterable[_Union[FileOffset, _Mapping]]] = ...) -> None: ...
+
+class FileOffset(_message.Message):
+    __slots__ = ("path", "offset")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    offset: int
+    def __init__(self, path: _Optional[str] = ..., offset: _Optional[int] = ...) -> None: ...
 
 class AnchorManifest(_message.Message):
     __slots__ = ("fingerprint", "files")

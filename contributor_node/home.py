@@ -1,0 +1,67 @@
+"""Where a node keeps everything, and the small JSON records that make every `barfed node` command resumable.
+
+    node.toml  org.key (0600)  org.pem  ca.pem  release.pub      identity and trust (settings, identity.py)
+    enrollment.json                                              the pending or approved enrollment's id
+    anchor/  anchor.json                                         the verified anchor and its fingerprint
+    experts/<domain>/  evals/<domain>.json                       trained experts and their local scores
+    packages/<domain>-v<N>/                                      signed packages
+    uploads/<domain>-v<N>.json                                   an upload session in flight (resumed by id)
+    submissions.json  watch.json                                 submission ids; the last release seen
+
+Records are replaced atomically (write beside, fsync, rename), so a crash leaves the old one or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class NodeHome:
+    root: Path
+
+    @property
+    def anchor(self) -> Path:
+        return self.root / "anchor"
+
+    def expert(self, domain: str) -> Path:
+        return self.root / "experts" / domain
+
+    def scores(self, domain: str) -> Path:
+        return self.root / "evals" / f"{domain}.json"
+
+    def package(self, domain: str, version: int) -> Path:
+        return self.root / "packages" / f"{domain}-v{version}"
+
+    def upload(self, domain: str, version: int) -> Path:
+        return self.root / "uploads" / f"{domain}-v{version}.json"
+
+    def record(self, name: str) -> Path:
+        return self.root / f"{name}.json"
+
+    def package_versions(self, domain: str) -> list[int]:
+        """Versions of the packages built here for ``domain``, ascending."""
+        found = []
+        for path in (self.root / "packages").glob(f"{domain}-v*"):
+            suffix = path.name.removeprefix(f"{domain}-v")
+            if suffix.isdigit() and path.is_dir():
+                found.append(int(suffix))
+        return sorted(found)
+
+
+def read_json(path: Path, default=None):
+    return json.loads(path.read_text()) if path.is_file() else default
+
+
+def write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=2, sort_keys=True)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,348 @@
+"""`barfed node …` as an organization runs it, against `barfed coordinator serve` on loopback (a subprocess, so
+it can be SIGKILLed), every command a subprocess too.
+
+The tests share one coordinator and one trained node (module fixture) and run in file order: the flow to r1,
+a submission that survives a coordinator kill, then refusals that end the organization (expired certificate,
+revocation), then the anchor tests, the last of which tampers with the coordinator's anchor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+ORG, DOMAIN = "acme-labs", "math"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for(condition, timeout: float, what: str, poll: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(poll)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class CoordinatorProcess:
+    """`barfed coordinator serve` on fixed loopback ports, so a restarted one is where the node expects it."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.service, self.enroll = f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"
+        self.env = {
+            **os.environ,
+            "BARFED_COORD_HOME": str(home),
+            "BARFED_COORD_LISTEN": self.service,
+            "BARFED_COORD_ENROLL_LISTEN": self.enroll,
+            "BARFED_COORD_API_LISTEN": "127.0.0.1:0",
+            "BARFED_COORD_MIN_FREE_BYTES": "0",
+            "BARFED_COORD_AUTO_BUILD": "false",
+            "BARFED_COORD_CHUNK_BYTES": str(64 * 1024),
+            "BARFED_COORD_SYNC_EVERY_BYTES": str(16 * 1024),
+            "BARFED_COORD_ROUTER_RECIPE": "micro",
+            "BARFED_COORD_EVAL_EXAMPLES": "4",
+            "BARFED_COORD_SWEEP_INTERVAL_S": "1",
+        }
+        self.process: subprocess.Popen | None = None
+        self.log = home.parent / "coordinator.log"
+
+    def start(self) -> None:
+        (self.home / "grpc.port").unlink(missing_ok=True)
+        with open(self.log, "a") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "barfed.cli", "coordinator", "serve"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        _wait_for(lambda: (self.home / "grpc.port").is_file(), 60, "the coordinator to listen")
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def barfed(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "barfed.cli", "coordinator", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+
+@dataclass
+class Node:
+    home: Path
+    coordinator: CoordinatorProcess
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "BARFED_NODE_HOME": str(self.home),
+            "BARFED_NODE_RECIPE": "micro",
+            "BARFED_NODE_ROUTER_RECIPE": "micro",
+            "BARFED_NODE_CALL_TIMEOUT_S": "20",
+            "BARFED_NODE_RETRY_FOR_S": "120",
+            "BARFED_NODE_POLL_S": "0.2",
+            "BARFED_NODE_CHUNK_BYTES": str(16 * 1024),
+            **extra,
+        }
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "barfed.cli", "node", *args]
+
+    def run(self, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(self.argv(*args), env=self.env(**env), capture_output=True, text=True, timeout=timeout)
+
+    def start(self, *args: str, **env: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            self.argv(*args), env=self.env(**env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    def ok(self, *args: str, **env: str) -> str:
+        result = self.run(*args, **env)
+        assert result.returncode == 0, f"{args}: {result.stdout}\n{result.stderr}"
+        return result.stdout
+
+    def refused(self, *args: str, code: str, **env: str) -> str:
+        result = self.run(*args, **env)
+        assert result.returncode == 2, f"{args}: {result.stdout}\n{result.stderr}"
+        assert code in result.stderr and "Traceback" not in result.stderr, result.stderr
+        return result.stderr
+
+
+def approve_pending(coordinator: CoordinatorProcess, registry, org_id: str) -> str:
+    """The operator approves ``org_id``'s pending enrollment (today with the coordinator's CLI)."""
+    from coordinator.state.orgs import list_enrollments
+
+    def pending():
+        return next((e.id for e in list_enrollments(registry) if e.org_id == org_id and e.state == "pending"), None)
+
+    enrollment_id = _wait_for(pending, 60, f"{org_id}'s enrollment request")
+    result = coordinator.barfed("enrollments", "approve", enrollment_id)
+    assert result.returncode == 0, result.stderr
+    return enrollment_id
+
+
+def _init_node(coordinator: CoordinatorProcess, root: Path, org_id: str) -> Node:
+    node = Node(root / "nodes" / org_id, coordinator)
+    pki = coordinator.home / "pki"
+    out = node.ok(
+        "init",
+        "--org",
+        org_id,
+        "--service",
+        coordinator.service,
+        "--enroll",
+        coordinator.enroll,
+        "--ca",
+        str(pki / "ca.pem"),
+        "--release-key",
+        str(pki / "release.pub"),
+    )
+    assert "never leaves" in out
+    return node
+
+
+@dataclass
+class Federation:
+    coordinator: CoordinatorProcess
+    registry: object
+    node: Node
+    root: Path
+
+
+@pytest.fixture(scope="module")
+def federation(micro, tmp_path_factory):
+    """A serving coordinator and acme-labs' node, enrolled (approved while `enroll --wait` waits), holding the
+    anchor and a trained micro math expert, all through the CLI."""
+    from coordinator.enrollment import invite
+    from coordinator.settings import load_settings
+    from coordinator.setup import initialize
+    from coordinator.state.db import Registry
+
+    root = tmp_path_factory.mktemp("node-cli")
+    settings = load_settings(home=root / "coordinator", min_free_bytes=0, auto_build=False)
+    initialize(settings, micro["branch"])
+    registry = Registry(settings.db_url)
+    coordinator = CoordinatorProcess(settings.home)
+    coordinator.start()
+    try:
+        node = _init_node(coordinator, root, ORG)
+        assert node.run("init", "--org", "globex", "--service", "x:1", "--enroll", "x:2", "--ca", "c", "--release-key",
+                        "k").returncode == 2  # fmt: skip
+        assert oct((node.home / "org.key").stat().st_mode & 0o777) == "0o600"
+        token = invite(registry, ORG, [DOMAIN])
+        waiting = node.start("enroll", "--token", token, "--wait", "--timeout", "120")
+        approve_pending(coordinator, registry, ORG)
+        out, err = waiting.communicate(timeout=120)
+        assert waiting.returncode == 0 and f"may publish {DOMAIN}" in out, out + err
+        assert "already enrolled" in node.ok("enroll")
+        assert "signature verified" in node.ok("fetch-anchor")
+        assert "is here and current" in node.ok("fetch-anchor")
+        assert "expert trained" in node.ok("train", "--stages", "mid,sft,rl")
+        assert "already trained" in node.ok("train")
+        yield Federation(coordinator, registry, node, root)
+    finally:
+        coordinator.stop()
+        registry.dispose()
+
+
+def test_package_submit_accepted_then_r1(federation):
+    node, coordinator = federation.node, federation.coordinator
+    scores = node.ok("eval", "--n", "4")
+    assert DOMAIN in scores and "general" in scores
+    assert "built and signed" in node.ok("package")
+    assert "already built" in node.ok("package")  # idempotent
+    package = node.home / "packages" / f"{DOMAIN}-v1"
+    assert (package / "calibration.jsonl").is_file() and (package / "eval.jsonl").is_file()
+    assert json.loads((package / "expert.json").read_text())["eval_scores"][DOMAIN] >= 0
+
+    out = node.ok("submit", "--wait", "--timeout", "240")
+    assert f"{DOMAIN}-v1: ACCEPTED" in out
+    assert "already submitted" in node.ok("submit")  # a rerun commits nothing twice
+    assert "ACCEPTED" in node.ok("status")
+
+    built = coordinator.barfed("releases", "build", "--wait")
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert (coordinator.home / "releases" / "r1" / "model.sig").is_file()
+    watched = node.ok("watch", "--once", "--timeout", "60")
+    assert "r1" in watched and DOMAIN in watched
+
+
+def test_submit_survives_a_coordinator_kill(federation):
+    """SIGKILL mid-upload, restart: the same `submit` resumes its session and ends ACCEPTED by itself."""
+    from sqlalchemy import func, select
+
+    from coordinator.state.models import UploadSession
+
+    node, coordinator, registry = federation.node, federation.coordinator, federation.registry
+    assert "no data (privacy router row)" in node.ok("package", "--version", "2", "--no-calibration")
+    assert not (node.home / "packages" / f"{DOMAIN}-v2" / "calibration.jsonl").exists()
+    uploading = node.start("submit", "--wait", "--timeout", "240", BARFED_NODE_MAX_BYTES_PER_S=str(48 * 1024))
+
+    def durable_bytes():
+        with registry.session() as session:
+            from coordinator.state.models import UploadFile
+
+            return session.scalar(select(func.sum(UploadFile.committed)))
+
+    _wait_for(lambda: (durable_bytes() or 0) > 16 * 1024, 60, "upload progress to become durable")
+    assert uploading.poll() is None, uploading.communicate()
+    coordinator.kill()
+    time.sleep(1.0)
+    coordinator.start()
+    out, err = uploading.communicate(timeout=240)
+    assert uploading.returncode == 0, out + err
+    assert f"{DOMAIN}-v2: ACCEPTED" in out
+    with registry.session() as session:
+        sessions = session.scalar(select(func.count()).where(UploadSession.version == 2))
+    assert sessions == 1  # resumed, not started over
+
+
+def _stored(federation) -> tuple[int, int, list[str]]:
+    from sqlalchemy import func, select
+
+    from coordinator.state.models import Submission, UploadSession
+
+    with federation.registry.session() as session:
+        submissions = session.scalar(select(func.count()).select_from(Submission))
+        uploads = session.scalar(select(func.count()).select_from(UploadSession))
+    blobs = sorted(str(p) for p in (federation.coordinator.home / "blobs").rglob("*") if p.is_file())
+    return submissions, uploads, blobs
+
+
+def test_expired_certificate_and_revoked_org_store_nothing(federation):
+    import datetime as dt
+
+    from coordinator.keys import CoordinatorKeys
+    from protocol import pki
+
+    node, coordinator = federation.node, federation.coordinator
+    node.ok("package", "--version", "3")
+    before = _stored(federation)
+
+    cert_path = node.home / "org.pem"
+    good = cert_path.read_bytes()
+    ca_key, ca_cert = CoordinatorKeys(coordinator.home / "pki").ca()
+    csr = pki.make_csr(pki.load_private_key(node.home / "org.key"), ORG)
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
+    expired = pki.issue_client_certificate(ca_key, ca_cert, csr, ORG, days=1, not_before=old)
+    cert_path.write_bytes(pki.certificate_pem(expired))
+    assert "enroll --token NEW" in node.refused("submit", code="CERT_EXPIRED")
+    cert_path.write_bytes(good)
+    assert _stored(federation) == before
+
+    revoked = coordinator.barfed("orgs", "revoke", ORG, "--reason", "left the federation")
+    assert revoked.returncode == 0, revoked.stderr
+    node.refused("submit", code="CERT_REVOKED")
+    node.refused("status", code="CERT_REVOKED")
+    assert _stored(federation) == before
+    assert not (node.home / "uploads" / f"{DOMAIN}-v3.json").exists()
+
+
+def test_fetch_anchor_resumes_then_a_tampered_anchor_is_refused(federation):
+    from coordinator.enrollment import invite
+
+    coordinator, registry = federation.coordinator, federation.registry
+    node = _init_node(coordinator, federation.root, "globex")
+    node.ok("enroll", "--token", invite(registry, "globex", ["code"]))  # pending: a rerun follows the same request
+    approve_pending(coordinator, registry, "globex")
+    assert "may publish code" in node.ok("enroll")
+
+    partial = node.home / ".anchor.partial"
+    fetching = node.start("fetch-anchor", BARFED_NODE_MAX_BYTES_PER_S=str(64 * 1024))
+    _wait_for(lambda: (partial / "files" / "model.safetensors").is_file(), 60, "the download to reach the weights")
+    fetching.send_signal(signal.SIGKILL)
+    fetching.wait(30)
+    declared = {f["path"]: f["size"] for f in json.loads((partial / "manifest.json").read_text())["files"]}
+    held = {p.name: p.stat() for p in (partial / "files").iterdir()}
+    complete = {name for name, st in held.items() if st.st_size == declared[name]}
+    assert complete and "config.json" in complete
+    assert held["model.safetensors"].st_size < declared["model.safetensors"]
+
+    out = node.ok("fetch-anchor")
+    already = sum(st.st_size for st in held.values())
+    assert f"downloaded {sum(declared.values()) - already} bytes" in out
+    for name in complete:  # the very files the interrupted run completed: not written again
+        now = (node.home / "anchor" / name).stat()
+        assert (now.st_ino, now.st_mtime_ns) == (held[name].st_ino, held[name].st_mtime_ns)
+    assert not partial.exists()
+
+    coordinator.stop()
+    tokenizer = coordinator.home / "anchor" / "tokenizer.json"
+    tokenizer.write_text(tokenizer.read_text() + "\n")  # the bytes served no longer match the signed ones
+    coordinator.start()
+    other = _init_node(coordinator, federation.root, "initech")
+    other.ok("enroll", "--token", invite(registry, "initech", ["tool_use"]))
+    approve_pending(coordinator, registry, "initech")
+    other.ok("enroll")
+    stderr = other.refused("fetch-anchor", code="SIGNATURE_INVALID")
+    assert "Traceback" not in stderr
+    assert not (other.home / "anchor").exists() and not (other.home / ".anchor.partial").exists()
