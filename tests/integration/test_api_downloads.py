@@ -24,6 +24,8 @@ from .fake_release import publish_fake_release
 pytestmark = pytest.mark.integration
 
 WEIGHTS = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4 bytes: several ranges and a remainder
+MB = MiB = 1024**2
+GiB = 1024**3
 FILES = {"model.safetensors": WEIGHTS, "config.json": b'{"model_type": "flex_olmo"}', "sub/notes.txt": b"nested"}
 
 
@@ -203,3 +205,15 @@ def test_downloads_need_a_token_unless_releases_are_public(tmp_path, db_url, pub
         for token in allowed:  # every role, org tokens included
             assert client.get(_url(), headers={"Authorization": f"Bearer {token}"}).content == WEIGHTS
     runtime.registry.dispose()
+
+
+@pytest.mark.slow
+def test_a_1gib_download_keeps_the_server_rss_flat(tmp_path, db_url):
+    """`barfed coordinator serve` in its own process streams a 1 GiB release file from disk (bench/download_memory.py
+    reports the same figure beside a 1 MiB file's)."""
+    from bench.download_memory import BIG, measure
+
+    result = measure(tmp_path, GiB, database_url=db_url)[BIG]
+    print(f"server RSS growth {result['rss_growth'] / MiB:.1f} MiB over a {result['bytes'] / MiB:.0f} MiB download")
+    assert result["bytes"] == GiB and result["sha256_ok"]
+    assert result["rss_growth"] < 100 * MB, f"the server's RSS grew {result['rss_growth'] / MB:.0f} MB"
