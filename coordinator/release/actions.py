@@ -36,7 +36,7 @@ def parse_pins(pins: list[str]) -> dict[str, int]:
 def request_build(registry: Registry, pins: dict[str, int], force: bool, actor: str) -> Job:
     """Queue a build job (the coordinator's sweeper dispatches it to a worker)."""
     params = {"pins": pins, "force": force, "actor": actor}
-    return jobs.queue(registry, "build", f"manual-{uuid.uuid4().hex[:12]}", params)
+    return jobs.queue(registry, "build", f"manual-{uuid.uuid4().hex[:12]}", params, actor=actor)
 
 
 def show(settings: CoordinatorSettings, registry: Registry, name: str) -> tuple[Release, ReleaseManifest]:

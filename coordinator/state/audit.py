@@ -11,7 +11,7 @@ import datetime as dt
 import hashlib
 import json
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from coordinator.state.models import AuditEntry, utcnow
@@ -73,3 +73,33 @@ def verify(registry) -> int:
     """``verify_chain`` over the whole log in one read transaction."""
     with registry.session() as session:
         return verify_chain(session)
+
+
+def entries(
+    registry,
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+    subject_prefix: str | None = None,
+    since: dt.datetime | None = None,
+    offset: int = 0,
+    limit: int = 100,
+) -> list[AuditEntry]:
+    """Entries matching every filter given, oldest first (the log only grows, so an offset stays put)."""
+    query = select(AuditEntry).order_by(AuditEntry.id).offset(offset).limit(limit)
+    if actor is not None:
+        query = query.where(AuditEntry.actor == actor)
+    if action is not None:
+        query = query.where(AuditEntry.action == action)
+    if subject_prefix:
+        query = query.where(AuditEntry.subject.startswith(subject_prefix, autoescape=True))
+    if since is not None:
+        since = since.replace(tzinfo=dt.UTC) if since.tzinfo is None else since.astimezone(dt.UTC)
+        query = query.where(AuditEntry.at >= since)
+    with registry.session() as session:
+        return list(session.scalars(query))
+
+
+def count(registry) -> int:
+    with registry.session() as session:
+        return session.scalar(select(func.count()).select_from(AuditEntry))

@@ -3,6 +3,8 @@ acceptance (quarantine, deprecate, opt out, restore)."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 from sqlalchemy import select
 
 from coordinator.state import audit
@@ -49,4 +51,78 @@ def submission_of(registry: Registry, org_id: str, submission_id: str) -> Submis
         row = session.get(Submission, submission_id)
     if row is None or row.org_id != org_id:
         raise BarFedError("UNKNOWN_SUBMISSION", f"there is no submission {submission_id} for {org_id}.")
+    return row
+
+
+EXPERT_STATES = tuple(TRANSITIONS)
+SUBMISSION_STATES = ("RECEIVED", "VERIFYING", "ACCEPTED", "REJECTED")
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    """A caller's time as UTC (a naive one is taken to be UTC, as the registry stores every time)."""
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+def find_experts(
+    registry: Registry,
+    *,
+    domain: str | None = None,
+    org: str | None = None,
+    state: str | None = None,
+    since: dt.datetime | None = None,
+    offset: int = 0,
+    limit: int = 100,
+) -> list[Expert]:
+    """Expert versions matching every filter given, oldest first (rows are never deleted, so an offset names the
+    same place on the next call)."""
+    query = select(Expert).order_by(Expert.id).offset(offset).limit(limit)
+    if domain is not None:
+        query = query.where(Expert.domain == domain)
+    if org is not None:
+        query = query.where(Expert.org_id == org)
+    if state is not None:
+        query = query.where(Expert.status == state)
+    if since is not None:
+        query = query.where(Expert.created_at >= _utc(since))
+    with registry.session() as session:
+        return list(session.scalars(query))
+
+
+def find_submissions(
+    registry: Registry,
+    *,
+    domain: str | None = None,
+    org: str | None = None,
+    state: str | None = None,
+    since: dt.datetime | None = None,
+    offset: int = 0,
+    limit: int = 100,
+) -> list[Submission]:
+    """Submissions matching every filter given, oldest first (kept when rejected, never deleted)."""
+    query = select(Submission).order_by(Submission.created_at, Submission.id).offset(offset).limit(limit)
+    if domain is not None:
+        query = query.where(Submission.domain == domain)
+    if org is not None:
+        query = query.where(Submission.org_id == org)
+    if state is not None:
+        query = query.where(Submission.state == state)
+    if since is not None:
+        query = query.where(Submission.created_at >= _utc(since))
+    with registry.session() as session:
+        return list(session.scalars(query))
+
+
+def get_expert(registry: Registry, domain: str, version: int) -> Expert:
+    with registry.session() as session:
+        expert = session.scalar(select(Expert).where(Expert.domain == domain, Expert.version == version))
+    if expert is None:
+        raise BarFedError("UNKNOWN_EXPERT", f"there is no accepted {domain} v{version}; list the experts to see them.")
+    return expert
+
+
+def get_submission(registry: Registry, submission_id: str) -> Submission:
+    with registry.session() as session:
+        row = session.get(Submission, submission_id)
+    if row is None:
+        raise BarFedError("UNKNOWN_SUBMISSION", f"there is no submission {submission_id}.")
     return row

@@ -24,22 +24,30 @@ ACTIVE = ("queued", "running")
 FINAL = ("done", "failed", "gated", "cancelled")
 
 
-def ensure(session: Session, kind: str, key: str, params: dict | None = None, max_attempts: int = 3) -> Job:
-    """The job for (kind, key), created queued in the caller's transaction if there is none (idempotent)."""
+def ensure(
+    session: Session,
+    kind: str,
+    key: str,
+    params: dict | None = None,
+    max_attempts: int = 3,
+    actor: str = "coordinator",
+) -> Job:
+    """The job for (kind, key), created queued in the caller's transaction if there is none (idempotent); the
+    audit entry names ``actor``, who asked for it."""
     job = session.scalar(select(Job).where(Job.kind == kind, Job.key == key))
     if job is not None:
         return job
     job = Job(kind=kind, key=key, params=params or {}, max_attempts=max_attempts, state="queued")
     session.add(job)
     session.flush()
-    audit.record(session, "coordinator", "job.queued", str(job.id), kind=kind, key=key)
+    audit.record(session, actor, "job.queued", str(job.id), kind=kind, key=key)
     return job
 
 
-def queue(registry: Registry, kind: str, key: str, params: dict | None = None) -> Job:
+def queue(registry: Registry, kind: str, key: str, params: dict | None = None, actor: str = "coordinator") -> Job:
     """``ensure`` in a transaction of its own."""
     with registry.session() as session:
-        return ensure(session, kind, key, params)
+        return ensure(session, kind, key, params, actor=actor)
 
 
 def get(registry: Registry, job_id: int) -> Job:

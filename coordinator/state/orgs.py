@@ -8,16 +8,20 @@ and in the same order of locks (organization, then audit chain) everywhere.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from coordinator.state import audit
 from coordinator.state.db import Registry
-from coordinator.state.models import Certificate, Domain, Enrollment, Organization, utcnow
+from coordinator.state.models import ApiToken, Certificate, Domain, Enrollment, Organization, utcnow
 from coordinator.state.uploads import lock_org
 from protocol.errors import BarFedError
+
+DOMAIN_NAME = r"^[a-z0-9][a-z0-9_.-]{0,63}$"  # as expert.json's domain field (protocol/package.py)
+MAX_DOMAINS = 64  # per call
 
 
 def invite(registry: Registry, org_id: str, domains: list[str], token_sha256: str, actor: str) -> None:
@@ -133,7 +137,13 @@ def revoke(registry: Registry, org_id: str, reason: str, actor: str) -> None:
             select(Enrollment).where(Enrollment.org_id == org_id, Enrollment.state.in_(("invited", "pending")))
         ):
             enrollment.state, enrollment.reason = "rejected", "organization revoked"
-        audit.record(session, actor, "org.revoke", org_id, reason=reason)
+        tokens = session.execute(
+            update(ApiToken)
+            .where(ApiToken.org_id == org_id, ApiToken.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        audit.record(session, actor, "org.revoke", org_id, reason=reason, tokens=tokens)
 
 
 def get_enrollment(registry: Registry, enrollment_id: str) -> tuple[Enrollment, list[str]]:
@@ -183,3 +193,62 @@ def active_public_keys(registry: Registry, org_id: str) -> list[bytes]:
 def list_enrollments(registry: Registry) -> list[Enrollment]:
     with registry.session() as session:
         return list(session.scalars(select(Enrollment).order_by(Enrollment.created_at)))
+
+
+def _domains_of(session, org_id: str) -> list[str]:
+    return sorted(session.scalars(select(Domain.name).where(Domain.org_id == org_id)))
+
+
+def list_orgs(registry: Registry) -> list[tuple[Organization, list[str]]]:
+    """Every organization with the domains it may publish, oldest first."""
+    with registry.session() as session:
+        owned: dict[str, list[str]] = {}
+        for domain in session.scalars(select(Domain).order_by(Domain.name)):
+            owned.setdefault(domain.org_id, []).append(domain.name)
+        orgs = session.scalars(select(Organization).order_by(Organization.created_at, Organization.id))
+        return [(org, owned.get(org.id, [])) for org in orgs]
+
+
+def get_org(registry: Registry, org_id: str) -> tuple[Organization, list[str]]:
+    with registry.session() as session:
+        org = session.get(Organization, org_id)
+        if org is None:
+            raise BarFedError("UNKNOWN_ORG", f"there is no organization {org_id}; invite it first.")
+        return org, _domains_of(session, org_id)
+
+
+def check_domains(domains: list[str]) -> list[str]:
+    """Domain names as expert packages spell them, at most MAX_DOMAINS, each once."""
+    pattern = re.compile(DOMAIN_NAME)
+    if len(domains) > MAX_DOMAINS:
+        raise BarFedError("BAD_DOMAIN", f"at most {MAX_DOMAINS} domains at once.")
+    for name in domains:
+        if not isinstance(name, str) or not pattern.fullmatch(name):
+            raise BarFedError(
+                "BAD_DOMAIN", f"domain {name!r} is not valid; use 1-64 lowercase letters, digits, '_', '.' and '-'."
+            )
+    return sorted(set(domains))
+
+
+def assign_domains(registry: Registry, org_id: str, domains: list[str], actor: str) -> list[str]:
+    """Let an organization publish more domains; returns all it owns. A domain another org owns is refused, and
+    then nothing is assigned."""
+    wanted = check_domains(domains)
+    with registry.session() as session:
+        org = lock_org(session, org_id)
+        if org is None:
+            raise BarFedError("UNKNOWN_ORG", f"there is no organization {org_id}; invite it first.")
+        if org.status == "revoked":
+            raise BarFedError("ORG_REVOKED", f"{org_id} was revoked; a revoked organization gets no domains.")
+        added = []
+        for name in wanted:
+            owner = session.get(Domain, name)
+            if owner is not None and owner.org_id != org_id:
+                raise BarFedError("DOMAIN_TAKEN", f"domain {name!r} belongs to {owner.org_id}; choose another name.")
+            if owner is None:
+                session.add(Domain(name=name, org_id=org_id))
+                added.append(name)
+        if added:
+            session.flush()
+            audit.record(session, actor, "org.domains", org_id, added=added)
+        return _domains_of(session, org_id)

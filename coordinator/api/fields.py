@@ -1,0 +1,83 @@
+"""Input types the resource routers share: identifiers spelled as the protocol spells them, bounded text and
+numbers (a value the database cannot hold is refused with 422 here, not failed on by the database), and pages."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Generic, TypeVar
+
+from fastapi import Path, Query
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from coordinator.state.orgs import DOMAIN_NAME, MAX_DOMAINS
+from protocol.pki import ORG_ID
+
+ORG_ID_PATTERN = ORG_ID.pattern  # protocol/pki.py check_org_id
+INT32 = 2**31 - 1  # the registry's integer columns
+MAX_LIMIT = 500
+MAX_OFFSET = 10**9
+LINE = r"^[^\x00-\x1f\x7f]*$"  # one line of text: no control characters (PostgreSQL refuses NUL in text)
+
+OrgId = Annotated[str, Field(pattern=ORG_ID_PATTERN, min_length=2, max_length=63)]
+DomainName = Annotated[str, Field(pattern=DOMAIN_NAME, min_length=1, max_length=64)]
+Version = Annotated[int, Field(ge=1, le=INT32)]
+
+
+class Strict(BaseModel):
+    """Request bodies refuse fields they do not know, so a misspelled option is an error, not a silent default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ReasonBody(Strict):
+    reason: str = Field(min_length=1, max_length=512, pattern=LINE, description="why, for the audit log")
+
+
+# Path and query parameters
+OrgPath = Annotated[str, Path(pattern=ORG_ID_PATTERN, min_length=2, max_length=63, description="organization id")]
+DomainPath = Annotated[str, Path(pattern=DOMAIN_NAME, min_length=1, max_length=64)]
+VersionPath = Annotated[int, Path(ge=1, le=INT32)]
+IdPath = Annotated[str, Path(pattern=r"^[0-9a-f-]{1,36}$", description="a UUID")]
+JobIdPath = Annotated[int, Path(ge=1, le=INT32)]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"at most this many items (≤ {MAX_LIMIT})")]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="skip this many items: the previous page's next_offset")]
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    """A time as UTC (naive ones are UTC, as the registry stores every time); one UTC cannot hold is refused."""
+    if value is None:
+        return None
+    try:
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range") from None
+
+
+Since = Annotated[
+    dt.datetime | None,
+    AfterValidator(_utc),
+    Query(description="only items created at or after this time (ISO 8601; naive times are UTC)"),
+]
+DomainQuery = Annotated[str | None, Query(pattern=DOMAIN_NAME, max_length=64)]
+OrgQuery = Annotated[str | None, Query(pattern=ORG_ID_PATTERN, max_length=63)]
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """Offset pagination over an oldest-first order of rows that are never deleted: ``next_offset`` is where the
+    next page starts (null on the last page), and what a page showed never moves to a later one."""
+
+    items: list[T]
+    next_offset: int | None
+
+
+def page(rows: list, offset: int, limit: int, convert) -> dict:
+    """The page of ``rows`` (fetched with ``limit + 1`` to tell whether more follow)."""
+    return {
+        "items": [convert(row) for row in rows[:limit]],
+        "next_offset": offset + limit if len(rows) > limit else None,
+    }
+
+
+__all__ = ["MAX_DOMAINS", "DomainName", "OrgId", "Page", "ReasonBody", "Strict", "Version", "page"]

@@ -1,0 +1,127 @@
+"""Organizations and their enrollments: invite, list, show, assign domains, revoke; approve or reject enrollments.
+
+The same functions as `barfed coordinator orgs …` and `enrollments …` (coordinator/enrollment.py). Only admins
+change anything here; operators and auditors read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from coordinator import enrollment
+from coordinator.api.fields import MAX_DOMAINS, DomainName, IdPath, OrgId, OrgPath, ReasonBody, Strict
+from coordinator.api.principals import READ_ALL, CurrentPrincipal, CurrentRuntime, allow
+from coordinator.state import orgs as state
+
+router = APIRouter(tags=["organizations"])
+
+
+class InviteBody(Strict):
+    org: OrgId
+    domains: list[DomainName] = Field(default_factory=list, max_length=MAX_DOMAINS)
+
+
+class Invitation(BaseModel):
+    org: str
+    domains: list[str]
+    token: str = Field(description="the one-time enrollment token: shown only now; hand it to the org out of band")
+
+
+class Org(BaseModel):
+    id: str
+    status: str = Field(description="invited, active or revoked")
+    domains: list[str]
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+
+class DomainsBody(Strict):
+    domains: list[DomainName] = Field(min_length=1, max_length=MAX_DOMAINS)
+
+
+class EnrollmentOut(BaseModel):
+    id: str
+    org: str
+    state: str = Field(description="invited, pending, approved or rejected")
+    contact: str
+    reason: str
+    created_at: dt.datetime
+
+
+def _org(org, domains: list[str]) -> Org:
+    return Org(id=org.id, status=org.status, domains=domains, created_at=org.created_at, revoked_at=org.revoked_at)
+
+
+def _enrollment(row) -> EnrollmentOut:
+    return EnrollmentOut(
+        id=row.id, org=row.org_id, state=row.state, contact=row.contact, reason=row.reason, created_at=row.created_at
+    )
+
+
+@router.post("/orgs", status_code=201, response_model=Invitation, summary="Invite an organization", **allow("admin"))
+def invite(body: InviteBody, runtime: CurrentRuntime, principal: CurrentPrincipal) -> Invitation:
+    token = enrollment.invite(runtime.registry, body.org, body.domains, actor=principal.actor)
+    _, domains = state.get_org(runtime.registry, body.org)
+    return Invitation(org=body.org, domains=domains, token=token)
+
+
+@router.get("/orgs", response_model=list[Org], summary="Organizations with status and domains", **allow(*READ_ALL))
+def list_orgs(runtime: CurrentRuntime) -> list[Org]:
+    return [_org(org, domains) for org, domains in state.list_orgs(runtime.registry)]
+
+
+@router.get("/orgs/{org}", response_model=Org, summary="One organization", **allow(*READ_ALL))
+def show_org(org: OrgPath, runtime: CurrentRuntime) -> Org:
+    return _org(*state.get_org(runtime.registry, org))
+
+
+@router.post(
+    "/orgs/{org}/domains", response_model=Org, summary="Let an organization publish more domains", **allow("admin")
+)
+def assign_domains(org: OrgPath, body: DomainsBody, runtime: CurrentRuntime, principal: CurrentPrincipal) -> Org:
+    state.assign_domains(runtime.registry, org, body.domains, principal.actor)
+    return _org(*state.get_org(runtime.registry, org))
+
+
+@router.post(
+    "/orgs/{org}/revoke",
+    response_model=Org,
+    summary="Revoke an organization: its certificates, signing keys and API tokens stop working at once",
+    **allow("admin"),
+)
+def revoke(org: OrgPath, body: ReasonBody, runtime: CurrentRuntime, principal: CurrentPrincipal) -> Org:
+    enrollment.revoke(runtime.registry, org, body.reason, actor=principal.actor)
+    return _org(*state.get_org(runtime.registry, org))
+
+
+@router.get("/enrollments", response_model=list[EnrollmentOut], summary="Enrollments, oldest first", **allow(*READ_ALL))
+def list_enrollments(runtime: CurrentRuntime) -> list[EnrollmentOut]:
+    return [_enrollment(row) for row in state.list_enrollments(runtime.registry)]
+
+
+@router.post(
+    "/enrollments/{enrollment_id}/approve",
+    response_model=EnrollmentOut,
+    summary="Approve a pending enrollment: the CA issues the org's certificate",
+    **allow("admin"),
+)
+def approve(enrollment_id: IdPath, runtime: CurrentRuntime, principal: CurrentPrincipal) -> EnrollmentOut:
+    enrollment.get_enrollment(runtime.registry, enrollment_id)  # an unknown id is 404, not "not pending"
+    return _enrollment(enrollment.approve(runtime.registry, runtime.keys, enrollment_id, actor=principal.actor))
+
+
+@router.post(
+    "/enrollments/{enrollment_id}/reject",
+    response_model=EnrollmentOut,
+    summary="Reject a pending enrollment",
+    **allow("admin"),
+)
+def reject(
+    enrollment_id: IdPath, body: ReasonBody, runtime: CurrentRuntime, principal: CurrentPrincipal
+) -> EnrollmentOut:
+    enrollment.get_enrollment(runtime.registry, enrollment_id)
+    enrollment.reject(runtime.registry, enrollment_id, body.reason, actor=principal.actor)
+    return _enrollment(enrollment.get_enrollment(runtime.registry, enrollment_id)[0])
