@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from coordinator.api import audit, downloads, errors, experts, health, jobs, orgs, releases
+from coordinator.api import audit, downloads, errors, experts, health, jobs, metrics, orgs, releases
 from coordinator.runtime import Runtime
 
 API_VERSION = "1"
@@ -25,6 +25,7 @@ def create_app(runtime: Runtime, dispatcher=None) -> FastAPI:
     app.state.dispatcher = dispatcher
     errors.install(app)
     app.include_router(health.router)
+    metrics.install(app)  # /metrics, and the middleware counting every request
     for resource in (orgs, experts, releases, jobs, audit):
         app.include_router(resource.router, prefix="/v1")
     app.include_router(downloads.router)

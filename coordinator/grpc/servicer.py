@@ -14,7 +14,7 @@ import logging
 
 import grpc
 
-from coordinator import enrollment
+from coordinator import enrollment, metrics
 from coordinator.blobs import BlobStore
 from coordinator.grpc.errors import abort, reports_errors
 from coordinator.keys import CoordinatorKeys
@@ -151,6 +151,7 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
         org = await self._org(context)
         declared = [Declared(f.path, f.size, f.sha256) for f in request.files]
         session_id = await asyncio.to_thread(self.uploads.create, org, request.domain, request.version, declared)
+        metrics.UPLOAD_SESSIONS.inc()
         upload, files = await asyncio.to_thread(self.uploads.progress, org, session_id)
         return pb.UploadSession(
             session_id=session_id,
@@ -177,6 +178,7 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
                     await writing
                 writing = asyncio.ensure_future(asyncio.to_thread(writer.write, chunk.path, chunk.offset, data))
                 received += len(data)
+                metrics.UPLOAD_BYTES.inc(len(data))
                 if received >= self.settings.sync_every_bytes:  # a revocation also ends open streams
                     await self._org(context)
                     received = 0
@@ -224,6 +226,7 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
     async def CommitUpload(self, request, context):
         org = await self._org(context)
         submission_id = await asyncio.to_thread(self.uploads.commit, org, request.session_id)
+        metrics.UPLOADS_COMMITTED.inc()
         await asyncio.to_thread(self._dispatch_verification, submission_id)
         return await self._submission(org, submission_id)
 

@@ -8,8 +8,9 @@ from coordinator.verification.job import Verifier
 def verify(ctx) -> dict:
     """Verify the submission the job is keyed by; a rejection is a finished job, not a failed one."""
     ctx.step("verify")
-    state = Verifier(ctx.registry, ctx.settings, ctx.blobs).run(ctx.key, ctx.work_dir / "package")
-    return {"submission": ctx.key, "state": state}
+    wall_s: dict[str, float] = {}  # per step, read by /metrics from the job's result
+    state = Verifier(ctx.registry, ctx.settings, ctx.blobs).run(ctx.key, ctx.work_dir / "package", wall_s)
+    return {"submission": ctx.key, "state": state, "wall_s": wall_s}
 
 
 def verify_failed(runtime, job) -> None:

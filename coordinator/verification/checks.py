@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,9 +46,26 @@ class Expectations:
     max_shared_drift: float
 
 
-def verify_package(directory: Path, expect: Expectations, digests: dict[str, str] | None = None) -> ExpertManifest:
-    """Every check of DESIGN §3 step 6; ``digests`` are the files' sha256 as the blob store verified them."""
-    manifest = read_package(directory, known_digests=digests)
+@contextlib.contextmanager
+def _timed(wall_s: dict[str, float] | None, step: str):
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        if wall_s is not None:
+            wall_s[step] = round(time.perf_counter() - started, 3)
+
+
+def verify_package(
+    directory: Path,
+    expect: Expectations,
+    digests: dict[str, str] | None = None,
+    wall_s: dict[str, float] | None = None,
+) -> ExpertManifest:
+    """Every check of DESIGN §3 step 6; ``digests`` are the files' sha256 as the blob store verified them;
+    ``wall_s`` receives each step's wall time (manifest, signature, tensors, sidecars), for /metrics."""
+    with _timed(wall_s, "manifest"):
+        manifest = read_package(directory, known_digests=digests)
     if manifest.org != expect.org_id:
         raise BarFedError(
             "ORG_MISMATCH", f"the manifest names organization {manifest.org!r}, but {expect.org_id} submitted it."
@@ -58,7 +76,8 @@ def verify_package(directory: Path, expect: Expectations, digests: dict[str, str
             f"the manifest is for {manifest.domain} v{manifest.version}, the upload declared "
             f"{expect.domain} v{expect.version}; declare what the package holds.",
         )
-    _check_signature(directory, expect, digests)
+    with _timed(wall_s, "signature"):
+        _check_signature(directory, expect, digests)
     if manifest.domain not in expect.owned_domains:
         raise BarFedError("DOMAIN_NOT_OWNED", f"{expect.org_id} may not publish domain {manifest.domain!r}.")
     if manifest.version <= expect.latest_version:
@@ -73,8 +92,10 @@ def verify_package(directory: Path, expect: Expectations, digests: dict[str, str
             f"the expert was trained from anchor {manifest.anchor_fingerprint}, but the federation's anchor is "
             f"{expect.anchor_fingerprint}; fetch the current anchor and retrain.",
         )
-    _check_tensors(directory, manifest, expect)
-    _check_sidecars(directory, manifest)
+    with _timed(wall_s, "tensors"):
+        _check_tensors(directory, manifest, expect)
+    with _timed(wall_s, "sidecars"):
+        _check_sidecars(directory, manifest)
     return manifest
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -39,8 +40,9 @@ class Verifier:
             self._anchor_fingerprint = anchor_fingerprint(self.settings.anchor_dir)
         return self._anchor_fingerprint
 
-    def run(self, submission_id: str, workdir: Path | None = None) -> str:
-        """Verify one submission (idempotent: a finished one is left as it is); returns its final state.
+    def run(self, submission_id: str, workdir: Path | None = None, wall_s: dict[str, float] | None = None) -> str:
+        """Verify one submission (idempotent: a finished one is left as it is); returns its final state;
+        ``wall_s`` receives the wall time of each step (materialize, then verify_package's).
 
         The job row (coordinator.state.jobs) decides who runs it and how often; this only acts on the submission.
         """
@@ -64,8 +66,11 @@ class Verifier:
         workdir = workdir or self.settings.staging_dir / f"verify-{submission_id}-{uuid.uuid4().hex[:8]}"
         outcome = ("ACCEPTED", "", "")
         try:
+            started = time.perf_counter()
             package = self.blobs.materialize(files, workdir)
-            verify_package(package, expect, digests=files)
+            if wall_s is not None:
+                wall_s["materialize"] = round(time.perf_counter() - started, 3)
+            verify_package(package, expect, digests=files, wall_s=wall_s)
         except BarFedError as exc:
             outcome = ("REJECTED", exc.code, exc.message)
         except Exception:  # a bug must not leave the submission VERIFYING forever
