@@ -15,6 +15,7 @@ from celery import Celery
 
 from coordinator.settings import CoordinatorSettings
 from coordinator.tasks import broker
+from coordinator.tasks.heartbeat import Heartbeat
 from coordinator.tasks.runner import Runtime, run_job
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ def make_app(settings: CoordinatorSettings, runtime: Runtime | None = None) -> C
     )
     app.barfed_settings = settings
     app.barfed_runtime = runtime
+    if embedded:  # no broadcast on this transport: readiness reads heartbeat files instead of a ping
+        app.steps["consumer"].add(Heartbeat)
 
     # shared=False: Celery would otherwise attach this app's task to every app the process creates later.
     @app.task(name=TASK_NAME, shared=False, ignore_result=True)
