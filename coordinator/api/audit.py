@@ -6,13 +6,12 @@ who did what); org tokens may not.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from coordinator.api.fields import LINE, Limit, Offset, Page, Since, page
+from coordinator.api.fields import LINE, Limit, Offset, Page, Since, Timestamp, page
 from coordinator.api.principals import READ_ALL, CurrentRuntime, allow
 from coordinator.state import audit as store
 
@@ -22,7 +21,7 @@ Filter = Annotated[str | None, Query(min_length=1, max_length=256, pattern=LINE)
 
 class AuditEntryOut(BaseModel):
     id: int
-    at: dt.datetime
+    at: Timestamp
     actor: str
     action: str
     subject: str

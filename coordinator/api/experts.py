@@ -7,7 +7,6 @@ not exist (404), and a list filtered by another org is empty. Admins and operato
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
@@ -23,6 +22,7 @@ from coordinator.api.fields import (
     Page,
     ReasonBody,
     Since,
+    Timestamp,
     VersionPath,
     page,
 )
@@ -44,7 +44,7 @@ class ExpertOut(BaseModel):
     package_digest: str = Field(description="sha256 of the package's expert.json")
     submission_id: str
     files: dict[str, str] = Field(description="path → sha256")
-    created_at: dt.datetime
+    created_at: Timestamp
 
 
 class SubmissionOut(BaseModel):
@@ -53,8 +53,8 @@ class SubmissionOut(BaseModel):
     domain: str
     version: int
     state: str = Field(description="RECEIVED, VERIFYING, ACCEPTED or REJECTED")
-    created_at: dt.datetime
-    updated_at: dt.datetime
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class VerificationReport(BaseModel):

@@ -61,6 +61,14 @@ Since = Annotated[
 DomainQuery = Annotated[str | None, Query(pattern=DOMAIN_NAME, max_length=64)]
 OrgQuery = Annotated[str | None, Query(pattern=ORG_ID_PATTERN, max_length=63)]
 
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    """SQLite hands back naive datetimes; the registry only ever stores UTC."""
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+
+
+Timestamp = Annotated[dt.datetime, AfterValidator(_aware)]  # in responses: always with its zone (RFC 3339)
+
 T = TypeVar("T")
 
 

@@ -3,13 +3,12 @@ retry (queued again and dispatched now), cancel. Admins and operators change; au
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
-from coordinator.api.fields import JobIdPath, Limit
+from coordinator.api.fields import JobIdPath, Limit, Timestamp
 from coordinator.api.principals import READ_ALL, CurrentPrincipal, CurrentRuntime, allow
 from coordinator.state import jobs as store
 from coordinator.state.models import JOB_STATES
@@ -27,14 +26,14 @@ class JobOut(BaseModel):
     max_attempts: int
     step: str
     lease_owner: str
-    lease_expires_at: dt.datetime | None
-    heartbeat_at: dt.datetime | None
+    lease_expires_at: Timestamp | None
+    heartbeat_at: Timestamp | None
     params: dict
     result: dict
     error_code: str
     error_message: str
-    created_at: dt.datetime
-    updated_at: dt.datetime
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 def job_out(job) -> JobOut:

@@ -6,13 +6,11 @@ change anything here; operators and auditors read.
 
 from __future__ import annotations
 
-import datetime as dt
-
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from coordinator import enrollment
-from coordinator.api.fields import MAX_DOMAINS, DomainName, IdPath, OrgId, OrgPath, ReasonBody, Strict
+from coordinator.api.fields import MAX_DOMAINS, DomainName, IdPath, OrgId, OrgPath, ReasonBody, Strict, Timestamp
 from coordinator.api.principals import READ_ALL, CurrentPrincipal, CurrentRuntime, allow
 from coordinator.state import orgs as state
 
@@ -34,8 +32,8 @@ class Org(BaseModel):
     id: str
     status: str = Field(description="invited, active or revoked")
     domains: list[str]
-    created_at: dt.datetime
-    revoked_at: dt.datetime | None
+    created_at: Timestamp
+    revoked_at: Timestamp | None
 
 
 class DomainsBody(Strict):
@@ -48,7 +46,7 @@ class EnrollmentOut(BaseModel):
     state: str = Field(description="invited, pending, approved or rejected")
     contact: str
     reason: str
-    created_at: dt.datetime
+    created_at: Timestamp
 
 
 def _org(org, domains: list[str]) -> Org:

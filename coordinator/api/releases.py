@@ -7,13 +7,12 @@ operators build and move channels. Files and their download are coordinator/api/
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from coordinator.api.fields import DomainName, Strict, Version
+from coordinator.api.fields import DomainName, Strict, Timestamp, Version
 from coordinator.api.jobs import JobOut, job_out
 from coordinator.api.principals import ROLES, CurrentPrincipal, CurrentRuntime, OptionalPrincipal, allow, runtime
 from coordinator.release import actions
@@ -64,7 +63,7 @@ class ReleaseOut(BaseModel):
     channels: list[str]
     forced_by: str
     manifest_sha256: str = Field(description="sha256 of release.json")
-    published_at: dt.datetime
+    published_at: Timestamp
 
 
 class PromoteBody(Strict):
