@@ -51,8 +51,11 @@ def create(
         expires_at=expires_at,
     )
     with registry.session() as session:
-        if org_id is not None and session.get(Organization, org_id) is None:
+        org = session.get(Organization, org_id) if org_id is not None else None
+        if org_id is not None and org is None:
             raise BarFedError("UNKNOWN_ORG", f"there is no organization {org_id!r}; invite it first.")
+        if org is not None and org.status == "revoked":
+            raise BarFedError("ORG_REVOKED", f"organization {org_id} was revoked; it gets no new tokens.")
         session.add(row)
         audit.record(session, actor, "token.create", f"token/{row.id}", role=role, org=org_id, label=row.label)
     return token, row

@@ -1,0 +1,96 @@
+"""Releases, channels, jobs and the audit log over the REST API: list, show (release.json), promote, roll back,
+diff, build (a queued job naming its caller), jobs retry and cancel, audit filters and the chain check."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from fastapi.testclient import TestClient
+
+from .api_matrix import DOMAIN, OTHER_DOMAIN, make_world
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def world(db_url, tmp_path):
+    world = make_world(tmp_path, db_url)
+    yield world
+    world.registry.dispose()
+
+
+def test_releases_and_channels(world):
+    org = TestClient(world.app, headers=world.headers["org"])  # every role reads releases
+    listed = org.get("/v1/releases").json()
+    assert [r["name"] for r in listed] == ["r1", "r2"] and listed[1]["parent"] == "r1"
+    assert listed[1]["channels"] == ["latest"] and listed[0]["channels"] == ["stable"]
+    assert org.get("/v1/releases/latest").json()["name"] == "r2"
+    assert org.get("/v1/releases/stable").json()["number"] == 1
+    assert org.get("/v1/releases/2").json()["name"] == "r2"
+    missing = org.get("/v1/releases/r9")
+    assert (missing.status_code, missing.json()["code"]) == (404, "UNKNOWN_RELEASE")
+    diff = org.get("/v1/releases/r1/diff/r2").json()
+    assert diff["from"] == "r1" and diff["to"] == "r2" and diff["added"] == {OTHER_DOMAIN: 1}
+    assert diff["eval"][DOMAIN] == {"from": 51.0, "to": 52.0, "delta": 1.0}
+
+    operator = TestClient(world.app, headers=world.headers["operator"])
+    promoted = operator.post("/v1/releases/latest/promote", json={"channel": "stable"}).json()
+    assert promoted == {"channel": "stable", "release": "r2", "previous": "r1"}
+    assert {c["name"]: c["release"] for c in org.get("/v1/channels").json()} == {"latest": "r2", "stable": "r2"}
+    rolled = operator.post("/v1/channels/stable/rollback").json()
+    assert rolled == {"channel": "stable", "release": "r1", "previous": "r2"}
+    operator.post("/v1/releases/r1/promote", json={"channel": "beta"})
+    nothing = operator.post("/v1/channels/beta/rollback")
+    assert (nothing.status_code, nothing.json()["code"]) == (409, "NOTHING_TO_ROLL_BACK")
+    latest = operator.post("/v1/releases/r1/promote", json={"channel": "latest"})
+    assert (latest.status_code, latest.json()["code"]) == (400, "BAD_CHANNEL")
+
+
+def test_public_releases_need_no_token(db_url, tmp_path):
+    world = make_world(tmp_path, db_url, public_releases=True)
+    anonymous = TestClient(world.app)
+    assert [r["name"] for r in anonymous.get("/v1/releases").json()] == ["r1", "r2"]
+    assert anonymous.get("/v1/jobs").status_code == 401  # only releases are public
+    assert anonymous.get("/v1/releases", headers=world.headers["revoked"]).status_code == 401  # a bad token still is
+    world.registry.dispose()
+
+
+def test_build_retry_cancel(world):
+    operator = TestClient(world.app, headers=world.headers["operator"])
+    queued = operator.post("/v1/releases/builds", json={"pins": {DOMAIN: 1}, "force": True})
+    assert queued.status_code == 202, queued.text
+    job = queued.json()
+    assert job["kind"] == "build" and job["state"] == "queued"
+    assert job["params"] == {"pins": {DOMAIN: 1}, "force": True, "actor": world.actors["operator"]}
+    for body in ({"pins": {DOMAIN: 0}}, {"pins": {"Bad Domain": 1}}, {"force": "yes please"}, {"pin": {}}):
+        assert operator.post("/v1/releases/builds", json=body).status_code == 422, body
+
+    cancelled = operator.post(f"/v1/jobs/{job['id']}/cancel").json()
+    assert cancelled["state"] == "cancelled"
+    again = operator.post(f"/v1/jobs/{job['id']}/cancel")
+    assert (again.status_code, again.json()["code"]) == (409, "JOB_NOT_ACTIVE")
+    retried = operator.post(f"/v1/jobs/{job['id']}/retry").json()
+    assert retried["state"] == "queued" and retried["attempts"] == 0
+    assert operator.post(f"/v1/jobs/{job['id']}/retry").json()["code"] == "JOB_NOT_RETRYABLE"
+    assert operator.get(f"/v1/jobs/{job['id']}").json()["state"] == "queued"
+    assert job["id"] in [j["id"] for j in operator.get("/v1/jobs", params={"kind": "build", "state": "queued"}).json()]
+    assert operator.get("/v1/jobs/999999").json()["code"] == "UNKNOWN_JOB"
+
+    auditor = TestClient(world.app, headers=world.headers["auditor"])
+    trail = auditor.get("/v1/audit", params={"subject": str(job["id"]), "actor": world.actors["operator"]}).json()
+    assert [e["action"] for e in trail["items"]] == ["job.queued", "job.cancelled", "job.retry"]
+
+
+def test_audit_pages_and_chain(world):
+    auditor = TestClient(world.app, headers=world.headers["auditor"])
+    everything, offset = [], 0
+    while offset is not None:
+        page = auditor.get("/v1/audit", params={"limit": 7, "offset": offset}).json()
+        everything += page["items"]
+        offset = page["next_offset"]
+    assert [e["id"] for e in everything] == sorted(e["id"] for e in everything)
+    assert all(later["prev_hash"] == earlier["hash"] for earlier, later in itertools.pairwise(everything))
+    report = auditor.post("/v1/audit/verify").json()
+    assert report["intact"] is True and report["entries"] == len(everything)
+    assert auditor.get("/v1/audit", params={"subject": "org-%"}).json()["items"] == []  # a prefix, not a pattern
