@@ -28,8 +28,8 @@ from protocol.errors import BarFedError
 app = typer.Typer(
     help="An organization's node: enroll, fetch the anchor, train, package, submit.", no_args_is_help=True
 )
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)  # paths and ids stay on one line, for scripts
+err_console = Console(stderr=True, soft_wrap=True)
 log = logging.getLogger(__name__)
 
 DomainOption = Annotated[

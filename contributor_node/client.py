@@ -148,9 +148,13 @@ class CoordinatorClient:
             fetch.check(manifest)
             try:
                 verify_directory(fetch.files, release_public_pem)
-            except BarFedError:
+            except BarFedError as exc:
                 fetch.reset()  # intact bytes with a bad signature: the anchor itself is not the coordinator's
-                raise
+                raise BarFedError(
+                    "ANCHOR_SIGNATURE_INVALID",
+                    f"the anchor served is not signed by the pinned release key ({exc.code}: {exc.message}); "
+                    "nothing was kept. Do not train on it: tell the federation operator.",
+                ) from None
         except grpc.RpcError as exc:
             raise error_from(exc) from None
         fetch.publish(target)

@@ -84,8 +84,12 @@ class PartialAnchor:
         if fh.tell() != chunk.offset or chunk.offset + len(chunk.data) > self.size(chunk.path):
             raise BarFedError("BAD_ANCHOR_STREAM", f"{chunk.path} arrived out of order; fetch again to resume.")
         fh.write(chunk.data)
+        fh.flush()  # in the kernel's hands: what a killed fetch received counts when it resumes
         self.received += len(chunk.data)
-        return fh.tell()
+        done = fh.tell()
+        if done == self.size(chunk.path):
+            self._handles.pop(chunk.path).close()
+        return done
 
     def close(self) -> None:
         for fh in self._handles.values():

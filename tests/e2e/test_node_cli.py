@@ -343,6 +343,6 @@ def test_fetch_anchor_resumes_then_a_tampered_anchor_is_refused(federation):
     other.ok("enroll", "--token", invite(registry, "initech", ["tool_use"]))
     approve_pending(coordinator, registry, "initech")
     other.ok("enroll")
-    stderr = other.refused("fetch-anchor", code="SIGNATURE_INVALID")
+    stderr = other.refused("fetch-anchor", code="ANCHOR_SIGNATURE_INVALID")
     assert "Traceback" not in stderr
     assert not (other.home / "anchor").exists() and not (other.home / ".anchor.partial").exists()
