@@ -86,25 +86,31 @@ FILE_RESPONSES = {
 }
 
 
-@router.api_route(
-    "/{name}/files/{path:path}",
-    methods=["GET", "HEAD"],
-    summary="One file of a release (Range, If-Range, If-None-Match, HEAD)",
-    response_class=Response,
-    responses=FILE_RESPONSES,
-    **DOWNLOAD,
-)
+def _file_route(path: str, summary: str):
+    """GET and HEAD of one path, as two operations (one operation id each in the OpenAPI document)."""
+
+    def register(endpoint):
+        for method in ("GET", "HEAD"):
+            router.add_api_route(
+                path,
+                endpoint,
+                methods=[method],
+                summary=summary if method == "GET" else f"{summary}: headers only",
+                operation_id=f"{endpoint.__name__}{'_head' if method == 'HEAD' else ''}",
+                response_class=Response,
+                responses=FILE_RESPONSES,
+                **DOWNLOAD,
+            )
+        return endpoint
+
+    return register
+
+
+@_file_route("/{name}/files/{path:path}", "One file of a release (Range, If-Range, If-None-Match, HEAD)")
 def download_file(request: Request, name: ReleaseName, path: FilePath) -> Response:
     return _serve(request, name, path)
 
 
-@router.api_route(
-    "/{name}/signature",
-    methods=["GET", "HEAD"],
-    summary="The release's model-signing bundle (model.sig), checkable with the coordinator's release key",
-    response_class=Response,
-    responses=FILE_RESPONSES,
-    **DOWNLOAD,
-)
+@_file_route("/{name}/signature", "The release's model-signing bundle (model.sig), checkable with its release key")
 def signature(request: Request, name: ReleaseName) -> Response:
     return _serve(request, name, SIGNATURE_FILE)

@@ -27,7 +27,9 @@ from coordinator.setup import initialize
 from coordinator.state import audit, jobs, tokens
 from coordinator.state import releases as release_state
 from coordinator.state.models import ApiToken, Base, Expert, Submission, utcnow
+from coordinator.tasks.heartbeat import heartbeat_dir
 from protocol import pki
+from protocol.signing import sign_directory
 
 from .conftest import make_settings
 
@@ -251,6 +253,34 @@ def _expert_change(action: str) -> Entry:
     return Entry(allowed(CHANGERS), prepare, changes=True)
 
 
+HUB_REPO = "barfed/federation"
+
+
+def signed(path: str, **kwargs) -> Callable[[World], Call]:
+    """A call on the world's releases once r1 and r2 carry the release key's signature, as published ones do."""
+
+    def prepare(world: World) -> Call:
+        for number in (1, 2):
+            directory = world.runtime.settings.releases_dir / f"r{number}"
+            if not (directory / "model.sig").exists():
+                sign_directory(directory, world.runtime.keys.release_key_path)
+        return Call(path, **kwargs)
+
+    return prepare
+
+
+def ready(path: str) -> Callable[[World], Call]:
+    """/readyz as a coordinator with a live worker answers it: a fresh heartbeat file stands for the worker."""
+
+    def prepare(world: World) -> Call:
+        beats = heartbeat_dir(world.runtime.settings)
+        beats.mkdir(parents=True, exist_ok=True)
+        (beats / "matrix@test").write_text("{}")
+        return Call(path)
+
+    return prepare
+
+
 MATRIX: dict[str, Entry] = {
     # the app itself
     "GET /healthz": Entry(public(), fixed("/healthz")),
@@ -320,6 +350,18 @@ MATRIX: dict[str, Entry] = {
     # audit: every reading role, never an org
     "GET /v1/audit": Entry(allowed(READ_ALL), fixed("/v1/audit", params={"subject": "org-"})),
     "POST /v1/audit/verify": Entry(allowed(READ_ALL), fixed("/v1/audit/verify")),
+    # downloads (any token; public_releases is off here), metrics (every reading role), readiness (no token)
+    "GET /v1/releases/{name}/files": Entry(allowed(EVERY_ROLE), signed("/v1/releases/stable/files")),
+    "GET /v1/releases/{name}/files/{path:path}": Entry(
+        allowed(EVERY_ROLE), signed("/v1/releases/r1/files/release.json")
+    ),
+    "HEAD /v1/releases/{name}/files/{path:path}": Entry(
+        allowed(EVERY_ROLE), signed("/v1/releases/latest/files/release.json")
+    ),
+    "GET /v1/releases/{name}/signature": Entry(allowed(EVERY_ROLE), signed("/v1/releases/r2/signature")),
+    "HEAD /v1/releases/{name}/signature": Entry(allowed(EVERY_ROLE), signed("/v1/releases/r1/signature")),
+    "GET /metrics": Entry(allowed(READ_ALL), fixed("/metrics")),
+    "GET /readyz": Entry(public(), ready("/readyz")),
 }
 
 
