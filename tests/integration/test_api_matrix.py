@@ -57,8 +57,9 @@ def test_matrix(world):
                 wrong.append(f"{route} as {caller}: {response.status_code} (expected {expected}) {response.text[:200]}")
                 continue
             if response.status_code >= 400:
-                body = response.json()
-                assert set(body) == {"code", "message"} and body["code"] and body["message"], (route, caller, body)
+                if method != "HEAD":  # a HEAD answer has no body to carry the code
+                    body = response.json()
+                    assert set(body) == {"code", "message"} and body["code"] and body["message"], (route, caller, body)
                 assert snapshot(world.registry) == before, f"{route} as {caller} was refused but changed the registry"
             elif entry.changes:
                 with world.registry.session() as session:
