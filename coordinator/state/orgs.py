@@ -26,6 +26,7 @@ MAX_DOMAINS = 64  # per call
 
 def invite(registry: Registry, org_id: str, domains: list[str], token_sha256: str, actor: str) -> None:
     """Create (or extend) an organization with ``domains`` and an invitation redeemable by the token's hash."""
+    domains = check_domains(domains)  # each once: a repeated new name would be inserted twice
     with registry.session() as session:
         org = lock_org(session, org_id)
         if org is None:

@@ -69,6 +69,9 @@ def test_list_show_and_domains(world):
         refused = admin.post(f"/v1/orgs/{ORG}/domains", json=body)
         assert (refused.status_code, refused.json()["code"]) == (422, "BAD_REQUEST"), body
     assert admin.post("/v1/orgs", json={"org": "-bad", "domains": []}).status_code == 422
+    twice = admin.post("/v1/orgs", json={"org": "twice-labs", "domains": ["twice", "twice"]})
+    assert twice.status_code == 201 and twice.json()["domains"] == ["twice"]
+    assert admin.post(f"/v1/orgs/{ORG}/domains", json={"domains": ["again", "again"]}).json()["domains"][0] == "again"
     missing = admin.get("/v1/orgs/no-such-org")
     assert (missing.status_code, missing.json()["code"]) == (404, "UNKNOWN_ORG")
 
