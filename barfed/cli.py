@@ -57,6 +57,26 @@ def demo(
     run_demo(home or Settings().home, recipes="micro" if quick else "tiny")
 
 
+@app.command()
+def pull(
+    name: Annotated[str, typer.Argument(help="rN, a channel (stable, latest) or a release's 40-hex commit id")],
+    to: Annotated[Path, typer.Option("--to", help="directory to create; appears only once verified")],
+    api: Annotated[
+        str, typer.Option(envvar="BARFED_API", help="the coordinator's REST API")
+    ] = "https://127.0.0.1:8443",
+    ca: Annotated[Path | None, typer.Option(envvar="BARFED_CA", help="the federation's CA certificate")] = None,
+    token: Annotated[str | None, typer.Option(envvar="BARFED_TOKEN", help="API token (any role)")] = None,
+    coordinator_key: Annotated[
+        Path | None,
+        typer.Option(help="the release public key to pin; default: pinned on first use, its fingerprint printed"),
+    ] = None,
+) -> None:
+    """Download a release (resumable), check every file's sha256 and its signature, then show how to load it."""
+    from barfed.pull import pull as run_pull
+
+    run_pull(name, to, api=api, ca=ca, token=token, coordinator_key=coordinator_key)
+
+
 def main() -> None:
     """Console entry point: a user's mistake prints its code and advice, never a traceback."""
     try:

@@ -36,6 +36,12 @@ class CoordinatorSettings(BaseSettings):
         default=False, description="serve the REST API as plain HTTP; loopback only, and only when asked for by name"
     )
     public_releases: bool = Field(default=False, description="release downloads need no token")
+    hub_repo: str = Field(
+        default="barfed/federation",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}$",
+        description="the repo id Hugging Face clients (HF_ENDPOINT=the API) load releases as; revisions are rN, "
+        "a channel or a release's commit id",
+    )
     insecure_plaintext: bool = Field(
         default=False, description="loopback-only development mode without TLS; must be asked for by name"
     )

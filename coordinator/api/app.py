@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from coordinator.api import audit, downloads, errors, experts, health, jobs, metrics, orgs, releases
+from coordinator.api import audit, downloads, errors, experts, health, hub, jobs, keys, metrics, orgs, releases
 from coordinator.runtime import Runtime
 
 API_VERSION = "1"
@@ -29,6 +29,8 @@ def create_app(runtime: Runtime, dispatcher=None) -> FastAPI:
     for resource in (orgs, experts, releases, jobs, audit):
         app.include_router(resource.router, prefix="/v1")
     app.include_router(downloads.router)
+    app.include_router(keys.router)
+    app.include_router(hub.router)  # keep last: its /{repo}/resolve/… paths start at the root
     return app
 
 

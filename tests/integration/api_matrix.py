@@ -350,6 +350,24 @@ MATRIX: dict[str, Entry] = {
     # audit: every reading role, never an org
     "GET /v1/audit": Entry(allowed(READ_ALL), fixed("/v1/audit", params={"subject": "org-"})),
     "POST /v1/audit/verify": Entry(allowed(READ_ALL), fixed("/v1/audit/verify")),
+    # the release key (public) and the Hub-compatible read API (any token; a release must be signed to be served)
+    "GET /v1/keys/release": Entry(public(), fixed("/v1/keys/release")),
+    "GET /api/models/{repo_id:path}": Entry(allowed(EVERY_ROLE), signed(f"/api/models/{HUB_REPO}")),
+    "GET /api/models/{repo_id:path}/revision/{revision}": Entry(
+        allowed(EVERY_ROLE), signed(f"/api/models/{HUB_REPO}/revision/r1")
+    ),
+    "GET /api/models/{repo_id:path}/tree/{revision}": Entry(
+        allowed(EVERY_ROLE), signed(f"/api/models/{HUB_REPO}/tree/latest", params={"recursive": "true"})
+    ),
+    "GET /api/models/{repo_id:path}/tree/{revision}/{path:path}": Entry(  # releases are flat: no folder to list
+        allowed(EVERY_ROLE, 404), signed(f"/api/models/{HUB_REPO}/tree/r1/additional_chat_templates")
+    ),
+    "GET /{repo_id:path}/resolve/{revision}/{filename:path}": Entry(
+        allowed(EVERY_ROLE), signed(f"/{HUB_REPO}/resolve/r1/release.json")
+    ),
+    "HEAD /{repo_id:path}/resolve/{revision}/{filename:path}": Entry(
+        allowed(EVERY_ROLE), signed(f"/{HUB_REPO}/resolve/stable/release.json")
+    ),
     # downloads (any token; public_releases is off here), metrics (every reading role), readiness (no token)
     "GET /v1/releases/{name}/files": Entry(allowed(EVERY_ROLE), signed("/v1/releases/stable/files")),
     "GET /v1/releases/{name}/files/{path:path}": Entry(

@@ -1,0 +1,409 @@
+"""`barfed pull`: download a release over the REST API, resumably, and present it only once it is proven.
+
+    DIR.partial/release/<files>   what has arrived so far (kept across interruptions; Range resumes each file)
+    DIR.partial/pull.json         the release and digests those files belong to
+    DIR                           appears in one rename, after every file matched its sha256 and the release's
+                                  signature verified with the pinned release key
+
+The release key is pinned by ``--coordinator-key`` or, on first use, fetched from ``/v1/keys/release`` and stored
+under ``$XDG_CONFIG_HOME/barfed/coordinators/`` with its fingerprint printed; a later pull refuses a coordinator
+whose key changed. Files are fetched by the release's number (a channel that moves mid-pull changes nothing),
+each checked against the digest the file list gives, then the whole directory against the signature, which
+also binds release.json and so the release's name. Any mismatch removes the staging directory: nothing
+half-written or unproven is ever left where a release would be.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import httpx
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+from protocol import pki
+from protocol.errors import BarFedError
+from protocol.package import check_file_name
+from protocol.signing import verify_directory
+
+CHUNK = 1024 * 1024
+MAX_LISTING_BYTES = 4 * 1024 * 1024
+MAX_FILES = 10_000
+RELEASE_FILE = "release.json"
+STATE_FILE = "pull.json"
+COMMIT_ID = re.compile(r"[0-9a-f]{40}")
+TIMEOUT = httpx.Timeout(30.0, read=300.0)
+
+
+@dataclass(frozen=True)
+class Listed:
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Pulled:
+    release: str
+    commit: str
+    target: Path
+    fingerprint: str
+    downloaded_bytes: int
+    already: bool = False  # the target held this very release
+
+
+def known_keys_dir() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "barfed" / "coordinators"
+
+
+def _check_api(api: str) -> str:
+    parts = urlsplit(api)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise BarFedError("BAD_API_URL", f"--api must look like https://host:8443, not {api[:200]!r}.")
+    if parts.scheme == "http" and not _loopback(parts.hostname):
+        raise BarFedError(
+            "INSECURE_API", "plain http is only for a coordinator on loopback; use https:// (and --ca) for this host."
+        )
+    return api.rstrip("/")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Pull:
+    """One pull of one release into ``target``; every step may be interrupted and rerun."""
+
+    def __init__(
+        self,
+        api: str,
+        *,
+        ca: Path | None = None,
+        token: str | None = None,
+        coordinator_key: Path | None = None,
+        console: Console | None = None,
+    ) -> None:
+        self.api = _check_api(api)
+        self.coordinator_key = coordinator_key
+        self.console = console or Console()
+        self.progress_console = Console(stderr=True)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if ca is not None and not Path(ca).is_file():
+            raise BarFedError("BAD_CA", f"--ca {ca} is not a file; pass the federation's CA certificate (ca.pem).")
+        self.client = httpx.Client(
+            base_url=self.api, verify=str(ca) if ca else True, headers=headers, timeout=TIMEOUT, follow_redirects=False
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- the coordinator --------------------------------------------------------------------------
+
+    def _request(self, method: str, url: str, **kwargs) -> httpx.Response:
+        try:
+            return self.client.request(method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            raise _transport_error(self.api, exc) from None
+
+    def _json(self, url: str) -> dict:
+        response = self._request("GET", url)
+        _raise_for(response)
+        if len(response.content) > MAX_LISTING_BYTES:
+            raise BarFedError("BAD_RESPONSE", f"{url} answered {len(response.content)} bytes; that is no file list.")
+        try:
+            return response.json()
+        except ValueError:
+            raise BarFedError("BAD_RESPONSE", f"{self.api}{url} did not answer JSON; is --api a coordinator?") from None
+
+    def pinned_key(self) -> tuple[bytes, str]:
+        """(PEM, fingerprint) of the release key to verify with: --coordinator-key, the stored pin, or a new pin."""
+        if self.coordinator_key is not None:
+            try:
+                pem = Path(self.coordinator_key).read_bytes()
+            except OSError as exc:
+                raise BarFedError(
+                    "KEY_INVALID", f"cannot read --coordinator-key {self.coordinator_key}: {exc}"
+                ) from None
+            return pem, pki.public_key_fingerprint(pki.load_public_key(pem))
+        served = self._json("/v1/keys/release")
+        pem = str(served.get("public_key_pem", "")).encode()
+        fingerprint = pki.public_key_fingerprint(pki.load_public_key(pem))
+        parts = urlsplit(self.api)
+        pin = known_keys_dir() / f"{parts.hostname}_{parts.port or 443}.pub"
+        if pin.is_file():
+            pinned = pin.read_bytes()
+            pinned_fingerprint = pki.public_key_fingerprint(pki.load_public_key(pinned))
+            if pinned_fingerprint != fingerprint:
+                raise BarFedError(
+                    "KEY_CHANGED",
+                    f"the coordinator at {self.api} now presents release key {fingerprint}, not the "
+                    f"{pinned_fingerprint} pinned in {pin}. If its operator confirms a new key, delete that file "
+                    "or pass --coordinator-key.",
+                )
+            return pinned, pinned_fingerprint
+        pin.parent.mkdir(parents=True, exist_ok=True)
+        tmp = pin.with_suffix(".tmp")
+        tmp.write_bytes(pem)
+        os.replace(tmp, pin)
+        self.console.print(
+            f"Pinned the release key of {self.api} on first use: {fingerprint}\n"
+            f"  (stored in {pin}; compare the fingerprint with the one your operator publishes)",
+            highlight=False,
+        )
+        return pem, fingerprint
+
+    def listing(self, name: str) -> tuple[str, int, str, list[Listed]]:
+        data = self._json(f"/v1/releases/{quote(name, safe='')}/files")
+        try:
+            release, number, commit = str(data["release"]), int(data["number"]), str(data["commit"])
+            files = [Listed(str(f["path"]), int(f["size"]), str(f["sha256"])) for f in data["files"]]
+        except (KeyError, TypeError, ValueError):
+            raise BarFedError("BAD_RESPONSE", f"{self.api} answered a file list this client cannot read.") from None
+        if len(files) > MAX_FILES or release != f"r{number}" or not COMMIT_ID.fullmatch(commit):
+            raise BarFedError("BAD_RESPONSE", f"{self.api} answered an implausible file list for {name!r}.")
+        for entry in files:
+            try:
+                check_file_name(entry.path)
+            except ValueError as exc:
+                raise BarFedError("BAD_RESPONSE", f"the file list names an unsafe path: {exc}") from None
+            if entry.size < 0 or not re.fullmatch(r"[0-9a-f]{64}", entry.sha256):
+                raise BarFedError("BAD_RESPONSE", f"the file list gives {entry.path} no valid size and sha256.")
+        if COMMIT_ID.fullmatch(name) and name != commit:
+            raise BarFedError("RELEASE_MISMATCH", f"asked for commit {name}, the coordinator listed {commit}.")
+        return release, number, commit, files
+
+    # -- one file ---------------------------------------------------------------------------------
+
+    def fetch(self, number: int, entry: Listed, part: Path, progress: Progress) -> int:
+        """Bring ``part`` to ``entry``'s bytes, resuming what is there; returns the bytes downloaded."""
+        have = part.stat().st_size if part.exists() else 0
+        if have > entry.size:
+            part.unlink()
+            have = 0
+        digest = hashlib.sha256()
+        if have:
+            with open(part, "rb") as fh:
+                while block := fh.read(CHUNK):
+                    digest.update(block)
+            if have == entry.size:
+                if digest.hexdigest() == entry.sha256:
+                    return 0
+                part.unlink()  # complete but wrong: fetched again once, from the start
+                have, digest = 0, hashlib.sha256()
+        task = progress.add_task(entry.path, total=entry.size, completed=have)
+        headers = {"Range": f"bytes={have}-", "If-Range": f'"{entry.sha256}"'} if have else {}
+        url = f"/v1/releases/r{number}/files/{quote(entry.path)}"
+        received = 0
+        try:
+            with self.client.stream("GET", url, headers=headers) as response:
+                if response.status_code == 416:  # our partial is no prefix of the file: start over
+                    response.close()
+                    part.unlink(missing_ok=True)
+                    return self.fetch(number, entry, part, progress)
+                if response.status_code not in (200, 206):
+                    response.read()
+                    _raise_for(response)
+                mode = "ab" if response.status_code == 206 else "wb"
+                if mode == "wb":
+                    have, digest = 0, hashlib.sha256()
+                    progress.update(task, completed=0)
+                with open(part, mode) as out:
+                    for block in response.iter_bytes():
+                        if have + received + len(block) > entry.size:
+                            raise _mismatch(entry, "more bytes than its size")
+                        out.write(block)
+                        digest.update(block)
+                        received += len(block)
+                        progress.update(task, advance=len(block))
+                    out.flush()
+                    os.fsync(out.fileno())
+        except httpx.HTTPError as exc:
+            raise _transport_error(self.api, exc) from None
+        finally:
+            progress.remove_task(task)
+        if have + received != entry.size:
+            raise _mismatch(entry, f"{have + received} bytes instead of {entry.size}")
+        if digest.hexdigest() != entry.sha256:
+            raise _mismatch(entry, f"sha256 {digest.hexdigest()} instead of {entry.sha256}")
+        return received
+
+    # -- the whole release ------------------------------------------------------------------------
+
+    def run(self, name: str, target: Path) -> Pulled:
+        target = Path(target)
+        pem, fingerprint = self.pinned_key()
+        release, number, commit, files = self.listing(name)
+        if target.exists():
+            return self._already(target, release, commit, pem, fingerprint)
+        staging = target.with_name(target.name + ".partial")
+        release_dir = staging / "release"
+        release_dir.mkdir(parents=True, exist_ok=True)
+        self._forget_stale(staging, release_dir, files)
+        (staging / STATE_FILE).write_text(
+            json.dumps(
+                {"api": self.api, "release": release, "commit": commit, "files": {f.path: f.sha256 for f in files}}
+            )
+        )
+        downloaded = 0
+        try:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                console=self.progress_console,
+                transient=True,
+                disable=not self.progress_console.is_terminal,
+            ) as progress:
+                for entry in files:
+                    downloaded += self.fetch(number, entry, release_dir / entry.path, progress)
+            self._verify(release_dir, release, commit, files, pem)
+        except BarFedError as exc:
+            if exc.code in PROOF_FAILURES:  # what arrived is not the release: keep none of it
+                shutil.rmtree(staging, ignore_errors=True)
+            raise
+        os.replace(release_dir, target)
+        shutil.rmtree(staging, ignore_errors=True)
+        return Pulled(release, commit, target, fingerprint, downloaded)
+
+    def _forget_stale(self, staging: Path, release_dir: Path, files: list[Listed]) -> None:
+        """Drop partial files that belonged to another release's version of them (or to no file now listed)."""
+        try:
+            earlier = json.loads((staging / STATE_FILE).read_text())["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            earlier = {}
+        wanted = {f.path: f.sha256 for f in files}
+        for path in release_dir.iterdir():
+            if not path.is_file() or path.name not in wanted or earlier.get(path.name) != wanted[path.name]:
+                if path.is_dir():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+
+    def _verify(self, directory: Path, release: str, commit: str, files: list[Listed], pem: bytes) -> None:
+        """The signature over every file with the pinned key; release.json (signed) must name this release."""
+        try:
+            verify_directory(directory, pem, known_digests={f.path: f.sha256 for f in files})
+        except BarFedError as exc:
+            code = (
+                exc.code
+                if exc.code in ("SIGNATURE_WRONG_KEY", "SIGNATURE_MALFORMED", "SIGNATURE_MISSING")
+                else ("SIGNATURE_INVALID")
+            )
+            raise BarFedError(
+                code, f"{release} from {self.api} does not verify with the pinned release key: {exc.message}"
+            ) from None
+        manifest = directory / RELEASE_FILE
+        if not manifest.is_file():
+            raise BarFedError("RELEASE_MISMATCH", f"{release} has no {RELEASE_FILE}; this is not a federation release.")
+        data = manifest.read_bytes()
+        try:
+            named = json.loads(data).get("name")
+        except (ValueError, AttributeError):
+            named = None
+        if named != release or hashlib.sha256(data).hexdigest()[:40] != commit:
+            raise BarFedError(
+                "RELEASE_MISMATCH", f"the signed {RELEASE_FILE} is {named!r}, not the {release} ({commit}) listed."
+            )
+
+    def _already(self, target: Path, release: str, commit: str, pem: bytes, fingerprint: str) -> Pulled:
+        """A target that already holds exactly this release (verified again) is done; anything else is refused."""
+        manifest = target / RELEASE_FILE
+        if manifest.is_file() and hashlib.sha256(manifest.read_bytes()).hexdigest()[:40] == commit:
+            try:
+                verify_directory(target, pem)
+            except BarFedError:
+                pass
+            else:
+                return Pulled(release, commit, target, fingerprint, 0, already=True)
+        raise BarFedError(
+            "TARGET_EXISTS", f"{target} already exists and is not a verified copy of {release}; choose another --to."
+        )
+
+
+PROOF_FAILURES = {
+    "DIGEST_MISMATCH",
+    "SIGNATURE_INVALID",
+    "SIGNATURE_WRONG_KEY",
+    "SIGNATURE_MALFORMED",
+    "SIGNATURE_MISSING",
+    "RELEASE_MISMATCH",
+}
+
+
+def _mismatch(entry: Listed, what: str) -> BarFedError:
+    return BarFedError(
+        "DIGEST_MISMATCH",
+        f"{entry.path} arrived with {what}; the coordinator's copy is not what its release lists. Nothing was kept; "
+        "tell the coordinator's operator.",
+    )
+
+
+def _raise_for(response: httpx.Response) -> None:
+    if response.status_code < 300:
+        return
+    try:
+        body = response.json()
+        code, message = str(body["code"]), str(body["message"])
+    except (ValueError, KeyError, TypeError):
+        code = "UNAUTHENTICATED" if response.status_code == 401 else "BAD_RESPONSE"
+        message = f"{response.request.url} answered HTTP {response.status_code}."
+    if not re.fullmatch(r"[A-Z][A-Z0-9_]{0,63}", code):
+        code = "BAD_RESPONSE"
+    raise BarFedError(code, message[:1000])
+
+
+def _transport_error(api: str, exc: httpx.HTTPError) -> BarFedError:
+    text = str(exc)
+    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+        return BarFedError("TLS_FAILED", f"{api}'s certificate is not trusted: pass the federation's CA with --ca.")
+    return BarFedError(
+        "UNREACHABLE", f"cannot reach the coordinator at {api} ({type(exc).__name__}: {text[:200]}); rerun to resume."
+    )
+
+
+def pull(
+    name: str,
+    target: Path,
+    *,
+    api: str,
+    ca: Path | None = None,
+    token: str | None = None,
+    coordinator_key: Path | None = None,
+    console: Console | None = None,
+) -> Pulled:
+    """Download release ``name`` (rN, a channel or a commit id) into ``target`` and say how to load it."""
+    console = console or Console()
+    puller = Pull(api, ca=ca, token=token, coordinator_key=coordinator_key, console=console)
+    try:
+        result = puller.run(name, target)
+    finally:
+        puller.close()
+    verb = "was already" if result.already else "verified and saved"
+    console.print(
+        f"{result.release} (commit {result.commit}) {verb} in {result.target}: every file matched its sha256 and "
+        f"the signature verified with release key {result.fingerprint}.",
+        highlight=False,
+    )
+    console.print(
+        "Load it with transformers:\n"
+        "  from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+        f'  model = AutoModelForCausalLM.from_pretrained("{result.target}")\n'
+        f'  tokenizer = AutoTokenizer.from_pretrained("{result.target}")',
+        highlight=False,
+    )
+    return result
