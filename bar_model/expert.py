@@ -28,6 +28,7 @@ from bar_model.recipe import ExpertRecipe, parse_stages
 from bar_model.stages import mixed_sft_examples, train_chat, train_language_model, train_rl
 from protocol.errors import BarFedError
 from protocol.fingerprint import anchor_fingerprint
+from protocol.layout import STAGES
 
 log = logging.getLogger(__name__)
 EXPERT_CARD = "bar_expert.json"
@@ -161,6 +162,7 @@ def train_expert(
         "domain": domain.name,
         "stages": stages,
         "stage_summaries": summaries,
+        **_lineage(anchor_dir, stages),
         "recipe": recipe.model_dump(),
         "anchor_fingerprint": run["anchor_fingerprint"],
         "anchor": str(anchor_dir.resolve()),
@@ -173,6 +175,18 @@ def train_expert(
     }
     on_main_process(_publish, previous_dir, partial, out_dir, card)
     return out_dir
+
+
+def _lineage(start: Path, stages: list[str]) -> dict:
+    """Training further from an earlier expert: the new one carries every part its parent's stages changed, so
+    it declares their stages too (a package ships exactly what the declared stages change), and names its parent."""
+    if not (start / EXPERT_CARD).is_file():
+        return {}
+    parent = expert_card(start)
+    if parent["anchor_fingerprint"] != anchor_fingerprint(start):
+        raise BarFedError("ANCHOR_MISMATCH", f"{start} was not trained on the anchor its card names.")
+    union = [stage for stage in STAGES if stage in parent["stages"] or stage in stages]
+    return {"stages": union, "improved_from": {"created_at": parent["created_at"], "stages": parent["stages"]}}
 
 
 def _save_stage(model, tokenizer, stage_dir: Path, summary: dict) -> None:

@@ -50,11 +50,11 @@ def demo(
         bool, typer.Option(help="micro models: a smoke run in about a minute that learns nothing")
     ] = False,
 ) -> None:
-    """A whole tiny federation on embedded defaults: coordinator, two organizations, experts, merged model."""
+    """The whole federation on embedded defaults: a coordinator, four organizations, r1, a pull, v2 and r2."""
     from barfed.demo import run_demo
     from barfed.settings import Settings
 
-    run_demo(home or Settings().home, recipes="micro" if quick else "tiny")
+    run_demo(home or Settings().home, quick=quick)
 
 
 @app.command()

@@ -351,8 +351,13 @@ def train(
     domain: DomainOption = None,
     recipe: Annotated[str | None, typer.Option(help="expert recipe: a name (tiny, micro) or a TOML file")] = None,
     stages: Annotated[str, typer.Option(help="comma-separated, in order")] = "mid,sft,rl",
+    version: Annotated[int, typer.Option(help="which expert version this training makes", min=1)] = 1,
+    from_version: Annotated[
+        int | None, typer.Option(help="improve this earlier version (train further from it) instead of the anchor")
+    ] = None,
 ) -> None:
-    """Train this organization's expert on the anchor through mid-training, SFT and RL (bar_model's stages).
+    """Train this organization's expert on the anchor through mid-training, SFT and RL (bar_model's stages), or
+    improve an earlier version with `--version 2 --from-version 1 --stages sft --recipe …`.
 
     Resumes from the last checkpoint when interrupted. On GPUs run it under accelerate (HF Trainer and TRL
     underneath): `accelerate launch -m barfed.cli node train …`; on CPU or one GPU run it as is."""
@@ -360,24 +365,34 @@ def train(
     home = NodeHome(settings.home)
     domain = _domain(settings, domain)
     _anchor_fingerprint(home)
+    start = home.anchor
+    if from_version is not None:
+        start = home.expert(domain, from_version)
+        if from_version >= version or not start.is_dir():
+            raise BarFedError(
+                "BAD_VERSION",
+                f"--from-version must name an earlier expert this node trained (have: "
+                f"{home.expert_versions(domain) or 'none'}); train v{version} from one of them.",
+            )
     _quiet_libraries()
     from bar_model.expert import expert_card, train_expert
     from bar_model.recipe import load_expert_recipe, parse_stages
 
     chosen = load_expert_recipe(recipe or settings.recipe)
-    out = home.expert(domain)
+    out = home.expert(domain, version)
     if out.exists():
         card = expert_card(out)
-        if card["recipe"] == chosen.model_dump() and card["stages"] == parse_stages(stages):
-            console.print(f"{domain} expert already trained: {out}")
+        declared = set(parse_stages(stages)) | set(expert_card(start)["stages"] if from_version else ())
+        if card["recipe"] == chosen.model_dump() and set(card["stages"]) == declared:
+            console.print(f"{domain} expert v{version} already trained: {out}")
             return
         raise BarFedError(
             "EXPERT_EXISTS",
-            f"{out} was trained with another recipe or stages; move it aside to train again, or package it as is.",
+            f"{out} was trained with another recipe or stages; give another --version, or package it as is.",
         )
-    train_expert(home.anchor, domain, stages, out, chosen)
-    console.print(f"{domain} expert trained: {out}")
-    console.print("next: barfed node eval, then barfed node package")
+    train_expert(start, domain, stages, out, chosen)
+    console.print(f"{domain} expert v{version} trained: {out}")
+    console.print(f"next: barfed node eval --version {version}, then barfed node package --version {version}")
 
 
 @app.command("eval")
@@ -386,6 +401,7 @@ def eval_command(
     ctx: typer.Context,
     domain: DomainOption = None,
     n: Annotated[int | None, typer.Option(help="held-out problems per domain (default: the recipe's)", min=1)] = None,
+    version: Annotated[int, typer.Option(help="which expert version to score", min=1)] = 1,
 ) -> None:
     """Score the trained expert on its domain and the core domains; `package` records the scores."""
     settings = _settings(ctx)
@@ -394,20 +410,22 @@ def eval_command(
     from bar_model.cli import CORE_DOMAINS, score_table
     from bar_model.expert import expert_card
 
-    card = expert_card(home.expert(domain))
+    card = expert_card(home.expert(domain, version))
     n = n or card["recipe"]["eval_examples"]
-    saved = read_json(home.scores(domain))
+    saved = read_json(home.scores(domain, version))
     if not (saved and saved["expert_created_at"] == card["created_at"] and saved["n"] == n):
         _quiet_libraries()
         from bar_model.evaluate import evaluate, load_model
 
-        model, tokenizer = load_model(home.expert(domain))
+        model, tokenizer = load_model(home.expert(domain, version))
         domains = [domain, *(d for d in CORE_DOMAINS if d != domain)]
         with console.status(f"scoring the {domain} expert on {n} problems of {len(domains)} domains"):
             scores = evaluate(model, tokenizer, domains, n=n)
         saved = {"scores": scores, "n": n, "expert_created_at": card["created_at"]}
-        write_json(home.scores(domain), saved)
-    console.print(score_table({f"{domain} expert": saved["scores"]}, title=f"held-out score (0-100), n = {n}"))
+        write_json(home.scores(domain, version), saved)
+    console.print(
+        score_table({f"{domain} expert v{version}": saved["scores"]}, title=f"held-out score (0-100), n = {n}")
+    )
 
 
 # -- package and submit --------------------------------------------------------------------------
@@ -427,6 +445,9 @@ def package(
             "data (mean hidden states), and the coordinator keeps it",
         ),
     ] = False,
+    expert_version: Annotated[
+        int | None, typer.Option("--expert", help="which trained expert version to package (default: the newest)")
+    ] = None,
 ) -> None:
     """Build and sign the expert's package with the organization's key: the tensors its stages changed, a
     stratified calibration sample and a held-out eval set (unless --no-calibration), and the local scores."""
@@ -435,7 +456,15 @@ def package(
     domain = _domain(settings, domain)
     from bar_model.expert import expert_card
 
-    expert = home.expert(domain)
+    trained = home.expert_versions(domain)
+    if not trained or (expert_version is not None and expert_version not in trained):
+        raise BarFedError(
+            "NO_EXPERT",
+            f"no {domain} expert {f'v{expert_version} ' if expert_version else ''}on this node; "
+            "run `barfed node train` first.",
+        )
+    expert_version = expert_version or trained[-1]
+    expert = home.expert(domain, expert_version)
     card = expert_card(expert)
     ours = _anchor_fingerprint(home)
     if card["anchor_fingerprint"] != ours:
@@ -456,7 +485,7 @@ def package(
             )
         console.print(f"package {name} already built: {out}")
         return
-    scores = read_json(home.scores(domain))
+    scores = read_json(home.scores(domain, expert_version))
     if scores is None or scores["expert_created_at"] != card["created_at"]:
         err_console.print("no local scores for this expert (run `barfed node eval` first); packaging without them")
         scores = None

@@ -3,7 +3,7 @@
     node.toml  org.key (0600)  org.pem  ca.pem  release.pub      identity and trust (settings, identity.py)
     enrollment.json                                              the pending or approved enrollment's id
     anchor/  anchor.json                                         the verified anchor and its fingerprint
-    experts/<domain>/  evals/<domain>.json                       trained experts and their local scores
+    experts/<domain>[-v<N>]/  evals/<domain>[-v<N>].json         trained experts and their local scores
     packages/<domain>-v<N>/                                      signed packages
     uploads/<domain>-v<N>.json                                   an upload session in flight (resumed by id)
     submissions.json  watch.json                                 submission ids; the last release seen
@@ -27,11 +27,15 @@ class NodeHome:
     def anchor(self) -> Path:
         return self.root / "anchor"
 
-    def expert(self, domain: str) -> Path:
-        return self.root / "experts" / domain
+    def expert(self, domain: str, version: int = 1) -> Path:
+        """The expert trained for ``version`` (v1 at ``experts/<domain>``; an improved vN beside it)."""
+        return self.root / "experts" / (domain if version == 1 else f"{domain}-v{version}")
 
-    def scores(self, domain: str) -> Path:
-        return self.root / "evals" / f"{domain}.json"
+    def expert_versions(self, domain: str) -> list[int]:
+        return [v for v in range(1, 1000) if self.expert(domain, v).is_dir()] if self.expert(domain).is_dir() else []
+
+    def scores(self, domain: str, version: int = 1) -> Path:
+        return self.root / "evals" / (f"{domain}.json" if version == 1 else f"{domain}-v{version}.json")
 
     def package(self, domain: str, version: int) -> Path:
         return self.root / "packages" / f"{domain}-v{version}"
