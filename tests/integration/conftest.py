@@ -101,3 +101,13 @@ def federation(micro, db_url, tmp_path):
 def packages(micro_expert, micro_math, tmp_path_factory):
     """Unsigned-for-now expert sources: the test-vowels and math micro experts (packages are built per org)."""
     return {"test-vowels": micro_expert, "math": micro_math}
+
+
+@pytest.fixture
+def world(db_url, tmp_path):
+    """The REST API's test world (tests/integration/api_matrix.py): an app, its registry and a token per role."""
+    from .api_matrix import make_world
+
+    world = make_world(tmp_path, db_url)
+    yield world
+    world.registry.dispose()

@@ -8,16 +8,9 @@ import datetime as dt
 import pytest
 from fastapi.testclient import TestClient
 
-from .api_matrix import DOMAIN, ORG, OTHER, OTHER_DOMAIN, add_expert, make_world
+from .api_matrix import DOMAIN, ORG, OTHER, OTHER_DOMAIN, add_expert
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def world(db_url, tmp_path):
-    world = make_world(tmp_path, db_url)
-    yield world
-    world.registry.dispose()
 
 
 def test_filters_and_pages(world):

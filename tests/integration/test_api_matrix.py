@@ -11,16 +11,9 @@ from sqlalchemy import select
 
 from coordinator.state.models import AuditEntry
 
-from .api_matrix import CALLERS, MATRIX, make_world, routes_of, snapshot
+from .api_matrix import CALLERS, MATRIX, routes_of, snapshot
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def world(db_url, tmp_path):
-    world = make_world(tmp_path, db_url)
-    yield world
-    world.registry.dispose()
 
 
 def test_every_route_is_in_the_matrix(world):

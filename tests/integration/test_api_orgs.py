@@ -11,16 +11,9 @@ from coordinator.state import tokens
 from protocol import pki
 from protocol.errors import BarFedError
 
-from .api_matrix import ORG, OTHER_DOMAIN, make_world
+from .api_matrix import ORG, OTHER_DOMAIN
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def world(db_url, tmp_path):
-    world = make_world(tmp_path, db_url)
-    yield world
-    world.registry.dispose()
 
 
 def test_invite_enroll_approve(world):

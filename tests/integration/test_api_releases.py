@@ -13,13 +13,6 @@ from .api_matrix import DOMAIN, OTHER_DOMAIN, make_world
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def world(db_url, tmp_path):
-    world = make_world(tmp_path, db_url)
-    yield world
-    world.registry.dispose()
-
-
 def test_releases_and_channels(world):
     org = TestClient(world.app, headers=world.headers["org"])  # every role reads releases
     listed = org.get("/v1/releases").json()
