@@ -47,7 +47,7 @@ def configure(
 def demo(
     home: Annotated[Path | None, typer.Option(help="working directory (default: settings.home)")] = None,
     quick: Annotated[
-        bool, typer.Option(help="micro models: a smoke run in about a minute that learns nothing")
+        bool, typer.Option(help="micro models: the same flow in about two minutes, learning nothing")
     ] = False,
 ) -> None:
     """The whole federation on embedded defaults: a coordinator, four organizations, r1, a pull, v2 and r2."""

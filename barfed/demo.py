@@ -157,6 +157,7 @@ def run_demo(home: Path, console: Console | None = None, quick: bool = False) ->
         eval_examples=profile.eval_examples,
         build_debounce_s=5.0,
         sweep_interval_s=1.0,
+        build_threads=os.cpu_count() or 1,  # recorded in release.json: a rebuild here still matches bit for bit
     )
     with demo.step("coordinator: CA, keys, registry, published anchor"):
         fingerprint = initialize(settings, branch)

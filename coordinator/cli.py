@@ -64,11 +64,17 @@ def serve(
         bool,
         typer.Option("--no-worker", help="run no task worker: `celery -A coordinator.tasks worker` runs elsewhere"),
     ] = False,
+    api_listen: Annotated[
+        str | None, typer.Option("--api-listen", help="host:port of the REST API (default: settings, 127.0.0.1:8443)")
+    ] = None,
 ) -> None:
-    """Serve the gRPC service, sweep jobs and supervise a `celery worker` subprocess, until interrupted."""
+    """Serve gRPC and the REST API, sweep jobs and supervise a `celery worker` subprocess, until interrupted."""
     from coordinator.grpc.server import run
+    from coordinator.settings import load_settings
 
-    run(_settings(home), worker="none" if no_worker else "process")
+    overrides = {"home": home, "api_listen": api_listen}
+    settings = load_settings(**{key: value for key, value in overrides.items() if value is not None})
+    run(settings, worker="none" if no_worker else "process")
 
 
 @orgs.command("invite")

@@ -137,16 +137,37 @@ class Node:
         return result.stderr
 
 
+def admin_token(coordinator: CoordinatorProcess) -> str:
+    """The operator's admin token for the REST API, made once with `barfed coordinator tokens create`."""
+    if not getattr(coordinator, "token", None):
+        made = coordinator.barfed("tokens", "create", "--role", "admin", "--label", "test operator")
+        assert made.returncode == 0, made.stderr
+        coordinator.token = made.stdout.strip()
+    return coordinator.token
+
+
+def rest(coordinator: CoordinatorProcess):
+    """An HTTPS client of the coordinator's REST API (CA-verified), as the operator."""
+    import httpx
+
+    return httpx.Client(
+        base_url=f"https://127.0.0.1:{(coordinator.home / 'api.port').read_text().strip()}",
+        verify=str(coordinator.home / "pki" / "ca.pem"),
+        headers={"Authorization": f"Bearer {admin_token(coordinator)}"},
+    )
+
+
 def approve_pending(coordinator: CoordinatorProcess, registry, org_id: str) -> str:
-    """The operator approves ``org_id``'s pending enrollment (today with the coordinator's CLI)."""
-    from coordinator.state.orgs import list_enrollments
+    """The operator approves ``org_id``'s pending enrollment through the REST API."""
+    with rest(coordinator) as api:
 
-    def pending():
-        return next((e.id for e in list_enrollments(registry) if e.org_id == org_id and e.state == "pending"), None)
+        def pending():
+            rows = api.get("/v1/enrollments").json()
+            return next((e["id"] for e in rows if e["org"] == org_id and e["state"] == "pending"), None)
 
-    enrollment_id = _wait_for(pending, 60, f"{org_id}'s enrollment request")
-    result = coordinator.barfed("enrollments", "approve", enrollment_id)
-    assert result.returncode == 0, result.stderr
+        enrollment_id = _wait_for(pending, 60, f"{org_id}'s enrollment request", poll=0.2)
+        approved = api.post(f"/v1/enrollments/{enrollment_id}/approve")
+        assert approved.status_code == 200, approved.text
     return enrollment_id
 
 
@@ -234,6 +255,22 @@ def test_package_submit_accepted_then_r1(federation):
     assert (coordinator.home / "releases" / "r1" / "model.sig").is_file()
     watched = node.ok("watch", "--once", "--timeout", "60")
     assert "r1" in watched and DOMAIN in watched
+
+    # A user pulls the stable release over the REST API and loads it with stock transformers.
+    target = node.home.parent / "user" / "stable"
+    pki = coordinator.home / "pki"
+    api = str(rest(coordinator).base_url).rstrip("/")
+    command = [sys.executable, "-m", "barfed.cli", "pull", "stable", "--to", str(target), "--api", api]
+    command += ["--ca", str(pki / "ca.pem"), "--token", admin_token(coordinator)]
+    pulled = subprocess.run(
+        [*command, "--coordinator-key", str(pki / "release.pub")], capture_output=True, text=True, timeout=300
+    )
+    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(target), AutoTokenizer.from_pretrained(target)
+    prompt = tokenizer("2 + 2 =", return_tensors="pt")
+    assert model.generate(**prompt, max_new_tokens=4, do_sample=False).shape[1] > prompt["input_ids"].shape[1]
 
 
 def test_submit_survives_a_coordinator_kill(federation):
