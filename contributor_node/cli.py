@@ -384,14 +384,14 @@ def train(
         card = expert_card(out)
         declared = set(parse_stages(stages)) | set(expert_card(start)["stages"] if from_version else ())
         if card["recipe"] == chosen.model_dump() and set(card["stages"]) == declared:
-            console.print(f"{domain} expert v{version} already trained: {out}")
+            console.print(f"{domain} expert already trained (v{version}): {out}")
             return
         raise BarFedError(
             "EXPERT_EXISTS",
             f"{out} was trained with another recipe or stages; give another --version, or package it as is.",
         )
-    train_expert(start, domain, stages, out, chosen)
-    console.print(f"{domain} expert v{version} trained: {out}")
+    train_expert(start, domain, stages, out, chosen, progress=False)  # one log line per stage, with its time
+    console.print(f"{domain} expert trained (v{version}): {out}")
     console.print(f"next: barfed node eval --version {version}, then barfed node package --version {version}")
 
 
