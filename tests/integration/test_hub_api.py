@@ -39,9 +39,11 @@ class Served:
     home: Path
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=["sqlite"])
 def served(request, micro, say_experts, tmp_path_factory):
-    """One real r1 (a single micro expert) per database, served by a running coordinator for the whole module."""
+    """One real r1 (a single micro expert), served by a running coordinator for the whole module. SQLite only: the
+    Hub routes read releases through the same resolvers as the downloads, which test_api_downloads runs on both
+    databases, and each case here loads transformers in a subprocess (minutes of the suite per database)."""
     root = tmp_path_factory.mktemp(f"hub-{request.param}")
     with fresh_database(request.param, root) as db_url:
         settings = release_settings(root, db_url)
