@@ -28,6 +28,8 @@ RAW = "\x00raw:"  # a string standing for a JSON token written verbatim (1e999, 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 names = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=12)
+# "__metadata__" is the header's reserved key: stock safetensors writes a tensor of that name but cannot read it back
+tensor_names = names.filter(lambda name: name != "__metadata__")
 shapes = st.lists(st.integers(0, 5), max_size=3)
 tensors = st.dictionaries(names, st.tuples(st.sampled_from(sorted(ITEMSIZE)), shapes), max_size=5)
 
@@ -161,7 +163,7 @@ def test_ours_refuses_whatever_stock_refuses_and_nothing_outside_the_tensors(blo
 
 
 @FUZZ
-@given(st.dictionaries(names, st.tuples(st.sampled_from(sorted(DTYPES)), shapes), max_size=5), st.booleans())
+@given(st.dictionaries(tensor_names, st.tuples(st.sampled_from(sorted(DTYPES)), shapes), max_size=5), st.booleans())
 def test_what_safetensors_writes_we_read(spec, with_metadata):
     tensors_ = {
         name: torch.arange(max(1, torch.Size(shape).numel()))[: torch.Size(shape).numel()]
