@@ -16,7 +16,6 @@ half-written or unproven is ever left where a release would be.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import os
 import re
@@ -29,6 +28,7 @@ import httpx
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
+from coordinator.settings import is_loopback_host
 from protocol import pki
 from protocol.errors import BarFedError
 from protocol.package import check_file_name
@@ -69,20 +69,11 @@ def _check_api(api: str) -> str:
     parts = urlsplit(api)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise BarFedError("BAD_API_URL", f"--api must look like https://host:8443, not {api[:200]!r}.")
-    if parts.scheme == "http" and not _loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise BarFedError(
             "INSECURE_API", "plain http is only for a coordinator on loopback; use https:// (and --ca) for this host."
         )
     return api.rstrip("/")
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Pull:

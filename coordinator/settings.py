@@ -150,11 +150,15 @@ class CoordinatorSettings(BaseSettings):
 
 
 def is_loopback(listen: str) -> bool:
-    host = listen.rsplit(":", 1)[0].strip("[]")
+    """Whether a ``host:port`` listens on loopback only."""
+    return is_loopback_host(listen.rsplit(":", 1)[0].strip("[]"))
+
+
+def is_loopback_host(host: str | None) -> bool:
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host or "").is_loopback
     except ValueError:
         return False
 

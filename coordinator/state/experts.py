@@ -63,6 +63,14 @@ def _utc(value: dt.datetime) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
+def _filtered(query, model, state_column, domain, org, state, since):
+    """The filters experts and submissions share: each one given narrows the query."""
+    for column, value in ((model.domain, domain), (model.org_id, org), (state_column, state)):
+        if value is not None:
+            query = query.where(column == value)
+    return query if since is None else query.where(model.created_at >= _utc(since))
+
+
 def find_experts(
     registry: Registry,
     *,
@@ -75,17 +83,10 @@ def find_experts(
 ) -> list[Expert]:
     """Expert versions matching every filter given, oldest first (rows are never deleted, so an offset names the
     same place on the next call)."""
-    query = select(Expert).order_by(Expert.id).offset(offset).limit(limit)
-    if domain is not None:
-        query = query.where(Expert.domain == domain)
-    if org is not None:
-        query = query.where(Expert.org_id == org)
-    if state is not None:
-        query = query.where(Expert.status == state)
-    if since is not None:
-        query = query.where(Expert.created_at >= _utc(since))
+    query = select(Expert).order_by(Expert.id)
+    query = _filtered(query, Expert, Expert.status, domain, org, state, since)
     with registry.session() as session:
-        return list(session.scalars(query))
+        return list(session.scalars(query.offset(offset).limit(limit)))
 
 
 def find_submissions(
@@ -99,17 +100,10 @@ def find_submissions(
     limit: int = 100,
 ) -> list[Submission]:
     """Submissions matching every filter given, oldest first (kept when rejected, never deleted)."""
-    query = select(Submission).order_by(Submission.created_at, Submission.id).offset(offset).limit(limit)
-    if domain is not None:
-        query = query.where(Submission.domain == domain)
-    if org is not None:
-        query = query.where(Submission.org_id == org)
-    if state is not None:
-        query = query.where(Submission.state == state)
-    if since is not None:
-        query = query.where(Submission.created_at >= _utc(since))
+    query = select(Submission).order_by(Submission.created_at, Submission.id)
+    query = _filtered(query, Submission, Submission.state, domain, org, state, since)
     with registry.session() as session:
-        return list(session.scalars(query))
+        return list(session.scalars(query.offset(offset).limit(limit)))
 
 
 def get_expert(registry: Registry, domain: str, version: int) -> Expert:
