@@ -46,7 +46,7 @@ class Profile:
 
     name: str
     base_recipe: str
-    expert_recipe: str
+    expert_recipes: dict[str, str]  # domain -> the recipe its organization trains with, as each org chooses its own
     improved_recipe: str
     router_recipe: str
     eval_examples: int
@@ -54,8 +54,19 @@ class Profile:
     parallel: int  # organizations training at once (each its own process, one thread each)
 
 
-FULL = Profile("demo", "tiny", "demo", "demo-v2", "demo", 100, True, 2)
-QUICK = Profile("quick", "micro", "micro", "micro-v2", "micro", 8, False, 4)
+# Each organization sizes its own training, as real ones do: math learns slowest on the tiny anchor and gets the
+# longest recipe, safety the shortest; code's v1 is a first version, its v2 trains it further.
+FULL = Profile(
+    "demo",
+    "tiny",
+    {"math": "demo-math", "code": "demo-code", "tool_use": "demo-tool-use", "safety": "demo-safety"},
+    "demo-code-v2",
+    "demo",
+    100,
+    True,
+    2,
+)
+QUICK = Profile("quick", "micro", dict.fromkeys(ORGS.values(), "micro"), "micro-v2", "micro", 8, False, 4)
 
 
 @dataclass
@@ -92,7 +103,7 @@ class Demo:
         home = self.node_home(org)
         (home / "logs").mkdir(parents=True, exist_ok=True)
         log_path = home / "logs" / f"{args[0]}.log"
-        env = {**os.environ, "BARFED_NODE_RECIPE": self.profile.expert_recipe}
+        env = {**os.environ, "BARFED_NODE_RECIPE": self.profile.expert_recipes[ORGS[org]]}
         env["BARFED_NODE_ROUTER_RECIPE"] = self.profile.router_recipe
         if threads:
             env["BARFED_NUM_THREADS"] = str(threads)
@@ -111,6 +122,11 @@ class Demo:
         found = ERROR_LINE.findall(text)
         error, message = found[-1] if found else ("NODE_COMMAND_FAILED", f"it exited with status {code}.")
         raise BarFedError(error, f"{process.org}: {message} (log: {process.log_path})")
+
+    def node_steps(self, org: str, *commands: tuple[str, ...], threads: int | None = None) -> None:
+        """Several `barfed node` commands in a row for one organization (its own machine, in a real federation)."""
+        for command in commands:
+            self.node(org, *command, threads=threads)
 
     def each_org(self, work, parallel: int = len(ORGS)) -> None:
         """``work(org)`` for every organization, ``parallel`` at a time, as separate machines would."""
@@ -181,12 +197,16 @@ def run_demo(home: Path, console: Console | None = None, quick: bool = False) ->
             demo.all_orgs("fetch-anchor")
             demo.console.print(f"    anchor {fingerprint}", highlight=False)
 
-        with demo.step(f"organizations: train their experts ({profile.parallel} at a time, one process each)"):
-            demo.all_orgs("train", parallel=profile.parallel, threads=max(1, (os.cpu_count() or 2) // profile.parallel))
+        for org, domain in ORGS.items():
+            recipe = _recipe_summary(profile.expert_recipes[domain])
+            demo.console.print(f"    {org} ({domain}): {recipe}", highlight=False)
+        threads = max(1, (os.cpu_count() or 2) // profile.parallel)
+        with demo.step(f"organizations: train, evaluate and package their experts ({profile.parallel} at a time)"):
+            demo.each_org(
+                lambda org: demo.node_steps(org, ("train",), ("eval",), ("package",), threads=threads), profile.parallel
+            )
 
-        with demo.step("organizations: evaluate, package (signed, with a calibration sample) and submit"):
-            demo.all_orgs("eval", parallel=profile.parallel, threads=max(1, (os.cpu_count() or 2) // profile.parallel))
-            demo.all_orgs("package")
+        with demo.step("organizations: submit their signed packages; the coordinator verifies them"):
             demo.all_orgs("submit", "--wait")
 
         with demo.step("coordinator: builds, gates, signs and publishes r1 by itself"):
@@ -225,7 +245,9 @@ def run_demo(home: Path, console: Console | None = None, quick: bool = False) ->
         demo.console.print(f"    {row[0]}: {row[1]} → {row[2]} ({row[3]})", highlight=False)
     total = time.perf_counter() - started
     notes = [
-        f"Profile {profile.name}: expert recipe {profile.expert_recipe}, router recipe {profile.router_recipe}, "
+        f"Profile {profile.name}: expert recipes "
+        + ", ".join(f"{domain} {recipe}" for domain, recipe in profile.expert_recipes.items())
+        + f"; code v2 {profile.improved_recipe}; router recipe {profile.router_recipe}, "
         f"{profile.eval_examples} held-out problems per domain; {total:.0f} s in all on {os.cpu_count()} CPU cores.",
         f"Files: {work}. The release users pulled: {stable}.",
     ]
@@ -361,6 +383,14 @@ def _ask(model_dir: Path, domains: list[str]) -> list[str]:
         verdict = "right" if get_domain(domain).score(example, answer) else "wrong"
         lines.append(f"{domain}: {_short(example.prompt)} → {_short(answer)} ({verdict})")
     return lines
+
+
+def _recipe_summary(name: str) -> str:
+    """``demo-math: mid 300, SFT 1200, RL 40 steps`` — what an organization's training costs, in steps."""
+    from bar_model.recipe import load_expert_recipe
+
+    recipe = load_expert_recipe(name)
+    return f"recipe {name}: mid {recipe.mid.steps}, SFT {recipe.sft.steps}, RL {recipe.rl.steps} steps"
 
 
 def _short(text: str, width: int = 60) -> str:
