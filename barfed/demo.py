@@ -5,8 +5,8 @@
 2. coordinator: CA, keys, registry and the published anchor; gRPC (mTLS), the REST API and the task worker on
    free loopback ports; the operator acts through the REST API with an admin token;
 3. four organizations (math, code, tool_use, safety) run `barfed node` as separate processes: init, enroll
-   (the operator approves through the REST API), fetch-anchor, train (two at a time, as separate machines
-   would), eval, package with a calibration sample, submit --wait;
+   (the operator approves through the REST API), fetch-anchor; then train, eval and package, each with the
+   recipe its organization chose (two organizations at a time, as separate machines would); submit --wait;
 4. the coordinator builds, gates, signs and publishes r1 by itself once the experts are in;
 5. a user runs `barfed pull stable`, loads it with stock transformers and asks one question per domain;
 6. the code organization trains an improved expert and submits v2; the coordinator builds r2 incrementally;
