@@ -21,6 +21,7 @@ import trl
 from transformers import AutoTokenizer, FlexOlmoForCausalLM
 
 from bar_model.branch import init_anchor
+from bar_model.card import EXPERT_CARD, STAGE_CARD, expert_card
 from bar_model.checkpoint import atomic_directory, on_main_process, read_config, write_json
 from bar_model.domains import Domain, get_domain
 from bar_model.freezing import StageFreeze, check_unchanged, fingerprint_frozen, pin_anchor_layers
@@ -31,8 +32,6 @@ from protocol.fingerprint import anchor_fingerprint
 from protocol.layout import STAGES
 
 log = logging.getLogger(__name__)
-EXPERT_CARD = "bar_expert.json"
-STAGE_CARD = "bar_stage.json"
 
 
 def resolve_anchor(anchor_dir: Path, partial: Path, base_dir: Path | None) -> Path:
@@ -205,10 +204,3 @@ def _publish(last_stage: Path, partial: Path, out_dir: Path, card: dict) -> None
         shutil.copytree(partial / "stages", staging / "stages", copy_function=_link)
         write_json(staging / EXPERT_CARD, card)
     shutil.rmtree(partial, ignore_errors=True)
-
-
-def expert_card(directory: str | Path) -> dict:
-    path = Path(directory) / EXPERT_CARD
-    if not path.is_file():
-        raise BarFedError("NOT_AN_EXPERT", f"{directory} has no {EXPERT_CARD}; is it an expert made by train-expert?")
-    return json.loads(path.read_text())

@@ -374,13 +374,12 @@ def train(
                 f"--from-version must name an earlier expert this node trained (have: "
                 f"{home.expert_versions(domain) or 'none'}); train v{version} from one of them.",
             )
-    _quiet_libraries()
-    from bar_model.expert import expert_card, train_expert
+    from bar_model.card import expert_card
     from bar_model.recipe import load_expert_recipe, parse_stages
 
     chosen = load_expert_recipe(recipe or settings.recipe)
     out = home.expert(domain, version)
-    if out.exists():
+    if out.exists():  # decided before torch is imported, so a rerun with nothing to do answers at once
         card = expert_card(out)
         declared = set(parse_stages(stages)) | set(expert_card(start)["stages"] if from_version else ())
         if card["recipe"] == chosen.model_dump() and set(card["stages"]) == declared:
@@ -390,6 +389,9 @@ def train(
             "EXPERT_EXISTS",
             f"{out} was trained with another recipe or stages; give another --version, or package it as is.",
         )
+    _quiet_libraries()
+    from bar_model.expert import train_expert
+
     train_expert(start, domain, stages, out, chosen, progress=False)  # one log line per stage, with its time
     console.print(f"{domain} expert trained (v{version}): {out}")
     console.print(f"next: barfed node eval --version {version}, then barfed node package --version {version}")
@@ -407,8 +409,8 @@ def eval_command(
     settings = _settings(ctx)
     home = NodeHome(settings.home)
     domain = _domain(settings, domain)
+    from bar_model.card import expert_card
     from bar_model.cli import CORE_DOMAINS, score_table
-    from bar_model.expert import expert_card
 
     card = expert_card(home.expert(domain, version))
     n = n or card["recipe"]["eval_examples"]
@@ -454,7 +456,7 @@ def package(
     settings = _settings(ctx)
     home = NodeHome(settings.home)
     domain = _domain(settings, domain)
-    from bar_model.expert import expert_card
+    from bar_model.card import expert_card
 
     trained = home.expert_versions(domain)
     if not trained or (expert_version is not None and expert_version not in trained):
