@@ -25,7 +25,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/python -m pytest -n auto --maxprocesses 4 --durations 15
+	$(VENV)/bin/python -m pytest -n auto --maxprocesses 4 --dist loadfile --durations 15
 
 clean:
 	rm -rf $(VENV) .barfed .pytest_cache

@@ -1,9 +1,10 @@
 """`barfed node …` as an organization runs it, against `barfed coordinator serve` on loopback (a subprocess, so
 it can be SIGKILLed), every command a subprocess too.
 
-The tests share one coordinator and one trained node (module fixture) and run in file order: the flow to r1,
-a submission that survives a coordinator kill, then refusals that end the organization (expired certificate,
-revocation), then the anchor tests, the last of which tampers with the coordinator's anchor.
+The tests share one coordinator and one trained node (module fixture) and run in file order (`make test`
+hands each file to one worker): the flow to r1, a submission that survives a coordinator kill, then refusals
+that end the organization (expired certificate, revocation), then the anchor tests, the last of which tampers
+with the coordinator's anchor, and a node whose coordinator never answers.
 """
 
 from __future__ import annotations
@@ -372,6 +373,13 @@ def test_fetch_anchor_resumes_then_a_tampered_anchor_is_refused(federation):
         assert (now.st_ino, now.st_mtime_ns) == (held[name].st_ino, held[name].st_mtime_ns)
     assert not partial.exists()
 
+    record = node.home / "anchor.json"  # as if the coordinator had published another anchor since this fetch
+    fetched = record.read_text()
+    record.write_text(json.dumps({**json.loads(fetched), "fingerprint": "sha256:" + "0" * 64}))
+    assert "fetch-anchor" in node.refused("fetch-anchor", code="ANCHOR_CHANGED")
+    record.write_text(fetched)
+    assert "is here and current" in node.ok("fetch-anchor")
+
     coordinator.stop()
     tokenizer = coordinator.home / "anchor" / "tokenizer.json"
     tokenizer.write_text(tokenizer.read_text() + "\n")  # the bytes served no longer match the signed ones
@@ -383,3 +391,18 @@ def test_fetch_anchor_resumes_then_a_tampered_anchor_is_refused(federation):
     stderr = other.refused("fetch-anchor", code="ANCHOR_SIGNATURE_INVALID")
     assert "Traceback" not in stderr
     assert not (other.home / "anchor").exists() and not (other.home / ".anchor.partial").exists()
+
+
+def test_an_unreachable_coordinator_is_retried_then_named(federation, tmp_path):
+    """Nothing listens at the node's addresses: enroll retries with backoff for retry_for_s, then gives up with the
+    address it tried and exit 2."""
+    pki = federation.coordinator.home / "pki"
+    node = Node(tmp_path / "lost", federation.coordinator)
+    service, enroll = f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"
+    node.ok("init", "--org", "lost", "--service", service, "--enroll", enroll, "--ca", str(pki / "ca.pem"),
+            "--release-key", str(pki / "release.pub"))  # fmt: skip
+    started = time.monotonic()
+    stderr = node.refused("enroll", "--token", "x" * 32, code="COORDINATOR_UNREACHABLE", BARFED_NODE_RETRY_FOR_S="3")
+    assert enroll in stderr and "retrying in" in stderr
+    assert time.monotonic() - started < 60
+    assert not (node.home / "org.pem").exists()
