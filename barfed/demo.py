@@ -134,9 +134,9 @@ class Demo:
             for future in [pool.submit(work, org) for org in ORGS]:
                 future.result()
 
-    def all_orgs(self, *args: str, parallel: int = len(ORGS), threads: int | None = None) -> None:
+    def all_orgs(self, *args: str) -> None:
         """The same `barfed node` command for every organization."""
-        self.each_org(lambda org: self.node(org, *args, threads=threads), parallel)
+        self.each_org(lambda org: self.node(org, *args))
 
 
 def run_demo(home: Path, console: Console | None = None, quick: bool = False) -> dict[str, dict[str, float]]:
@@ -386,7 +386,7 @@ def _ask(model_dir: Path, domains: list[str]) -> list[str]:
 
 
 def _recipe_summary(name: str) -> str:
-    """``demo-math: mid 300, SFT 1200, RL 40 steps`` — what an organization's training costs, in steps."""
+    """``recipe demo-math: mid 300, SFT 1200, RL 20 steps``: what an organization's training costs, in steps."""
     from bar_model.recipe import load_expert_recipe
 
     recipe = load_expert_recipe(name)

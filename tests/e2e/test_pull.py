@@ -167,6 +167,11 @@ def test_a_killed_pull_resumes_without_fetching_again_what_it_had(published, tmp
         puller = barfed_pull("stable", target, api, settings, token, tmp_path / "config", wait=False)
         try:
             assert gate.holding.wait(timeout=300), "the pull never reached the middle of " + largest
+            # The server has sent half the file; on a loaded machine the client may not have written any of it yet.
+            partial_file = tmp_path / "model.partial" / "release" / largest
+            deadline = time.monotonic() + 60
+            while not (partial_file.is_file() and partial_file.stat().st_size > 0) and time.monotonic() < deadline:
+                time.sleep(0.05)
             puller.send_signal(signal.SIGKILL)
             puller.wait(timeout=60)
         finally:
