@@ -19,7 +19,7 @@ app = typer.Typer(help="BAR Federation: train experts separately, merge them tog
 app.add_typer(model_app, name="model")
 app.add_typer(coordinator_app, name="coordinator")
 app.add_typer(node_app, name="node")
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # one line per error, so logs and the demo can read it whole
 
 
 @app.callback()

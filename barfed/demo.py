@@ -153,7 +153,7 @@ def run_demo(home: Path, console: Console | None = None, quick: bool = False) ->
         for name in ("coordinator", "bar_model", "contributor_node"):
             logging.getLogger(name).setLevel(logging.WARNING)
     profile = QUICK if quick else FULL
-    demo = Demo(home / ("demo-quick" if quick else "demo"), profile, console or Console())
+    demo = Demo(home / ("demo-quick" if quick else "demo"), profile, console or Console(soft_wrap=True))
     work = demo.work
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
