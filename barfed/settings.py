@@ -21,7 +21,9 @@ class Settings(BaseSettings):
     home: Path = Field(default=Path(".barfed"), description="where `barfed demo` and defaults keep their files")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
-    num_threads: int | None = Field(default=None, gt=0, description="torch CPU threads; all cores by default")
+    num_threads: int | None = Field(
+        default=None, gt=0, description="torch CPU threads (at most the cores); all cores by default"
+    )
 
     @classmethod
     def settings_customise_sources(
