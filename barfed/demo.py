@@ -123,10 +123,10 @@ class Demo:
         error, message = found[-1] if found else ("NODE_COMMAND_FAILED", f"it exited with status {code}.")
         raise BarFedError(error, f"{process.org}: {message} (log: {process.log_path})")
 
-    def node_steps(self, org: str, *commands: tuple[str, ...], threads: int | None = None) -> None:
+    def node_steps(self, org: str, *commands: str, threads: int | None = None) -> None:
         """Several `barfed node` commands in a row for one organization (its own machine, in a real federation)."""
         for command in commands:
-            self.node(org, *command, threads=threads)
+            self.node(org, command, threads=threads)
 
     def each_org(self, work, parallel: int = len(ORGS)) -> None:
         """``work(org)`` for every organization, ``parallel`` at a time, as separate machines would."""
@@ -203,7 +203,7 @@ def run_demo(home: Path, console: Console | None = None, quick: bool = False) ->
         threads = max(1, (os.cpu_count() or 2) // profile.parallel)
         with demo.step(f"organizations: train, evaluate and package their experts ({profile.parallel} at a time)"):
             demo.each_org(
-                lambda org: demo.node_steps(org, ("train",), ("eval",), ("package",), threads=threads), profile.parallel
+                lambda org: demo.node_steps(org, "train", "eval", "package", threads=threads), profile.parallel
             )
 
         with demo.step("organizations: submit their signed packages; the coordinator verifies them"):
