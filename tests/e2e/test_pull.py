@@ -106,7 +106,9 @@ def test_pull_stable_then_load_it_and_pin_the_key(published, tmp_path):
 
 class CountingGate:
     """ASGI wrapper around the real app: counts the body bytes served per path, and can hold one path's response
-    once it has sent ``hold_after`` bytes, until released (so a test can kill a client mid-file)."""
+    once it has sent ``hold_after`` bytes, until released (so a test can kill a client mid-file). ``recount``
+    starts the counts afresh: a response begun before it (the killed client's, which the server goes on
+    streaming into a closed socket once released) is no longer counted."""
 
     def __init__(self, app) -> None:
         self.app = app
@@ -116,17 +118,24 @@ class CountingGate:
         self.hold_after = 0
         self.holding = threading.Event()
         self.release = threading.Event()
+        self.epoch = 0
+
+    def recount(self) -> None:
+        self.epoch += 1
+        self.sent.clear()
+        self.ranges.clear()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        path = scope["path"]
+        path, epoch = scope["path"], self.epoch
         headers = dict(scope["headers"])
         self.ranges.append((path, headers.get(b"range", b"").decode() or None))
 
         async def counting_send(message):
             if message["type"] == "http.response.body":
-                self.sent[path] += len(message.get("body", b""))
+                if epoch == self.epoch:
+                    self.sent[path] += len(message.get("body", b""))
                 if path == self.hold_path and self.sent[path] >= self.hold_after and not self.release.is_set():
                     self.holding.set()
                     await anyio.to_thread.run_sync(self.release.wait)
@@ -182,8 +191,7 @@ def test_a_killed_pull_resumes_without_fetching_again_what_it_had(published, tmp
         before = sum(had.values())
         assert before > 0, "files before the largest one should have arrived"
 
-        gate.sent.clear()
-        gate.ranges.clear()
+        gate.recount()
         resumed = barfed_pull("stable", target, api, settings, token, tmp_path / "config")
         assert resumed.returncode == 0, resumed.stderr
 
