@@ -29,11 +29,10 @@ from bar_model.checkpoint import (
 from bar_model.expert import EXPERT_CARD
 from protocol.errors import BarFedError
 from protocol.fingerprint import anchor_fingerprint
-from protocol.layout import disk_part, expert_address, expert_key
+from protocol.layout import ANCHOR_SLOT, disk_part, expert_address, expert_key
 from protocol.package import MANIFEST_FILE, parse_manifest
 
 MERGE_CARD = "bar_merge.json"
-ANCHOR_SLOT = "anchor"
 MERGE_SHARD_BYTES = 512 * 1024**2
 _PROJECTIONS = ("gate_proj", "up_proj", "down_proj")
 

@@ -22,10 +22,11 @@ import torch
 from torch import nn
 from transformers import AutoTokenizer, FlexOlmoForCausalLM
 
+from bar_model.calibration import stratified_sample
 from bar_model.checkpoint import SafetensorsCheckpoint, atomic_directory, write_json
-from bar_model.domains import Example, get_domain
+from bar_model.domains import Example
 from bar_model.freezing import part_of
-from bar_model.merge import ANCHOR_SLOT, MERGE_CARD, merge_card
+from bar_model.merge import MERGE_CARD, merge_card
 from bar_model.recipe import RouterRecipe
 from bar_model.stages import chat_trainer, run_trainer
 from bar_model.tokenizer import render_prompt
@@ -61,27 +62,6 @@ class RouterOnly:
         for hook in self._hooks:
             hook.remove()
         self._hooks.clear()
-
-
-def sft_pool_size(domain: str, recipe: RouterRecipe) -> int:
-    """How many SFT examples the domain's expert (or, for the anchor, its general SFT) trained on."""
-    return recipe.general_pool if domain in (ANCHOR_SLOT, "general") else recipe.domain_pool
-
-
-def stratified_sample(slots: list[str], recipe: RouterRecipe, skip: frozenset[str] = frozenset()) -> list[Example]:
-    """The same fraction (or count) of every slot's SFT data; the anchor slot stands for general data."""
-    examples: list[Example] = []
-    for slot in slots:
-        if slot in skip:
-            continue
-        domain = get_domain("general" if slot == ANCHOR_SLOT else slot)
-        pool = sft_pool_size(slot, recipe)
-        count = recipe.examples_per_domain or max(1, round(recipe.fraction * pool))
-        # Same seed as the expert's own SFT data, so this is a sample *of* it, drawn per domain.
-        data = domain.sft(pool, recipe.seed)
-        examples += random.Random(f"router/{slot}/{recipe.seed}").sample(data, min(count, len(data)))
-    random.Random(recipe.seed).shuffle(examples)
-    return examples
 
 
 @torch.no_grad()

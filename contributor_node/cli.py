@@ -491,10 +491,9 @@ def package(
     if scores is None or scores["expert_created_at"] != card["created_at"]:
         err_console.print("no local scores for this expert (run `barfed node eval` first); packaging without them")
         scores = None
-    _quiet_libraries()
+    from bar_model.calibration import stratified_sample
     from bar_model.domains import get_domain
     from bar_model.recipe import load_router_recipe
-    from bar_model.router import stratified_sample
     from contributor_node.identity import NodeIdentity
     from contributor_node.package import build_package
 
@@ -502,6 +501,7 @@ def package(
     calibration = eval_set = replace = None
     with console.status(f"packaging {name}"):
         if no_calibration:
+            _quiet_libraries()  # the privacy row runs the anchor: the one packaging path that loads transformers
             from contributor_node.privacy_router import privacy_router_rows
 
             replace = privacy_router_rows(home.anchor, expert, domain, router_recipe)

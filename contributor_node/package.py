@@ -12,9 +12,9 @@ import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bar_model.card import expert_card
 from bar_model.checkpoint import SafetensorsCheckpoint, ShardedSafetensorsWriter, atomic_directory
 from bar_model.domains import Example
-from bar_model.expert import expert_card
 from protocol.errors import BarFedError
 from protocol.layout import package_tensor_names
 from protocol.package import MANIFEST_FILE, ExpertManifest, canonical_json, describe_files

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 STAGES = ("mid", "sft", "rl")
+ANCHOR_SLOT = "anchor"  # the merged model's slot 0, as release cards and calibration samples name it
 # Parts trained besides the domain slot (slot-1 FFN and router row 1, which every stage trains).
 STAGE_PARTS: dict[str, frozenset[str]] = {
     "mid": frozenset(),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import random
 import shutil
 import time
 from collections.abc import Callable
@@ -22,8 +21,9 @@ from pathlib import Path
 
 import torch
 
-from bar_model.domains import Example, get_domain
-from bar_model.merge import ANCHOR_SLOT, MERGE_CARD, merge_experts
+from bar_model.calibration import slot_sample
+from bar_model.domains import Example
+from bar_model.merge import MERGE_CARD, merge_experts
 from bar_model.recipe import RouterRecipe, load_router_recipe
 from bar_model.router import router_card, train_router
 from coordinator.release import publish
@@ -35,6 +35,7 @@ from coordinator.runtime import Runtime
 from coordinator.state import releases as state
 from protocol.errors import BarFedError
 from protocol.fingerprint import anchor_fingerprint
+from protocol.layout import ANCHOR_SLOT
 from protocol.package import SIGNATURE_FILE, file_sha256
 
 log = logging.getLogger(__name__)
@@ -98,11 +99,7 @@ def router_samples(
             continue
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
         samples[expert.domain] = [Example(r["prompt"], r["response"], "", expert.domain) for r in rows]
-    general = get_domain("general").sft(recipe.general_pool, recipe.seed)
-    count = recipe.examples_per_domain or max(1, round(recipe.fraction * recipe.general_pool))
-    samples[ANCHOR_SLOT] = random.Random(f"router/{ANCHOR_SLOT}/{recipe.seed}").sample(
-        general, min(count, len(general))
-    )
+    samples[ANCHOR_SLOT] = slot_sample(ANCHOR_SLOT, recipe)
     return samples, frozenset(kept)
 
 

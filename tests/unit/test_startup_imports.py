@@ -1,0 +1,34 @@
+"""What a command imports before it does anything is paid on every run: in the demo, fifteen node processes.
+The root CLI loads no ML library (`barfed --help` answers at once), and packaging loads torch for the tensors
+but not transformers, trl, datasets or torch's compiler stack (ten seconds of imports on a 2-core machine)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("torch", "transformers", "trl", "datasets", "torch._dynamo")
+
+
+def loaded_after(statement: str) -> set[str]:
+    probe = f"import sys\n{statement}\nprint(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return set(result.stdout.split())
+
+
+def test_the_root_command_loads_no_ml_library():
+    assert loaded_after("from barfed.cli import app") == set()
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "from contributor_node.package import build_package",
+        "from bar_model.calibration import stratified_sample",
+    ],
+)
+def test_packaging_loads_no_training_library(statement):
+    assert loaded_after(statement) <= {"torch"}
