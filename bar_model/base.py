@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, GenerationConfig, Olmo2Config, Olmo2ForCausalLM
 
-from bar_model.checkpoint import atomic_directory, on_main_process, write_json
+from bar_model.checkpoint import on_main_process, write_json
 from bar_model.domains import domain_names, get_domain
+from bar_model.durable import atomic_directory
 from bar_model.recipe import BaseRecipe
 from bar_model.stages import train_chat, train_language_model
 from bar_model.tokenizer import train_tokenizer

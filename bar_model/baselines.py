@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
-from bar_model.checkpoint import SafetensorsCheckpoint, ShardedSafetensorsWriter, atomic_directory, copy_tokenizer_files
+from bar_model.checkpoint import SafetensorsCheckpoint, ShardedSafetensorsWriter, copy_tokenizer_files
 from bar_model.domains import Domain, Example, get_domain
+from bar_model.durable import atomic_directory
 from bar_model.expert import train_expert
 from bar_model.merge import MERGE_SHARD_BYTES, merge_experts, open_expert
 from bar_model.recipe import ExpertRecipe, RouterRecipe

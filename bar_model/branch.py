@@ -19,11 +19,11 @@ from transformers import FlexOlmoConfig, Olmo2Config
 from bar_model.checkpoint import (
     SafetensorsCheckpoint,
     ShardedSafetensorsWriter,
-    atomic_directory,
     copy_tokenizer_files,
     read_config,
     write_json,
 )
+from bar_model.durable import atomic_directory
 from protocol.errors import BarFedError
 from protocol.layout import FFN_PROJECTIONS, expert_key, router_key
 

@@ -2,19 +2,15 @@
 
 Reading goes through safetensors memory-mapping, so a 7B checkpoint is never held in memory at once;
 writing produces exactly what `save_pretrained` writes (``model.safetensors`` or numbered shards plus
-``model.safetensors.index.json``). Nothing half-written is ever visible under the final name: a directory
-is built under a hidden staging name beside it, fsynced, then renamed.
+``model.safetensors.index.json``), into a directory that `bar_model.durable.atomic_directory` publishes whole.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import shutil
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -283,58 +279,6 @@ class ShardedSafetensorsWriter:
             weight_map.update(dict.fromkeys(keys, final))
         index = {"metadata": {"total_size": self.total_bytes}, "weight_map": dict(sorted(weight_map.items()))}
         (self.directory / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
-
-
-def fsync_tree(directory: Path) -> None:
-    for root, _dirs, files in os.walk(directory):
-        for name in files:
-            with open(os.path.join(root, name), "rb") as fh:
-                os.fsync(fh.fileno())
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def staging_path(final: Path) -> Path:
-    return final.parent / f".{final.name}.staging-{uuid.uuid4().hex[:8]}"
-
-
-def remove_stale_staging(final: Path) -> None:
-    """Delete staging directories that a killed process left beside ``final``."""
-    for stale in final.parent.glob(f".{final.name}.staging-*"):
-        shutil.rmtree(stale, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def atomic_directory(final: str | Path, *, replace: bool = False) -> Iterator[Path]:
-    """Yield an empty staging directory; on success it becomes ``final`` in one rename."""
-    final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists() and not replace:
-        raise BarFedError("OUTPUT_EXISTS", f"{final} already exists; choose another path or remove it first.")
-    remove_stale_staging(final)
-    staging = staging_path(final)
-    staging.mkdir()
-    try:
-        yield staging
-        fsync_tree(staging)
-        if final.exists():
-            old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(final, old)
-            os.rename(staging, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(staging, final)
-        dir_fd = os.open(final.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def copy_tokenizer_files(source: Path, target: Path) -> None:

@@ -22,8 +22,9 @@ from transformers import AutoTokenizer, FlexOlmoForCausalLM
 
 from bar_model.branch import init_anchor
 from bar_model.card import EXPERT_CARD, STAGE_CARD, expert_card
-from bar_model.checkpoint import atomic_directory, on_main_process, read_config, write_json
+from bar_model.checkpoint import on_main_process, read_config, write_json
 from bar_model.domains import Domain, get_domain
+from bar_model.durable import atomic_directory
 from bar_model.freezing import StageFreeze, check_unchanged, fingerprint_frozen, pin_anchor_layers
 from bar_model.recipe import ExpertRecipe, parse_stages
 from bar_model.stages import mixed_sft_examples, train_chat, train_language_model, train_rl

@@ -21,11 +21,11 @@ from transformers import FlexOlmoConfig
 from bar_model.checkpoint import (
     SafetensorsCheckpoint,
     ShardedSafetensorsWriter,
-    atomic_directory,
     copy_tokenizer_files,
     read_config,
     write_json,
 )
+from bar_model.durable import atomic_directory
 from bar_model.expert import EXPERT_CARD
 from protocol.errors import BarFedError
 from protocol.fingerprint import anchor_fingerprint

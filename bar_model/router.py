@@ -23,8 +23,9 @@ from torch import nn
 from transformers import AutoTokenizer, FlexOlmoForCausalLM
 
 from bar_model.calibration import stratified_sample
-from bar_model.checkpoint import SafetensorsCheckpoint, atomic_directory, write_json
+from bar_model.checkpoint import SafetensorsCheckpoint, write_json
 from bar_model.domains import Example
+from bar_model.durable import atomic_directory
 from bar_model.freezing import part_of
 from bar_model.merge import MERGE_CARD, merge_card
 from bar_model.recipe import RouterRecipe

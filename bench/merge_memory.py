@@ -24,12 +24,8 @@ import torch  # noqa: E402
 from transformers import Olmo2Config, Olmo2ForCausalLM  # noqa: E402
 
 from bar_model.branch import init_anchor  # noqa: E402
-from bar_model.checkpoint import (  # noqa: E402
-    SafetensorsCheckpoint,
-    ShardedSafetensorsWriter,
-    atomic_directory,
-    write_json,
-)
+from bar_model.checkpoint import SafetensorsCheckpoint, ShardedSafetensorsWriter, write_json  # noqa: E402
+from bar_model.durable import atomic_directory  # noqa: E402
 from bench.report import machine_line, replace_section  # noqa: E402
 from protocol.fingerprint import anchor_fingerprint  # noqa: E402
 from protocol.layout import disk_part  # noqa: E402

@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bar_model.card import expert_card
-from bar_model.checkpoint import SafetensorsCheckpoint, ShardedSafetensorsWriter, atomic_directory
+from bar_model.checkpoint import SafetensorsCheckpoint, ShardedSafetensorsWriter
 from bar_model.domains import Example
+from bar_model.durable import atomic_directory
 from protocol.errors import BarFedError
 from protocol.layout import package_tensor_names
 from protocol.package import MANIFEST_FILE, ExpertManifest, canonical_json, describe_files

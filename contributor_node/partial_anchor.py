@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import BinaryIO
 
-from bar_model.checkpoint import fsync_tree
+from bar_model.durable import fsync_tree
 from protocol.errors import BarFedError
 from protocol.package import file_sha256
 from protocol.v1 import barfed_pb2 as pb

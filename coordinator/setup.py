@@ -9,7 +9,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from bar_model.checkpoint import atomic_directory, read_config
+from bar_model.checkpoint import read_config
+from bar_model.durable import atomic_directory
 from coordinator.keys import CoordinatorKeys
 from coordinator.settings import CoordinatorSettings
 from coordinator.state.db import Registry

@@ -15,7 +15,8 @@ import os
 import shutil
 from pathlib import Path
 
-from bar_model.checkpoint import fsync_tree, write_json
+from bar_model.checkpoint import write_json
+from bar_model.durable import fsync_tree
 from bar_model.merge import MERGE_CARD
 from bar_model.router import ROUTER_CARD
 from coordinator.release.manifest import RELEASE_FILE, ReleaseManifest, read_manifest, write_manifest

@@ -1,6 +1,7 @@
 """What a command imports before it does anything is paid on every run: in the demo, fifteen node processes.
-The root CLI loads no ML library (`barfed --help` answers at once), and packaging loads torch for the tensors
-but not transformers, trl, datasets or torch's compiler stack (ten seconds of imports on a 2-core machine)."""
+The root CLI and the node's network commands (init, enroll, fetch-anchor, submit) load no ML library, and packaging
+loads torch for the tensors but not transformers, trl, datasets or torch's compiler stack (ten seconds of imports
+on a 2-core machine)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,16 @@ def loaded_after(statement: str) -> set[str]:
     return set(result.stdout.split())
 
 
-def test_the_root_command_loads_no_ml_library():
-    assert loaded_after("from barfed.cli import app") == set()
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "from barfed.cli import app",
+        "from contributor_node.identity import NodeIdentity",
+        "from contributor_node.client import CoordinatorClient",
+    ],
+)
+def test_the_root_command_and_the_network_commands_load_no_ml_library(statement):
+    assert loaded_after(statement) == set()
 
 
 @pytest.mark.parametrize(

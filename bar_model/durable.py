@@ -1,0 +1,69 @@
+"""Directories that appear whole or not at all: nothing half-written is ever visible under the final name.
+
+A directory is built under a hidden staging name beside its final one, fsynced, then renamed; a staging
+directory a killed process left behind is removed on the next try. Plain files and os calls only (no torch),
+so the node's network commands and the coordinator's publisher can use it without loading an ML library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from protocol.errors import BarFedError
+
+
+def fsync_tree(directory: Path) -> None:
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as fh:
+                os.fsync(fh.fileno())
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def staging_path(final: Path) -> Path:
+    return final.parent / f".{final.name}.staging-{uuid.uuid4().hex[:8]}"
+
+
+def remove_stale_staging(final: Path) -> None:
+    """Delete staging directories that a killed process left beside ``final``."""
+    for stale in final.parent.glob(f".{final.name}.staging-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_directory(final: str | Path, *, replace: bool = False) -> Iterator[Path]:
+    """Yield an empty staging directory; on success it becomes ``final`` in one rename."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists() and not replace:
+        raise BarFedError("OUTPUT_EXISTS", f"{final} already exists; choose another path or remove it first.")
+    remove_stale_staging(final)
+    staging = staging_path(final)
+    staging.mkdir()
+    try:
+        yield staging
+        fsync_tree(staging)
+        if final.exists():
+            old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+            os.rename(final, old)
+            os.rename(staging, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(staging, final)
+        dir_fd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
