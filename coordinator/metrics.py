@@ -16,10 +16,10 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
 
+from coordinator.state import jobs, submissions
 from coordinator.state.db import Registry
-from coordinator.state.models import JOB_STATES, Job, Submission
+from coordinator.state.models import JOB_STATES
 
 SUBMISSION_STATES = ("RECEIVED", "VERIFYING", "ACCEPTED", "REJECTED")
 METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"))  # any other is "other"
@@ -52,20 +52,18 @@ class DatabaseCollector(Collector):
         self.registry = registry
 
     def collect(self):
-        with self.registry.session() as session:
-            jobs = session.execute(select(Job.kind, Job.state, func.count()).group_by(Job.kind, Job.state)).all()
-            submissions = dict(session.execute(select(Submission.state, func.count()).group_by(Submission.state)).all())
-            # A done job's result records its wall time per step (a build's release.json has the same figures).
-            results = session.execute(select(Job.kind, Job.result).where(Job.state == "done")).all()
+        counts = jobs.counts(self.registry)
+        submission_counts = submissions.counts(self.registry)
+        # A done job's result records its wall time per step (a build's release.json has the same figures).
+        results = jobs.done_results(self.registry)
         by_state = GaugeMetricFamily("barfed_jobs", "jobs by kind and state", labels=("kind", "state"))
-        counts = {(kind, state): count for kind, state, count in jobs}
         for kind in sorted({kind for kind, _ in counts} | {"verify", "build"}):
             for state in JOB_STATES:
                 by_state.add_metric((kind, state), counts.get((kind, state), 0))
         yield by_state
         states = GaugeMetricFamily("barfed_submissions", "submissions by state", labels=("state",))
-        for state in sorted(set(SUBMISSION_STATES) | set(submissions)):
-            states.add_metric((state,), submissions.get(state, 0))
+        for state in sorted(set(SUBMISSION_STATES) | set(submission_counts)):
+            states.add_metric((state,), submission_counts.get(state, 0))
         yield states
         steps: dict[tuple[str, str], list[float]] = {}
         for kind, result in results:

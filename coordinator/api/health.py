@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import text
 
 from coordinator.api.principals import runtime
 from coordinator.runtime import Runtime
@@ -63,8 +62,7 @@ def celery_app(request: Request):
 
 
 def _database(rt: Runtime) -> str:
-    with rt.registry.engine.connect() as connection:
-        connection.execute(text("SELECT 1")).scalar_one()
+    rt.registry.ping()
     return "SELECT 1 answered"
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from coordinator.state import audit
@@ -73,6 +73,19 @@ def list_jobs(registry: Registry, kind: str | None = None, state: str | None = N
         query = query.where(Job.state == state)
     with registry.session() as session:
         return list(session.scalars(query))
+
+
+def counts(registry: Registry) -> dict[tuple[str, str], int]:
+    """How many jobs there are of each (kind, state)."""
+    with registry.session() as session:
+        rows = session.execute(select(Job.kind, Job.state, func.count()).group_by(Job.kind, Job.state)).all()
+    return {(kind, state): count for kind, state, count in rows}
+
+
+def done_results(registry: Registry) -> list[tuple[str, dict | None]]:
+    """(kind, result) of every job that finished well: its result records its wall time per step."""
+    with registry.session() as session:
+        return [tuple(row) for row in session.execute(select(Job.kind, Job.result).where(Job.state == "done"))]
 
 
 def _claimable(job_id: int, owner: str, now: dt.datetime):

@@ -19,6 +19,12 @@ from protocol.errors import BarFedError
 PENDING = ("RECEIVED", "VERIFYING")
 
 
+def counts(registry: Registry) -> dict[str, int]:
+    """How many submissions are in each state."""
+    with registry.session() as session:
+        return dict(session.execute(select(Submission.state, func.count()).group_by(Submission.state)).all())
+
+
 @dataclass(frozen=True)
 class Facts:
     """What the registry knows about a submission independently of its package."""
