@@ -29,13 +29,15 @@ def _at(value) -> str:
 def list_jobs(
     kind: Annotated[str | None, typer.Option(help="only this kind (verify, build)")] = None,
     state: Annotated[str | None, typer.Option(help="only this state (queued, running, done, failed, …)")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many", min=1)] = 200,
+    before: Annotated[int | None, typer.Option(help="only jobs older than this id (the last listed)", min=1)] = None,
     home: HomeOption = None,
 ) -> None:
-    """The newest jobs first."""
+    """The newest jobs first; page back with --before."""
     from coordinator.state import jobs
 
     table = Table("id", "kind", "key", "state", "attempts", "step", "error", "updated")
-    for job in jobs.list_jobs(_registry(home), kind=kind, state=state):
+    for job in jobs.list_jobs(_registry(home), kind=kind, state=state, limit=limit, before=before):
         table.add_row(
             str(job.id),
             job.kind,

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
-from coordinator.api.fields import JobIdPath, Limit, Timestamp
+from coordinator.api.fields import INT32, JobIdPath, Limit, Timestamp
 from coordinator.api.principals import READ_ALL, CurrentPrincipal, CurrentRuntime, allow
 from coordinator.state import jobs as store
 from coordinator.state.models import JOB_STATES
@@ -63,8 +63,12 @@ def list_jobs(
     kind: Annotated[str | None, Query(pattern=r"^[a-z_]{1,32}$", description="verify or build")] = None,
     state: Annotated[Literal[JOB_STATES] | None, Query()] = None,  # type: ignore[valid-type]
     limit: Limit = 100,
+    before: Annotated[
+        int | None, Query(ge=1, le=INT32, description="only jobs older than this id: the last id of the previous page")
+    ] = None,
 ) -> list[JobOut]:
-    return [job_out(job) for job in store.list_jobs(runtime.registry, kind=kind, state=state, limit=limit)]
+    found = store.list_jobs(runtime.registry, kind=kind, state=state, limit=limit, before=before)
+    return [job_out(job) for job in found]
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, summary="One job with its lease and result", **allow(*READ_ALL))

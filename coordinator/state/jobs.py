@@ -63,10 +63,20 @@ def find(registry: Registry, kind: str, key: str) -> Job | None:
         return session.scalar(select(Job).where(Job.kind == kind, Job.key == key))
 
 
-def list_jobs(registry: Registry, kind: str | None = None, state: str | None = None, limit: int = 200) -> list[Job]:
+def list_jobs(
+    registry: Registry,
+    kind: str | None = None,
+    state: str | None = None,
+    limit: int = 200,
+    before: int | None = None,
+) -> list[Job]:
+    """Newest first; ``before`` (the smallest id of the previous page) pages back without skipping or repeating a
+    job while new ones are created."""
     if state is not None and state not in JOB_STATES:
         raise BarFedError("BAD_JOB_STATE", f"{state!r} is not a job state; use one of {', '.join(JOB_STATES)}.")
     query = select(Job).order_by(Job.id.desc()).limit(limit)
+    if before is not None:
+        query = query.where(Job.id < before)
     if kind is not None:
         query = query.where(Job.kind == kind)
     if state is not None:

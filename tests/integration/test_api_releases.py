@@ -68,6 +68,16 @@ def test_build_retry_cancel(world):
     assert operator.post(f"/v1/jobs/{job['id']}/retry").json()["code"] == "JOB_NOT_RETRYABLE"
     assert operator.get(f"/v1/jobs/{job['id']}").json()["state"] == "queued"
     assert job["id"] in [j["id"] for j in operator.get("/v1/jobs", params={"kind": "build", "state": "queued"}).json()]
+    newest_first = [j["id"] for j in operator.get("/v1/jobs").json()]
+    paged = [j["id"] for j in operator.get("/v1/jobs", params={"limit": 1}).json()]
+    while len(paged) < len(newest_first):
+        page = operator.get("/v1/jobs", params={"limit": 1, "before": paged[-1]}).json()
+        assert len(page) == 1, page
+        paged.append(page[0]["id"])
+    assert paged == newest_first == sorted(newest_first, reverse=True) and len(paged) > 1
+    assert operator.get("/v1/jobs", params={"before": min(paged)}).json() == []
+    refused = operator.get("/v1/jobs", params={"before": 0})
+    assert (refused.status_code, refused.json()["code"]) == (422, "BAD_REQUEST")
     assert operator.get("/v1/jobs/999999").json()["code"] == "UNKNOWN_JOB"
 
     auditor = TestClient(world.app, headers=world.headers["auditor"])

@@ -41,6 +41,18 @@ def test_ensure_is_idempotent_and_audited(registry):
         assert verify_chain(session) == 1
 
 
+def test_the_list_pages_back_by_id_without_a_gap_or_a_repeat_while_jobs_arrive(registry):
+    from coordinator.state import jobs
+
+    made = [_job(registry, key=f"k{i}") for i in range(5)]
+    first = [j.id for j in jobs.list_jobs(registry, kind="noop", limit=2)]
+    assert first == made[:-3:-1]  # the newest two
+    newer = _job(registry, key="k5")  # a job created between pages does not shift the next one
+    rest = [j.id for j in jobs.list_jobs(registry, kind="noop", limit=10, before=first[-1])]
+    assert rest == made[2::-1] and newer not in rest
+    assert jobs.list_jobs(registry, kind="noop", before=min(made)) == []
+
+
 def test_racing_claims_have_exactly_one_winner(registry):
     """Eight threads claim each of twenty jobs at the same moment: every job has exactly one holder."""
     from coordinator.state import jobs
@@ -268,6 +280,11 @@ def test_jobs_cli_list_show_retry_cancel(db_url, tmp_path, monkeypatch):
         runner = CliRunner()
         listed = runner.invoke(app, ["jobs", "list", "--home", str(home)])
         assert listed.exit_code == 0 and "sub-1" in listed.output and "queued" in listed.output, listed.output
+        newest = _job(registry, "verify", "sub-2")
+        page = runner.invoke(app, ["jobs", "list", "--limit", "1", "--home", str(home)])
+        assert "sub-2" in page.output and "sub-1" not in page.output, page.output
+        older = runner.invoke(app, ["jobs", "list", "--before", str(newest), "--home", str(home)])
+        assert "sub-1" in older.output and "sub-2" not in older.output, older.output
         cancelled = runner.invoke(app, ["jobs", "cancel", str(job_id), "--home", str(home)])
         assert cancelled.exit_code == 0, cancelled.output
         shown = runner.invoke(app, ["jobs", "show", str(job_id), "--home", str(home)])
