@@ -2,7 +2,7 @@
 
 A directory is built under a hidden staging name beside its final one, fsynced, then renamed; a staging
 directory a killed process left behind is removed on the next try. Plain files and os calls only (no torch),
-so the node's network commands and the coordinator's publisher can use it without loading an ML library.
+so the node's network commands can use it without loading an ML library.
 """
 
 from __future__ import annotations
@@ -17,16 +17,25 @@ from pathlib import Path
 from protocol.errors import BarFedError
 
 
-def fsync_tree(directory: Path) -> None:
-    for root, _dirs, files in os.walk(directory):
-        for name in files:
-            with open(os.path.join(root, name), "rb") as fh:
-                os.fsync(fh.fileno())
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_file(path: Path | str) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in ``path`` survive a power loss."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_tree(directory: Path) -> None:
+    for root, _dirs, files in os.walk(directory):
+        for name in files:
+            fsync_file(os.path.join(root, name))
+    fsync_dir(directory)
 
 
 def staging_path(final: Path) -> Path:
@@ -59,11 +68,7 @@ def atomic_directory(final: str | Path, *, replace: bool = False) -> Iterator[Pa
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(staging, final)
-        dir_fd = os.open(final.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(final.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import BinaryIO
 
-from bar_model.durable import fsync_tree
+from bar_model.durable import fsync_dir, fsync_tree
 from protocol.errors import BarFedError
 from protocol.package import file_sha256
 from protocol.v1 import barfed_pb2 as pb
@@ -122,9 +122,5 @@ class PartialAnchor:
             raise BarFedError("OUTPUT_EXISTS", f"{target} already exists; remove it to fetch the anchor again.")
         fsync_tree(self.files)
         os.rename(self.files, target)
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(target.parent)
         shutil.rmtree(self.directory, ignore_errors=True)

@@ -14,6 +14,7 @@ import shutil
 import threading
 from pathlib import Path
 
+from bar_model.durable import fsync_dir, fsync_file
 from protocol.errors import BarFedError
 
 DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -47,19 +48,6 @@ class StoreLock:
             os.close(fd)  # closing the descriptor releases the flock
         finally:
             self._thread_lock.release()
-
-
-def fsync_file(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class BlobStore:

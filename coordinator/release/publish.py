@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from bar_model.checkpoint import write_json
-from bar_model.durable import fsync_tree
+from bar_model.durable import fsync_dir, fsync_tree
 from bar_model.merge import MERGE_CARD
 from bar_model.router import ROUTER_CARD
 from coordinator.release.manifest import RELEASE_FILE, ReleaseManifest, read_manifest, write_manifest
@@ -70,11 +70,7 @@ def move_into_place(staging: Path, final: Path) -> bool:
         if final.exists():
             return False
         raise
-    fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(final.parent)
     return True
 
 
