@@ -25,25 +25,14 @@ from bar_model.checkpoint import (
 )
 from bar_model.durable import atomic_directory
 from protocol.errors import BarFedError
+from protocol.fingerprint import ARCHITECTURE_FIELDS
 from protocol.layout import FFN_PROJECTIONS, expert_key, router_key
 
-ARCH_FIELDS = (
-    "vocab_size",
-    "hidden_size",
-    "intermediate_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "num_key_value_heads",
-    "hidden_act",
-    "rms_norm_eps",
-    "tie_word_embeddings",
-    "attention_bias",
-)
+# The fingerprint's architecture, less what branching changes: a dense base and its anchor must agree on these.
+ARCH_FIELDS = tuple(f for f in ARCHITECTURE_FIELDS if f not in ("model_type", "num_experts"))
 SHARED_CONFIG_FIELDS = (
     *ARCH_FIELDS,
-    "max_position_embeddings",
     "initializer_range",
-    "rope_parameters",
     "attention_dropout",
     "pad_token_id",
     "bos_token_id",

@@ -20,17 +20,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from protocol.errors import BarFedError
-from protocol.fingerprint import MAX_HEADER_BYTES, safetensors_header
+from protocol.fingerprint import MAX_HEADER_BYTES, TOKENIZER_FILES, safetensors_header
+from protocol.package import SHARD_INDEX_FILE as INDEX_FILE
 
 SINGLE_FILE = "model.safetensors"
-INDEX_FILE = "model.safetensors.index.json"
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-    "generation_config.json",
-)
+SIDE_FILES = (*TOKENIZER_FILES, "generation_config.json")  # copied beside the weights of every checkpoint written
 
 
 def read_config(directory: str | Path) -> dict:
@@ -283,7 +277,7 @@ class ShardedSafetensorsWriter:
 
 def copy_tokenizer_files(source: Path, target: Path) -> None:
     """Copy tokenizer and generation files that exist in ``source``."""
-    for name in TOKENIZER_FILES:
+    for name in SIDE_FILES:
         if (source / name).is_file():
             shutil.copy2(source / name, target / name)
 

@@ -32,12 +32,12 @@ from coordinator.settings import is_loopback_host
 from protocol import pki
 from protocol.errors import BarFedError
 from protocol.package import check_file_name
+from protocol.release import RELEASE_FILE
 from protocol.signing import verify_directory
 
 CHUNK = 1024 * 1024
 MAX_LISTING_BYTES = 4 * 1024 * 1024
 MAX_FILES = 10_000
-RELEASE_FILE = "release.json"
 STATE_FILE = "pull.json"
 COMMIT_ID = re.compile(r"[0-9a-f]{40}")
 TIMEOUT = httpx.Timeout(30.0, read=300.0)

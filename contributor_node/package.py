@@ -18,7 +18,7 @@ from bar_model.domains import Example
 from bar_model.durable import atomic_directory
 from protocol.errors import BarFedError
 from protocol.layout import package_tensor_names
-from protocol.package import MANIFEST_FILE, ExpertManifest, canonical_json, describe_files
+from protocol.package import CALIBRATION_FILE, EVAL_FILE, MANIFEST_FILE, ExpertManifest, canonical_json, describe_files
 from protocol.signing import sign_directory
 
 DEFAULT_SHARD_BYTES = 2 * 1024**3
@@ -63,12 +63,12 @@ def build_package(
         writer.close()
         if calibration:
             _write_jsonl(
-                staging / "calibration.jsonl",
+                staging / CALIBRATION_FILE,
                 [{"prompt": e.prompt, "response": e.response} for e in calibration],
             )
         if eval_set:
             _write_jsonl(
-                staging / "eval.jsonl",
+                staging / EVAL_FILE,
                 [{"prompt": e.prompt, "response": e.response, "answer": e.answer} for e in eval_set],
             )
         paths = sorted(p.name for p in staging.iterdir() if p.is_file())

@@ -31,7 +31,10 @@ from protocol.layout import STAGES
 
 MANIFEST_FILE = "expert.json"
 SIGNATURE_FILE = "model.sig"
-OPTIONAL_FILES = ("calibration.jsonl", "eval.jsonl")
+CALIBRATION_FILE = "calibration.jsonl"  # the router's sample of the domain: {"prompt", "response"} per line
+EVAL_FILE = "eval.jsonl"  # the organization's held-out set: {"prompt", "response", "answer"} per line
+OPTIONAL_FILES = (CALIBRATION_FILE, EVAL_FILE)
+SHARD_INDEX_FILE = "model.safetensors.index.json"
 MAX_MANIFEST_BYTES = 1024 * 1024
 MAX_FILES = 256
 MAX_FILE_BYTES = 64 * 1024**3
@@ -124,7 +127,7 @@ class ExpertManifest(_Strict):
         for path in paths:
             if path in (MANIFEST_FILE, SIGNATURE_FILE):
                 raise ValueError(f"{path} cannot list itself")
-            if not (path.endswith(".safetensors") or path in OPTIONAL_FILES or path == "model.safetensors.index.json"):
+            if not (path.endswith(".safetensors") or path in (*OPTIONAL_FILES, SHARD_INDEX_FILE)):
                 raise ValueError(f"{path} is not a file an expert package may hold")
         if not any(p.endswith(".safetensors") for p in paths):
             raise ValueError("the package holds no safetensors file")

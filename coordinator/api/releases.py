@@ -16,9 +16,9 @@ from coordinator.api.fields import DomainName, Strict, Timestamp, Version
 from coordinator.api.jobs import JobOut, job_out
 from coordinator.api.principals import ROLES, CurrentPrincipal, CurrentRuntime, OptionalPrincipal, allow, runtime
 from coordinator.release import actions
-from coordinator.release.manifest import ReleaseManifest
 from coordinator.state import releases as store
 from protocol.errors import BarFedError
+from protocol.release import ReleaseManifest
 
 router = APIRouter(tags=["releases"])
 CHANGERS = ("admin", "operator")

@@ -6,13 +6,13 @@ import re
 import uuid
 
 from coordinator.release.diff import diff_releases
-from coordinator.release.manifest import ReleaseManifest, read_manifest
 from coordinator.settings import CoordinatorSettings
 from coordinator.state import jobs
 from coordinator.state import releases as state
 from coordinator.state.db import Registry
 from coordinator.state.models import Job, Release
 from protocol.errors import BarFedError
+from protocol.release import ReleaseManifest, read_manifest
 
 CHANNEL = re.compile(state.CHANNEL_NAME)
 MAX_PINS = 256

@@ -29,18 +29,17 @@ from bar_model.router import router_card, train_router
 from coordinator.release import publish
 from coordinator.release.evaluate import evaluate_release
 from coordinator.release.gate import GateRefused, regressions
-from coordinator.release.manifest import RELEASE_FILE, ReleaseExpert, ReleaseManifest, RouterRun, read_manifest
 from coordinator.release.plan import load_plan, plan_experts, save_plan
 from coordinator.runtime import Runtime
 from coordinator.state import releases as state
 from protocol.errors import BarFedError
 from protocol.fingerprint import anchor_fingerprint
 from protocol.layout import ANCHOR_SLOT
-from protocol.package import SIGNATURE_FILE, file_sha256
+from protocol.package import CALIBRATION_FILE, SIGNATURE_FILE, file_sha256
+from protocol.release import RELEASE_FILE, ReleaseExpert, ReleaseManifest, RouterRun, read_manifest
 
 log = logging.getLogger(__name__)
 STEPS = ("plan", "merge", "route", "evaluate", "gate", "sign", "publish")
-CALIBRATION_FILE = "calibration.jsonl"
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,7 @@ from pathlib import Path
 
 from bar_model.domains import Example, domain_names, get_domain
 from bar_model.evaluate import load_model, score_examples
-
-EVAL_FILE = "eval.jsonl"
+from protocol.package import EVAL_FILE
 
 
 def package_eval_set(package: Path, domain: str) -> list[Example]:

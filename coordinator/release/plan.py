@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from coordinator.release.manifest import ReleaseExpert
 from coordinator.state import releases as state
 from coordinator.state.db import Registry
 from protocol.errors import BarFedError
+from protocol.release import ReleaseExpert
 
 PLAN_FILE = "plan.json"
 

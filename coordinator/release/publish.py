@@ -19,12 +19,12 @@ from bar_model.checkpoint import write_json
 from bar_model.durable import fsync_dir, fsync_tree
 from bar_model.merge import MERGE_CARD
 from bar_model.router import ROUTER_CARD
-from coordinator.release.manifest import RELEASE_FILE, ReleaseManifest, read_manifest, write_manifest
 from coordinator.state import releases as state
 from coordinator.state.db import Registry
 from coordinator.state.models import Release
 from protocol.errors import BarFedError
 from protocol.package import file_sha256
+from protocol.release import RELEASE_FILE, ReleaseManifest, read_manifest, write_manifest
 from protocol.signing import sign_directory
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from coordinator.settings import CoordinatorSettings
 from protocol.errors import BarFedError
-from protocol.package import MANIFEST_FILE, OPTIONAL_FILES, SIGNATURE_FILE, check_file_name
+from protocol.package import MANIFEST_FILE, OPTIONAL_FILES, SHARD_INDEX_FILE, SIGNATURE_FILE, check_file_name
 
 HEX = frozenset("0123456789abcdef")
 
@@ -24,9 +24,7 @@ class Declared:
 
 
 def allowed_name(path: str) -> bool:
-    return path in (MANIFEST_FILE, SIGNATURE_FILE, "model.safetensors.index.json", *OPTIONAL_FILES) or path.endswith(
-        ".safetensors"
-    )
+    return path in (MANIFEST_FILE, SIGNATURE_FILE, SHARD_INDEX_FILE, *OPTIONAL_FILES) or path.endswith(".safetensors")
 
 
 def check_declaration(files: list[Declared], limits: CoordinatorSettings) -> int:

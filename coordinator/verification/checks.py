@@ -21,14 +21,14 @@ from bar_model.checkpoint import INDEX_FILE
 from coordinator.verification.mapped import MappedCheckpoint
 from protocol.errors import BarFedError
 from protocol.layout import disk_part, package_tensor_names
-from protocol.package import ExpertManifest, read_package
+from protocol.package import CALIBRATION_FILE, EVAL_FILE, ExpertManifest, read_package
 from protocol.signing import verify_directory
 
 MAX_SIDECAR_BYTES = 16 * 1024**2
 MAX_PACKAGE_HEADER_BYTES = 16 * 1024**2
 MAX_SIDECAR_FIELD = 4096
 DRIFT_BLOCK = 4 * 1024**2  # elements per step of the drift computation (16 MiB of float32 scratch)
-SIDECAR_FIELDS = {"calibration.jsonl": {"prompt", "response"}, "eval.jsonl": {"prompt", "response", "answer"}}
+SIDECAR_FIELDS = {CALIBRATION_FILE: {"prompt", "response"}, EVAL_FILE: {"prompt", "response", "answer"}}
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ from sqlalchemy import select, update
 from coordinator import enrollment
 from coordinator.api.app import create_app
 from coordinator.release import publish
-from coordinator.release.manifest import ReleaseManifest, RouterRun, write_manifest
 from coordinator.runtime import Runtime
 from coordinator.setup import initialize
 from coordinator.state import audit, jobs, tokens
@@ -29,6 +28,7 @@ from coordinator.state import releases as release_state
 from coordinator.state.models import ApiToken, Base, Expert, Submission, utcnow
 from coordinator.tasks.heartbeat import heartbeat_dir
 from protocol import pki
+from protocol.release import ReleaseManifest, RouterRun, write_manifest
 from protocol.signing import sign_directory
 
 from .conftest import make_settings
@@ -143,7 +143,7 @@ def add_expert(registry, org: str, domain: str, version: int, state: str = "ACCE
 
 def add_release(runtime: Runtime, number: int, experts: list[dict]) -> None:
     """A release directory holding only its release.json (no model files), recorded as a publish records it."""
-    from coordinator.release.manifest import ReleaseExpert
+    from protocol.release import ReleaseExpert
 
     final = runtime.settings.releases_dir / f"r{number}"
     final.mkdir(parents=True)

@@ -7,11 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from coordinator.release.manifest import RELEASE_FILE
 from coordinator.runtime import Runtime
 from coordinator.state import releases as state
 from coordinator.state.models import Release
 from protocol.package import file_sha256
+from protocol.release import RELEASE_FILE
 from protocol.signing import sign_directory
 
 

@@ -22,10 +22,10 @@ from sqlalchemy import select
 from coordinator.release.build import rebuild
 from coordinator.release.diff import diff_releases
 from coordinator.release.gate import GateRefused
-from coordinator.release.manifest import read_manifest
 from coordinator.setup import initialize
 from coordinator.state import releases as state
 from coordinator.state.models import AuditEntry, Expert
+from protocol.release import read_manifest
 
 from ..conftest import SAY_WORDS
 from .release_helpers import accept, build, coordinator_for, new_job, package, publish_r1, release_settings

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from coordinator.release import actions
-from coordinator.release.manifest import read_manifest
 from coordinator.setup import initialize
 from coordinator.state import jobs
 from coordinator.state import releases as state
 from coordinator.tasks.worker import worker_command
+from protocol.release import read_manifest
 from protocol.signing import verify_directory
 
 from .release_helpers import accept, coordinator_for, package, release_settings
