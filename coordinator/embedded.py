@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from coordinator.grpc.server import serve
+from coordinator.serve import PORT_FILES, serve, with_port
 from coordinator.settings import CoordinatorSettings
 
 
@@ -24,7 +24,7 @@ class Addresses:
 @contextlib.contextmanager
 def running_coordinator(settings: CoordinatorSettings, timeout: float = 30.0) -> Iterator[Addresses]:
     """Serve (port 0 picks free ports) and yield the service and enrollment addresses until the block ends."""
-    port_file, enroll_file, api_file = (settings.home / name for name in ("grpc.port", "enroll.port", "api.port"))
+    port_file, enroll_file, api_file = (settings.home / name for name in PORT_FILES)
     for path in (port_file, enroll_file, api_file):
         path.unlink(missing_ok=True)
     loop = asyncio.new_event_loop()
@@ -49,10 +49,10 @@ def running_coordinator(settings: CoordinatorSettings, timeout: float = 30.0) ->
         time.sleep(0.02)
     try:
         yield Addresses(
-            f"{settings.listen.rsplit(':', 1)[0]}:{port_file.read_text().strip()}",
-            f"{settings.enroll_listen.rsplit(':', 1)[0]}:{enroll_file.read_text().strip()}",
+            with_port(settings.listen, int(port_file.read_text())),
+            with_port(settings.enroll_listen, int(enroll_file.read_text())),
             f"{'http' if settings.api_insecure_http else 'https'}://"
-            f"{settings.api_listen.rsplit(':', 1)[0]}:{api_file.read_text().strip()}",
+            + with_port(settings.api_listen, int(api_file.read_text())),
         )
     finally:
         loop.call_soon_threadsafe(stop.set)

@@ -9,6 +9,7 @@ from typing import Annotated, Generic, TypeVar
 from fastapi import Path, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from coordinator.state.models import as_utc
 from coordinator.state.orgs import DOMAIN_NAME, MAX_DOMAINS
 from protocol.pki import ORG_ID
 
@@ -29,6 +30,13 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class FromRow(BaseModel):
+    """A response read from a registry row's attributes (``Model.model_validate(row)``); a field named otherwise
+    than its column says so with ``validation_alias`` (and may still be given by its own name)."""
+
+    model_config = ConfigDict(from_attributes=True, populate_by_name=True)
+
+
 class ReasonBody(Strict):
     reason: str = Field(min_length=1, max_length=512, pattern=LINE, description="why, for the audit log")
 
@@ -45,10 +53,8 @@ Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="skip this many i
 
 def _utc(value: dt.datetime | None) -> dt.datetime | None:
     """A time as UTC (naive ones are UTC, as the registry stores every time); one UTC cannot hold is refused."""
-    if value is None:
-        return None
     try:
-        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+        return None if value is None else as_utc(value)
     except OverflowError:
         raise ValueError("the time is out of range") from None
 
@@ -62,12 +68,7 @@ DomainQuery = Annotated[str | None, Query(pattern=DOMAIN_NAME, max_length=64)]
 OrgQuery = Annotated[str | None, Query(pattern=ORG_ID_PATTERN, max_length=63)]
 
 
-def _aware(value: dt.datetime) -> dt.datetime:
-    """SQLite hands back naive datetimes; the registry only ever stores UTC."""
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
-
-
-Timestamp = Annotated[dt.datetime, AfterValidator(_aware)]  # in responses: always with its zone (RFC 3339)
+Timestamp = dt.datetime  # in responses: always UTC with its zone (RFC 3339), as the registry hands times back
 
 T = TypeVar("T")
 

@@ -3,7 +3,7 @@
 Every handler turns a `BarFedError` into a gRPC status with the stable code in the trailing metadata
 ``barfed-error-code``. Blocking work (files, database, hashing) runs in threads so one slow upload never
 stalls the others. Verification is not done here: a commit dispatches the submission's "verify" job to the task
-workers (coordinator.tasks) through the dispatcher it is given.
+workers (coordinator.tasks) through the runtime's dispatcher.
 """
 
 from __future__ import annotations
@@ -15,14 +15,11 @@ import logging
 import grpc
 
 from coordinator import enrollment, metrics
-from coordinator.blobs import BlobStore
 from coordinator.grpc.errors import abort, reports_errors
-from coordinator.keys import CoordinatorKeys
-from coordinator.settings import CoordinatorSettings
+from coordinator.runtime import Runtime
 from coordinator.state import experts as experts_state
 from coordinator.state import jobs
 from coordinator.state import releases as releases_state
-from coordinator.state.db import Registry
 from coordinator.state.models import Release
 from coordinator.uploads.sessions import Declared, Uploads
 from protocol.errors import BarFedError
@@ -50,12 +47,9 @@ async def _settle(writing: asyncio.Future | None) -> None:
 
 
 class FederationService(barfed_pb2_grpc.FederationServicer):
-    def __init__(self, settings: CoordinatorSettings, registry: Registry, dispatcher) -> None:
-        """``dispatcher``: a coordinator.tasks.dispatch.Dispatcher (anything with ``dispatch(job_id)``)."""
-        self.settings, self.registry, self.dispatcher = settings, registry, dispatcher
-        self.keys = CoordinatorKeys(settings.pki_dir)
-        self.blobs = BlobStore(settings.blob_dir)
-        self.uploads = Uploads(registry, settings, self.blobs)
+    def __init__(self, runtime: Runtime, uploads: Uploads) -> None:
+        self.runtime, self.uploads = runtime, uploads
+        self.settings, self.registry, self.keys = runtime.settings, runtime.registry, runtime.keys
         self._anchor: pb.AnchorManifest | None = None
 
     # -- identity ----------------------------------------------------------------------------
@@ -234,7 +228,7 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
         """A repeated commit finds the job running or done and sends nothing; were it sent, only one claim wins."""
         job = jobs.find(self.registry, "verify", submission_id)
         if job is not None and job.state == "queued":
-            self.dispatcher.dispatch(job.id)
+            self.runtime.dispatch(job.id)
 
     # -- submissions and releases ------------------------------------------------------------
 
@@ -291,10 +285,3 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
         if channel:
             found = [r for r in found if r.number != pointed and (pointed is not None or r.number > after)]
         return [(release, sorted(by_release.get(release.number, []))) for release in found]
-
-    async def resume_pending(self) -> None:
-        """Drop abandoned uploads (unfinished jobs are the sweeper's: coordinator.tasks.dispatch)."""
-        await asyncio.to_thread(self.uploads.expire)
-
-    async def drain(self) -> None:
-        await asyncio.to_thread(self.uploads.close)

@@ -14,29 +14,28 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from importlib.metadata import version
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from bar_model.calibration import slot_sample
 from bar_model.domains import Example
-from bar_model.merge import MERGE_CARD, merge_experts
+from bar_model.merge import merge_experts
 from bar_model.recipe import RouterRecipe, load_router_recipe
-from bar_model.router import router_card, train_router
+from bar_model.router import train_router
 from coordinator.release import publish
 from coordinator.release.evaluate import evaluate_release
 from coordinator.release.gate import GateRefused, regressions
+from coordinator.release.manifest import BuiltModel, release_manifest
+from coordinator.release.numbering import ReleaseNumber
 from coordinator.release.plan import load_plan, plan_experts, save_plan
 from coordinator.runtime import Runtime
 from coordinator.state import releases as state
 from protocol.errors import BarFedError
-from protocol.fingerprint import anchor_fingerprint
 from protocol.layout import ANCHOR_SLOT
-from protocol.package import CALIBRATION_FILE, SIGNATURE_FILE, file_sha256
-from protocol.release import RELEASE_FILE, ReleaseExpert, ReleaseManifest, RouterRun, read_manifest
+from protocol.package import CALIBRATION_FILE
+from protocol.release import ReleaseExpert, read_manifest
 
 log = logging.getLogger(__name__)
 STEPS = ("plan", "merge", "route", "evaluate", "gate", "sign", "publish")
@@ -103,7 +102,7 @@ def router_samples(
 
 
 def build_model(
-    coordinator: Runtime,
+    runtime: Runtime,
     experts: list[ReleaseExpert],
     parent_dir: Path | None,
     work: Path,
@@ -113,12 +112,12 @@ def build_model(
     on_step: Callable[[str], None],
 ) -> tuple[Path, dict[str, Path]]:
     """Merge and route into ``work/routed`` (each step skipped when done); returns it and the packages."""
-    packages = {e.domain: coordinator.blobs.materialize(e.files, work / "packages" / e.domain) for e in experts}
+    packages = {e.domain: runtime.blobs.materialize(e.files, work / "packages" / e.domain) for e in experts}
     merged, routed = work / "merged", work / "routed"
     on_step("merge")
     if not merged.exists():
         with timer.step("merge"):
-            merge_experts(coordinator.settings.anchor_dir, [packages[e.domain] for e in experts], merged)
+            merge_experts(runtime.settings.anchor_dir, [packages[e.domain] for e in experts], merged)
     on_step("route")
     if not routed.exists():
         samples, kept = router_samples(experts, packages, recipe)
@@ -137,18 +136,19 @@ def build_model(
 
 
 def build_release(
-    coordinator: Runtime,
+    runtime: Runtime,
     request: BuildRequest,
     work: Path,
     on_step: Callable[[str], None] = lambda step: None,
 ) -> dict:
     """Build, gate, sign and publish one release; returns what was published (raises GateRefused)."""
-    settings, registry = coordinator.settings, coordinator.registry
+    settings, registry = runtime.settings, runtime.registry
     work.mkdir(parents=True, exist_ok=True)
-    done = _published_by(coordinator, request, work)
+    number = ReleaseNumber(registry, settings.releases_dir, work, request.job_id)
+    done = number.published()
     if done is not None:  # a redelivered or retried job whose release is out: record it if needed, nothing more
         on_step("publish")
-        return _record(coordinator, request, done)
+        return _record(runtime, request, done)
     timer = Timer(work)
     on_step("plan")
     if load_plan(work) is None:
@@ -158,9 +158,7 @@ def build_release(
     experts, parent_number = load_plan(work)
     parent_dir = settings.releases_dir / f"r{parent_number}" if parent_number else None
     recipe = load_router_recipe(settings.router_recipe)
-    routed, packages = build_model(
-        coordinator, experts, parent_dir, work, recipe, settings.build_threads, timer, on_step
-    )
+    routed, packages = build_model(runtime, experts, parent_dir, work, recipe, settings.build_threads, timer, on_step)
 
     on_step("evaluate")
     eval_path = work / "eval.json"
@@ -181,161 +179,36 @@ def build_release(
     gate = {"tolerances": tolerances, "regressions": refused, "forced_by": request.actor if refused else ""}
 
     on_step("sign")
-    _number, final = _publish_directory(coordinator, request, work, experts, parent_number, routed, table, gate, timer)
+    built = BuiltModel(experts, parent_number, routed, table, gate, request.job_id)
+
+    def stage(release_number: int) -> Path:
+        with timer.step("sign"):
+            manifest = release_manifest(settings, replace(built, wall_s={**timer.times}), release_number)
+            return publish.stage_release(routed, settings.releases_dir, manifest, runtime.keys.release_key_path)
+
+    final = number.publish(stage)
     on_step("publish")
-    result = _record(coordinator, request, final)
+    result = _record(runtime, request, final)
     for scratch in ("packages", "merged", "routed"):  # the release holds what is worth keeping now
         shutil.rmtree(work / scratch, ignore_errors=True)
     return result
 
 
-def _published_by(coordinator: Runtime, request: BuildRequest, work: Path) -> Path | None:
-    number_file = work / "number.json"
-    if request.job_id is None or not number_file.is_file():
-        return None
-    final = coordinator.settings.releases_dir / f"r{json.loads(number_file.read_text())}"
-    return final if final.is_dir() and publish.owned_by(final, request.job_id) else None
-
-
-def _record(coordinator: Runtime, request: BuildRequest, final: Path) -> dict:
+def _record(runtime: Runtime, request: BuildRequest, final: Path) -> dict:
     """Write the release's row (once) and announce it; the result of the build job."""
     manifest = read_manifest(final)
     try:
-        moved = publish.record(coordinator.registry, final, manifest, request.actor)
+        moved = publish.record(runtime.registry, final, manifest, request.actor)
     except BarFedError as exc:
         if exc.code != "RELEASE_EXISTS":
             raise
-        moved = state.channels_of(coordinator.registry, manifest.number)
+        moved = state.channels_of(runtime.registry, manifest.number)
     event = {
         "release": manifest.number,
         "name": manifest.name,
         "channels": moved,
         "domains": [e.domain for e in manifest.experts],
     }
-    publish.announce(coordinator.settings.announce_redis_url, event)
+    publish.announce(runtime.settings.announce_redis_url, event)
     table = {d: s.model_dump() for d, s in manifest.eval.items()}
     return {**event, "eval": table, "gate": manifest.gate, "wall_s": manifest.wall_s}
-
-
-def run_build(ctx) -> dict:
-    """The build job's handler: the task layer calls it with its JobContext (settings, stores, job, work_dir)."""
-    from coordinator.tasks.runner import Gated
-
-    coordinator = Runtime(ctx.settings, ctx.registry, ctx.blobs, ctx.keys)
-    try:
-        return build_release(coordinator, BuildRequest.from_params(ctx.params, ctx.job_id), ctx.work_dir, ctx.step)
-    except GateRefused as refused:
-        raise Gated(
-            {
-                "code": refused.code,
-                "message": refused.message,
-                "regressions": refused.regressions,
-                "eval": refused.table,
-            }
-        ) from None
-
-
-def _publish_directory(coordinator, request, work, experts, parent_number, routed, table, gate, timer):
-    """Stage, sign and rename into ``releases/r<N>``, taking the next free number; idempotent per job."""
-    settings = coordinator.settings
-    number_file = work / "number.json"
-    for _ in range(100):
-        number = _number(coordinator, number_file)
-        final = settings.releases_dir / f"r{number}"
-        if final.exists() and publish.owned_by(final, request.job_id) and request.job_id is not None:
-            return number, final
-        if final.exists():
-            _forget_number(number_file)
-            continue
-        with timer.step("sign"):
-            manifest = release_manifest(
-                settings, request, experts, parent_number, routed, table, gate, number, {**timer.times}
-            )
-            staging = publish.stage_release(routed, settings.releases_dir, manifest, coordinator.keys.release_key_path)
-        if publish.move_into_place(staging, final):
-            return number, final
-        shutil.rmtree(staging, ignore_errors=True)
-        _forget_number(number_file)
-    raise BarFedError("NO_RELEASE_NUMBER", "could not claim a release number; another build keeps taking them.")
-
-
-def release_manifest(settings, request, experts, parent_number, routed, table, gate, number, wall_s):
-    card = router_card(routed)
-    slots = json.loads((routed / MERGE_CARD).read_text())["slots"]
-    frozen = card.get("frozen_rows", [])
-    return ReleaseManifest(
-        name=f"r{number}",
-        number=number,
-        parent=parent_number,
-        anchor_fingerprint=anchor_fingerprint(settings.anchor_dir),
-        experts=experts,
-        router=RouterRun(
-            recipe=card["recipe"],
-            seed=card["recipe"]["seed"],
-            steps=card["summary"].get("steps", 0),
-            threads=settings.build_threads,
-            incremental=parent_number is not None,
-            trained_rows=[slot for slot in slots if slot not in frozen],
-            frozen_rows=frozen,
-            kept_rows=card.get("kept_rows", []),
-            examples=card.get("examples", 0),
-            resumed_from=card["summary"].get("resumed_from"),
-        ),
-        eval=table,
-        eval_examples=settings.eval_examples,
-        gate=gate,
-        project_version=version("bar-federation"),
-        job_id=request.job_id,
-        built_at=datetime.now(UTC).replace(microsecond=0),
-        wall_s=wall_s,
-    )
-
-
-def _number(coordinator: Runtime, number_file: Path | None) -> int:
-    if number_file is not None and number_file.is_file():
-        return int(json.loads(number_file.read_text()))
-    taken = [int(p.name[1:]) for p in coordinator.settings.releases_dir.glob("r*") if p.name[1:].isdigit()]
-    number = max([state.next_number(coordinator.registry) - 1, *taken], default=0) + 1
-    if number_file is not None:
-        number_file.parent.mkdir(parents=True, exist_ok=True)
-        number_file.write_text(json.dumps(number))
-    return number
-
-
-def _forget_number(number_file: Path | None) -> None:
-    if number_file is not None:
-        number_file.unlink(missing_ok=True)
-
-
-def rebuild(coordinator: Runtime, number: int, scratch: Path) -> dict[str, str]:
-    """Re-run r``number``'s build from its release.json in ``scratch``; per file: match, differs, missing, extra.
-
-    release.json (it holds wall times) and model.sig (it signs release.json) are not compared: every other
-    file must come out bit for bit the same on CPU with the recorded thread count.
-    """
-    published = coordinator.settings.releases_dir / f"r{number}"
-    manifest = read_manifest(published)
-    parent_dir = coordinator.settings.releases_dir / f"r{manifest.parent}" if manifest.parent else None
-    recipe = RouterRecipe.model_validate(manifest.router.recipe)
-    if scratch.exists():
-        shutil.rmtree(scratch)
-    scratch.mkdir(parents=True)
-    timer = Timer(scratch)
-    routed, _ = build_model(
-        coordinator, manifest.experts, parent_dir, scratch, recipe, manifest.router.threads, timer, lambda s: None
-    )
-    files = scratch / "files"
-    files.mkdir()
-    publish.release_files(routed, files)
-    skip = {RELEASE_FILE, SIGNATURE_FILE}
-    ours = {p.name: file_sha256(p) for p in files.iterdir() if p.is_file()}
-    theirs = {p.name: file_sha256(p) for p in published.iterdir() if p.is_file() and p.name not in skip}
-    report = {}
-    for name in sorted(set(ours) | set(theirs)):
-        if name not in ours:
-            report[name] = "missing"
-        elif name not in theirs:
-            report[name] = "extra"
-        else:
-            report[name] = "match" if ours[name] == theirs[name] else "differs"
-    return report

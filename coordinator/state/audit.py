@@ -14,15 +14,13 @@ import json
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from coordinator.state.models import AuditEntry, utcnow
+from coordinator.state.models import AuditEntry, as_utc, utcnow
 
 GENESIS = "0" * 64
 
 
 def _timestamp(value: dt.datetime) -> str:
-    if value.tzinfo is None:  # SQLite hands back naive datetimes; we only ever store UTC
-        value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return as_utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def entry_hash(prev_hash: str, at: dt.datetime, actor: str, action: str, subject: str, details: dict) -> str:
@@ -94,7 +92,6 @@ def entries(
     if subject_prefix:
         query = query.where(AuditEntry.subject.startswith(subject_prefix, autoescape=True))
     if since is not None:
-        since = since.replace(tzinfo=dt.UTC) if since.tzinfo is None else since.astimezone(dt.UTC)
         query = query.where(AuditEntry.at >= since)
     with registry.session() as session:
         return list(session.scalars(query))

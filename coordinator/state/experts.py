@@ -58,17 +58,12 @@ EXPERT_STATES = tuple(TRANSITIONS)
 SUBMISSION_STATES = ("RECEIVED", "VERIFYING", "ACCEPTED", "REJECTED")
 
 
-def _utc(value: dt.datetime) -> dt.datetime:
-    """A caller's time as UTC (a naive one is taken to be UTC, as the registry stores every time)."""
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-
-
 def _filtered(query, model, state_column, domain, org, state, since):
     """The filters experts and submissions share: each one given narrows the query."""
     for column, value in ((model.domain, domain), (model.org_id, org), (state_column, state)):
         if value is not None:
             query = query.where(column == value)
-    return query if since is None else query.where(model.created_at >= _utc(since))
+    return query if since is None else query.where(model.created_at >= since)
 
 
 def find_experts(

@@ -9,14 +9,34 @@ from typing import ClassVar
 
 from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def as_utc(value: dt.datetime) -> dt.datetime:
+    """A time as UTC: a naive one is taken to be UTC already, as the registry stores every time."""
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class UtcDateTime(TypeDecorator):
+    """Every time column: stored as UTC, handed back aware. SQLite drops the zone of what it stores, PostgreSQL
+    keeps it; with this type no caller has to know which database it reads, nor fix a naive time."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect) -> dt.datetime | None:
+        return None if value is None else as_utc(value)
+
+    def process_result_value(self, value: dt.datetime | None, dialect) -> dt.datetime | None:
+        return None if value is None else as_utc(value)
+
+
 class Base(DeclarativeBase):
-    type_annotation_map: ClassVar = {dt.datetime: DateTime(timezone=True)}
+    type_annotation_map: ClassVar = {dt.datetime: UtcDateTime()}
 
 
 class Organization(Base):

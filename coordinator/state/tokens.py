@@ -11,8 +11,7 @@ from sqlalchemy import select, update
 
 from coordinator.state import audit
 from coordinator.state.db import Registry
-from coordinator.state.models import ApiToken, Organization, utcnow
-from coordinator.state.uploads import aware
+from coordinator.state.models import ApiToken, Organization, as_utc, utcnow
 from protocol.errors import BarFedError
 
 ROLES = ("admin", "operator", "auditor", "org")
@@ -38,7 +37,7 @@ def create(
         raise BarFedError("BAD_ROLE", f"role must be one of {', '.join(ROLES)}, not {role!r}.")
     if (role == "org") != (org_id is not None):
         raise BarFedError("BAD_ROLE", "an org token needs --org, and only an org token has one.")
-    if expires_at is not None and aware(expires_at) <= utcnow():
+    if expires_at is not None and as_utc(expires_at) <= utcnow():
         raise BarFedError("BAD_EXPIRY", "the expiry is in the past; give a time in the future.")
     token = PREFIX + secrets.token_urlsafe(32)
     row = ApiToken(
@@ -72,13 +71,13 @@ def authenticate(registry: Registry, token: str) -> ApiToken:
             raise BarFedError("UNKNOWN_TOKEN", "this token is not known to the coordinator; ask for a new one.")
         if row.revoked_at is not None:
             raise BarFedError("TOKEN_REVOKED", "this token was revoked; ask the coordinator's admin for a new one.")
-        if row.expires_at is not None and aware(row.expires_at) <= now:
+        if row.expires_at is not None and row.expires_at <= now:
             raise BarFedError("TOKEN_EXPIRED", "this token has expired; ask the coordinator's admin for a new one.")
         if row.org_id is not None:
             org = session.get(Organization, row.org_id)
             if org is None or org.status == "revoked":
                 raise BarFedError("ORG_REVOKED", f"organization {row.org_id} was revoked; its tokens stop working.")
-        if row.last_used_at is None or now - aware(row.last_used_at) >= LAST_USE_RESOLUTION:
+        if row.last_used_at is None or now - row.last_used_at >= LAST_USE_RESOLUTION:
             session.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
         return row
 

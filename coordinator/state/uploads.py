@@ -32,11 +32,6 @@ PENDING_STATES = ("RECEIVED", "VERIFYING")
 DISK_LOCK_KEY = 0x6261726665640002  # pg_advisory_xact_lock key: reservations of staging disk
 
 
-def aware(value: dt.datetime) -> dt.datetime:
-    """SQLite hands back naive datetimes; we only ever store UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-
-
 def lock_org(session: Session, org_id: str) -> Organization | None:
     """Hold the organization's row until the transaction ends: its limits are ours to check and change."""
     return session.scalars(select(Organization).where(Organization.id == org_id).with_for_update()).first()
@@ -73,7 +68,7 @@ class Creating:
         )
         found = []
         for row in rows:
-            if aware(row.expires_at) > self.now:
+            if row.expires_at > self.now:
                 files = self.session.scalars(select(UploadFile).where(UploadFile.session_id == row.id))
                 found.append((row, {f.path: (f.size, f.sha256) for f in files}))
         return found
@@ -86,7 +81,7 @@ class Creating:
             .where(UploadSession.state == "open")
             .group_by(UploadSession.id, UploadSession.expires_at)
         )
-        return sum(int(outstanding) for expires_at, outstanding in rows if aware(expires_at) > self.now)
+        return sum(int(outstanding) for expires_at, outstanding in rows if expires_at > self.now)
 
     def insert(self, session_id: str, domain: str, version: int, expires_at, files: list[tuple[str, int, str]]):
         self.session.add(
@@ -216,5 +211,5 @@ def expired_open(registry: Registry, now: dt.datetime) -> list[str]:
         return [
             s.id
             for s in session.scalars(select(UploadSession).where(UploadSession.state == "open"))
-            if aware(s.expires_at) < now
+            if s.expires_at < now
         ]

@@ -1,25 +1,6 @@
 """The task layer: verification and release builds run as Celery tasks keyed by their job rows.
 
-``celery -A coordinator.tasks worker`` finds ``app`` here, built on first access from the coordinator's settings
-(coordinator.toml or $BARFED_COORDINATOR_CONFIG, and BARFED_COORD_* variables), so importing this package has no
-side effects. The coordinator itself builds its app with `make_app(settings)`.
+One way down: `celery_app` (the app and its one task) → `runner` (claim, lease, finish; no Celery) → `handlers`
+(what each kind does, around verification/ and release/, which know nothing of Celery). `dispatch` sends "run job
+N" and sweeps what is due; `worker` runs a worker in this process or supervises a ``celery worker`` child.
 """
-
-from __future__ import annotations
-
-from typing import Any
-
-__all__ = ["app"]
-_app: Any = None
-
-
-def __getattr__(name: str) -> Any:
-    global _app
-    if name == "app":
-        if _app is None:
-            from coordinator.settings import load_settings
-            from coordinator.tasks.app import make_app
-
-            _app = make_app(load_settings())
-        return _app
-    raise AttributeError(name)

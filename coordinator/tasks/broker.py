@@ -23,6 +23,8 @@ from __future__ import annotations
 from kombu.transport import sqlalchemy as kombu_sqla
 from sqlalchemy import create_engine, event, text
 
+from coordinator.settings import CoordinatorSettings
+
 POLL_S = 0.1
 DRAIN_S = 0.25
 
@@ -50,6 +52,15 @@ class Transport(kombu_sqla.Transport):
 
 
 TRANSPORT = f"{__name__}:Transport"
+
+
+def is_embedded(settings: CoordinatorSettings) -> bool:
+    """No broker URL set: the coordinator's own SQLite queue file (no server, workers on this machine only)."""
+    return settings.broker_url is None
+
+
+def broker_url(settings: CoordinatorSettings) -> str:
+    return settings.broker_url or f"sqlite:///{(settings.home / 'broker.db').resolve()}"
 
 
 def purge_delivered(url: str) -> int:

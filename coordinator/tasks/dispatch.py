@@ -1,4 +1,4 @@
-"""Dispatching jobs: ``Dispatcher.dispatch(job_id)`` publishes a message; the sweeper re-publishes what is due.
+"""Dispatching jobs: ``Dispatcher.dispatch(job_id)`` publishes "run job N"; the sweeper re-publishes what is due.
 
 Publishing is best effort by design: the job row already exists (committed with whatever created it), so a
 message lost to a broker outage, to a worker killed before it acknowledged, or to a coordinator that died right
@@ -15,18 +15,25 @@ import time
 
 from celery import Celery
 
+from coordinator.settings import CoordinatorSettings
 from coordinator.state import jobs
 from coordinator.state.db import Registry
-from coordinator.tasks import app as task_app
 from coordinator.tasks import broker
 
 log = logging.getLogger(__name__)
+TASK_NAME = "barfed.run_job"  # the one task; its only argument is the job's id
+
+
+def send(app: Celery, job_id: int) -> None:
+    """Publish one "run job N" message (raises when the broker refuses it)."""
+    app.send_task(TASK_NAME, args=(int(job_id),), queue=app.conf.task_default_queue)
 
 
 class Dispatcher:
-    def __init__(self, app: Celery, redispatch_s: float | None = None) -> None:
-        settings = app.barfed_settings
-        self.app = app
+    """Sends jobs through ``app`` (a Celery app for ``settings``: coordinator.tasks.celery_app.make_app)."""
+
+    def __init__(self, app: Celery, settings: CoordinatorSettings, redispatch_s: float | None = None) -> None:
+        self.app, self.settings = app, settings
         self.redispatch_s = redispatch_s if redispatch_s is not None else max(settings.job_lease_s, 1.0)
         self._sent: dict[int, float] = {}
         self._lock = threading.Lock()
@@ -34,7 +41,7 @@ class Dispatcher:
     def dispatch(self, job_id: int) -> bool:
         """Send "run job N" to the workers; False (logged) when the broker refused: the sweeper retries."""
         try:
-            task_app.send(self.app, job_id)
+            send(self.app, job_id)
         except Exception:
             log.warning("could not dispatch job %s now; the sweeper will", job_id, exc_info=True)
             return False
@@ -53,8 +60,8 @@ class Dispatcher:
         with self._lock:  # forget jobs that ended
             horizon = time.monotonic() - self.redispatch_s
             self._sent = {k: v for k, v in self._sent.items() if v > horizon}
-        if task_app.embedded_broker(self.app.barfed_settings):
-            broker.purge_delivered(task_app.broker_url(self.app.barfed_settings))
+        if broker.is_embedded(self.settings):
+            broker.purge_delivered(broker.broker_url(self.settings))
         return sent
 
     def close(self) -> None:

@@ -47,44 +47,49 @@ def live_workers(settings: CoordinatorSettings, now: float | None = None) -> lis
     return sorted(alive)
 
 
-class Heartbeat(bootsteps.StartStopStep):
-    """A consumer step after the one that starts consuming: beats only while this worker takes tasks."""
+def heartbeat_step(settings: CoordinatorSettings) -> type[bootsteps.StartStopStep]:
+    """The consumer step that keeps this worker's heartbeat file under ``settings.home``."""
+    directory = heartbeat_dir(settings)
 
-    requires = ("celery.worker.consumer.tasks:Tasks",)
+    class Heartbeat(bootsteps.StartStopStep):
+        """Comes after the step that starts consuming: beats only while this worker takes tasks."""
 
-    def __init__(self, parent, **kwargs) -> None:
-        super().__init__(parent, **kwargs)
-        self._stop: threading.Event | None = None
-        self._thread: threading.Thread | None = None
-        self.path: Path | None = None
+        requires = ("celery.worker.consumer.tasks:Tasks",)
 
-    def start(self, parent) -> None:
-        directory = heartbeat_dir(parent.app.barfed_settings)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / re.sub(r"[^A-Za-z0-9@._-]", "_", parent.hostname)[:200]
-        body = json.dumps({"hostname": parent.hostname, "pid": os.getpid()})
-        stop = self._stop = threading.Event()
-        path = self.path
+        def __init__(self, parent, **kwargs) -> None:
+            super().__init__(parent, **kwargs)
+            self._stop: threading.Event | None = None
+            self._thread: threading.Thread | None = None
+            self.path: Path | None = None
 
-        def beat() -> None:
-            while True:
-                try:
-                    path.write_text(body)
-                except OSError as exc:
-                    log.warning("could not write the worker heartbeat %s: %s", path, exc)
-                if stop.wait(INTERVAL_S):
-                    return
+        def start(self, parent) -> None:
+            directory.mkdir(parents=True, exist_ok=True)
+            self.path = directory / re.sub(r"[^A-Za-z0-9@._-]", "_", parent.hostname)[:200]
+            body = json.dumps({"hostname": parent.hostname, "pid": os.getpid()})
+            stop = self._stop = threading.Event()
+            path = self.path
 
-        self._thread = threading.Thread(target=beat, name="worker-heartbeat", daemon=True)
-        self._thread.start()
+            def beat() -> None:
+                while True:
+                    try:
+                        path.write_text(body)
+                    except OSError as exc:
+                        log.warning("could not write the worker heartbeat %s: %s", path, exc)
+                    if stop.wait(INTERVAL_S):
+                        return
 
-    def stop(self, parent) -> None:
-        if self._stop is not None:
-            self._stop.set()
-            self._thread.join(timeout=5)
-            self._stop = None
-        if self.path is not None:
-            self.path.unlink(missing_ok=True)
+            self._thread = threading.Thread(target=beat, name="worker-heartbeat", daemon=True)
+            self._thread.start()
 
-    def shutdown(self, parent) -> None:
-        self.stop(parent)
+        def stop(self, parent) -> None:
+            if self._stop is not None:
+                self._stop.set()
+                self._thread.join(timeout=5)
+                self._stop = None
+            if self.path is not None:
+                self.path.unlink(missing_ok=True)
+
+        def shutdown(self, parent) -> None:
+            self.stop(parent)
+
+    return Heartbeat

@@ -2,9 +2,9 @@
 
 ``InProcessWorker`` runs Celery's own WorkController (thread pool) on a thread: the same consumer, acks and
 task code as ``celery worker``, started in a fraction of a second, which matters to tests that start many
-coordinators. ``WorkerProcess`` is what ``barfed coordinator serve`` runs: ``celery -A coordinator.tasks worker``
-as a child, restarted when it dies, killed with its parent (PR_SET_PDEATHSIG), so a killed coordinator leaves
-no orphan holding a lease.
+coordinators. ``WorkerProcess`` is what ``barfed coordinator serve`` runs: ``celery -A coordinator.tasks.celery_app
+worker`` as a child, restarted when it dies, killed with its parent (PR_SET_PDEATHSIG), so a killed coordinator
+leaves no orphan holding a lease.
 """
 
 from __future__ import annotations
@@ -87,7 +87,7 @@ def worker_command(concurrency: int, loglevel: str = "INFO") -> list[str]:
         "-m",
         "celery",
         "-A",
-        "coordinator.tasks",
+        "coordinator.tasks.celery_app",
         "worker",
         "--pool",
         "threads",

@@ -2,7 +2,7 @@
 
 Only names an expert package may hold, each once, sizes within the coordinator's limits, digests in the one
 spelling the blob store uses, and the three files no package lacks. These checks need neither the database
-nor the disk; what depends on them (ownership, versions, quotas, free space) is `policy`.
+nor the disk; what depends on them (ownership, versions, quotas, free space) is `admission`.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from coordinator.settings import CoordinatorSettings
 from coordinator.state import uploads as records
 from coordinator.state.db import Registry
 from coordinator.state.models import UploadFile, UploadSession, utcnow
-from coordinator.uploads import policy
+from coordinator.uploads import admission
 from coordinator.uploads.declaration import Declared, check_declaration
 from coordinator.uploads.staging import DISCARDED, Staging
 from coordinator.uploads.writer import ChunkWriter
@@ -78,16 +78,16 @@ class Uploads:
     def create(self, org_id: str, domain: str, version: int, files: list[Declared]) -> str:
         """Open (or, for an identical declaration, reopen) an upload session; returns its id."""
         total = check_declaration(files, self.settings)
-        policy.check_version(version)
+        admission.check_version(version)
         now = utcnow()
         with records.creating(self.registry, org_id, now) as tx:
-            policy.check_domain(tx, domain, version)
-            policy.check_pending(tx.pending_submissions(), org_id, self.settings)
-            if (existing := policy.same_declaration(tx, domain, version, files)) is not None:
+            admission.check_domain(tx, domain, version)
+            admission.check_pending(tx.pending_submissions(), org_id, self.settings)
+            if (existing := admission.same_declaration(tx, domain, version, files)) is not None:
                 return existing  # the node lost its session id; same declaration, same session
-            policy.check_sessions(tx, self.settings)
+            admission.check_sessions(tx, self.settings)
             free = shutil.disk_usage(self.settings.staging_dir).free  # read under the disk lock
-            policy.check_disk(tx, total, free, self.settings)
+            admission.check_disk(tx, total, free, self.settings)
             session_id = str(uuid.uuid4())
             expires_at = now + dt.timedelta(seconds=self.settings.session_ttl_s)
             tx.insert(session_id, domain, version, expires_at, [(f.path, f.size, f.sha256) for f in files])
@@ -115,7 +115,7 @@ class Uploads:
     def _check_open(upload: UploadSession) -> None:
         if upload.state != "open":
             raise BarFedError("SESSION_CLOSED", f"upload {upload.id} is {upload.state}; start a new upload.")
-        if records.aware(upload.expires_at) < utcnow():
+        if upload.expires_at < utcnow():
             raise BarFedError("SESSION_EXPIRED", f"upload {upload.id} expired; start a new upload.")
 
     # -- write -------------------------------------------------------------------------------
@@ -154,13 +154,13 @@ class Uploads:
                         "UPLOAD_INCOMPLETE",
                         f"{f.path} has {f.committed} of {f.size} bytes; send the rest from offset {f.committed}.",
                     )
-            policy.check_pending(records.count_pending(self.registry, org_id), org_id, self.settings)
+            admission.check_pending(records.count_pending(self.registry, org_id), org_id, self.settings)
             self._check_digests(org_id, session_id, files)
             submission_id = str(uuid.uuid4())
             # No garbage collection may decide about these digests meanwhile; the pending limit is checked
             # again under the organization's lock, before a byte moves, in the transaction that inserts.
             with self.blobs.lock, records.committing(self.registry, org_id) as tx:
-                policy.check_pending(tx.pending_submissions(), org_id, self.settings)
+                admission.check_pending(tx.pending_submissions(), org_id, self.settings)
                 for f in files:
                     staged = self.staged(session_id, f.path)
                     if staged.exists():

@@ -209,7 +209,7 @@ def make_world(root: Path, db_url: str, **settings) -> World:
             .where(ApiToken.id == made["expired"][1].id)
             .values(expires_at=utcnow() - dt.timedelta(seconds=1))
         )
-    from coordinator.api.principals import Principal
+    from coordinator.api.deps import Principal
 
     for caller, (token, row) in made.items():
         world.headers[caller] = {"Authorization": f"Bearer {token}"}

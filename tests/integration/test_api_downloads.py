@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 
 from coordinator.api.app import create_app
 from coordinator.enrollment import invite
-from coordinator.release import files as release_files_module
-from coordinator.release.files import FileEntry, release_files
+from coordinator.release import signed_files as release_files_module
+from coordinator.release.signed_files import FileEntry, release_files
 from coordinator.runtime import Runtime
 from coordinator.setup import initialize
 from coordinator.state import releases, tokens
@@ -51,11 +51,11 @@ def client(runtime):
 
 
 def test_release_files_come_from_the_verified_signature(runtime):
-    entries = release_files(runtime.settings, 1)
+    entries = release_files(runtime, 1)
     assert set(entries) == {*FILES, "release.json", "model.sig"}
     for name, content in FILES.items():
         assert entries[name] == FileEntry(len(content), hashlib.sha256(content).hexdigest())
-    assert release_files(runtime.settings, 1) is entries  # cached: the release is immutable
+    assert release_files(runtime, 1) is entries  # cached: the release is immutable
 
 
 def test_a_release_that_no_longer_verifies_is_refused(runtime):
@@ -63,10 +63,10 @@ def test_a_release_that_no_longer_verifies_is_refused(runtime):
     (directory / "extra.bin").write_bytes(b"not signed")
     release_files_module._cache.clear()
     with pytest.raises(BarFedError) as refused:
-        release_files(runtime.settings, 1)
+        release_files(runtime, 1)
     assert refused.value.code == "RELEASE_UNVERIFIED"
     (directory / "extra.bin").unlink()
-    assert "model.safetensors" in release_files(runtime.settings, 1)  # the repair is seen: failures are not cached
+    assert "model.safetensors" in release_files(runtime, 1)  # the repair is seen: failures are not cached
 
 
 def test_a_commit_id_resolves_to_its_release(runtime):

@@ -19,9 +19,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from sqlalchemy import select
 
-from coordinator.release.build import rebuild
 from coordinator.release.diff import diff_releases
 from coordinator.release.gate import GateRefused
+from coordinator.release.rebuild import rebuild
 from coordinator.setup import initialize
 from coordinator.state import releases as state
 from coordinator.state.models import AuditEntry, Expert

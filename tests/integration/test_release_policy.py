@@ -9,7 +9,7 @@ import pytest
 
 from contributor_node.package import build_package
 from coordinator.embedded import running_coordinator
-from coordinator.release import policy
+from coordinator.release import autobuild as policy
 from coordinator.setup import initialize
 from coordinator.state import jobs
 from coordinator.state import releases as state

@@ -141,7 +141,8 @@ def assert_published_once(coordinator, job, poller) -> None:
 
 
 def test_a_killed_celery_worker_on_redis_is_replaced_and_the_build_finishes_once(micro, db_url, say_experts, tmp_path):
-    """At scale: `serve --no-worker` dispatches, `celery -A coordinator.tasks worker` processes on Redis run."""
+    """At scale: `serve --no-worker` dispatches; `celery -A coordinator.tasks.celery_app worker` processes on Redis
+    run the build."""
     settings = release_settings(
         tmp_path,
         db_url,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -145,21 +147,32 @@ def test_cancel_reaches_the_holder_at_its_next_heartbeat(registry):
     assert jobs.due(registry) == []
 
 
+class Recorder:
+    """Stands in for the broker: records what was dispatched."""
+
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+
+    def dispatch(self, job_id: int) -> bool:
+        self.sent.append(job_id)
+        return True
+
+
 def _runtime(registry, tmp_path, **overrides):
     from coordinator.blobs import BlobStore
     from coordinator.keys import CoordinatorKeys
+    from coordinator.runtime import Runtime
     from coordinator.settings import load_settings
-    from coordinator.tasks.runner import Runtime
 
     settings = load_settings(home=tmp_path / "home", database_url="sqlite://", **{"job_lease_s": 3, **overrides})
-    return Runtime(settings, registry, BlobStore(settings.blob_dir), CoordinatorKeys(settings.pki_dir))
+    return Runtime(settings, registry, BlobStore(settings.blob_dir), CoordinatorKeys(settings.pki_dir), Recorder())
 
 
 def test_runner_outcomes_and_a_redelivered_message_does_nothing_twice(registry, tmp_path, monkeypatch):
     """done with the handler's result; BarFedError → failed; Gated → gated; a crash is retried, then JOB_CRASHED;
     a second message for a finished job runs nothing."""
     from coordinator.state import jobs
-    from coordinator.tasks import runner
+    from coordinator.tasks import handlers, runner
 
     calls: list[str] = []
 
@@ -173,16 +186,16 @@ def test_runner_outcomes_and_a_redelivered_message_does_nothing_twice(registry, 
         raise BarFedError("NOPE", "refused on purpose.")
 
     def gate(ctx):
-        raise runner.Gated({"table": [1, 2]})
+        raise handlers.Gated({"table": [1, 2]})
 
     def crash(ctx):
         calls.append("crash")
         raise RuntimeError("bug")
 
-    monkeypatch.setitem(runner.HANDLERS, "t-ok", ok)
-    monkeypatch.setitem(runner.HANDLERS, "t-refuse", refuse)
-    monkeypatch.setitem(runner.HANDLERS, "t-gate", gate)
-    monkeypatch.setitem(runner.HANDLERS, "t-crash", crash)
+    monkeypatch.setitem(handlers.HANDLERS, "t-ok", ok)
+    monkeypatch.setitem(handlers.HANDLERS, "t-refuse", refuse)
+    monkeypatch.setitem(handlers.HANDLERS, "t-gate", gate)
+    monkeypatch.setitem(handlers.HANDLERS, "t-crash", crash)
     runtime = _runtime(registry, tmp_path)
 
     ok_id = _job(registry, "t-ok", "a")
@@ -202,11 +215,10 @@ def test_runner_outcomes_and_a_redelivered_message_does_nothing_twice(registry, 
     assert jobs.get(registry, gated).result == {"table": [1, 2]}
 
     crashed = _job(registry, "t-crash", "d", max_attempts=2)
-    redispatched: list[int] = []
-    assert runner.run_job(runtime, crashed, redispatch=redispatched.append) == "crashed"
+    assert runner.run_job(runtime, crashed) == "crashed"
     job = jobs.get(registry, crashed)
-    assert (job.state, job.error_code, redispatched) == ("queued", "JOB_CRASHED", [crashed])
-    assert runner.run_job(runtime, crashed, redispatch=redispatched.append) == "crashed"
+    assert (job.state, job.error_code, runtime.dispatcher.sent) == ("queued", "JOB_CRASHED", [crashed])
+    assert runner.run_job(runtime, crashed) == "crashed"
     job = jobs.get(registry, crashed)
     assert (job.state, job.error_code, job.attempts, calls.count("crash")) == ("failed", "JOB_CRASHED", 2, 2)
 
@@ -216,19 +228,16 @@ def test_runner_outcomes_and_a_redelivered_message_does_nothing_twice(registry, 
     assert runner.run_job(runtime, 10**6) == "skipped"  # a message for a job this database does not have
 
 
-def test_handlers_are_looked_up_lazily_by_name(monkeypatch):
-    """ "build" names coordinator.release.build:run_build, imported when a build first runs; a handler whose module
-    is missing fails its jobs with NO_HANDLER instead of breaking the worker's imports."""
-    from coordinator.tasks import runner
-
-    build = runner.HANDLERS["build"]
-    assert build == "coordinator.release.build:run_build" or build.__name__ == "run_build"
-    monkeypatch.setitem(runner.HANDLERS, "t-missing", "coordinator.release.not_there:run")
-    with pytest.raises(BarFedError) as err:
-        runner.handler_for("t-missing")
-    assert err.value.code == "NO_HANDLER"
-    monkeypatch.setitem(runner.HANDLERS, "t-named", "coordinator.state.jobs:due")
-    assert runner.handler_for("t-named").__name__ == "due"
+def test_the_serving_process_loads_no_job_code():
+    """`serve` dispatches jobs and runs none unless its worker is in-process: its modules, the Celery app's
+    included, load neither the release build nor torch; a worker loads them when its first job runs."""
+    job_code = ("torch", "coordinator.release.build", "coordinator.tasks.runner")
+    probe = (
+        "import sys, coordinator.serve, coordinator.tasks.celery_app\n"
+        f"print(sorted(m for m in {job_code!r} if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr[-2000:]
 
 
 def test_a_lost_lease_stops_the_handler(registry, tmp_path, monkeypatch):
@@ -236,7 +245,7 @@ def test_a_lost_lease_stops_the_handler(registry, tmp_path, monkeypatch):
     it leaves the row to the new holder."""
     from coordinator.state import jobs
     from coordinator.state.models import Job
-    from coordinator.tasks import runner
+    from coordinator.tasks import handlers, runner
 
     seen: list[str] = []
 
@@ -252,7 +261,7 @@ def test_a_lost_lease_stops_the_handler(registry, tmp_path, monkeypatch):
                 raise
         return {}
 
-    monkeypatch.setitem(runner.HANDLERS, "t-slow", slow)
+    monkeypatch.setitem(handlers.HANDLERS, "t-slow", slow)
     runtime = _runtime(registry, tmp_path, job_lease_s=0.6)
     job_id = _job(registry, "t-slow", "x")
     assert runner.run_job(runtime, job_id) == "lost"

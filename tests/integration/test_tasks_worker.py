@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.tasks.runner import HANDLERS
+from coordinator.tasks.handlers import HANDLERS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
@@ -155,7 +155,7 @@ def redis_queue():
 def test_kill_9_of_a_celery_worker_on_redis_mid_job(db_url, tmp_path, redis_queue):
     from coordinator.state import jobs
     from coordinator.state.db import Registry
-    from coordinator.tasks.app import make_app
+    from coordinator.tasks.celery_app import make_app
     from coordinator.tasks.dispatch import Dispatcher, Sweeper
     from coordinator.tasks.worker import worker_command
 
@@ -166,7 +166,7 @@ def test_kill_9_of_a_celery_worker_on_redis_mid_job(db_url, tmp_path, redis_queu
     env = _env(settings)
     log = open(tmp_path / "workers.log", "ab")  # noqa: SIM115
     first = subprocess.Popen(worker_command(1, "WARNING"), env=env, cwd=REPO, stdout=log, stderr=log)
-    dispatcher = Dispatcher(make_app(settings))
+    dispatcher = Dispatcher(make_app(settings), settings)
     sweeper = Sweeper(dispatcher, registry, settings.sweep_interval_s).start()  # what serve --no-worker runs
     second = None
     try:
@@ -242,7 +242,7 @@ def test_the_supervisor_restarts_a_dead_worker_and_it_runs_jobs(tmp_path):
     takes work from the embedded broker."""
     from coordinator.state import jobs
     from coordinator.state.db import Registry
-    from coordinator.tasks.app import make_app
+    from coordinator.tasks.celery_app import make_app
     from coordinator.tasks.dispatch import Dispatcher
     from coordinator.tasks.worker import WorkerProcess
 
@@ -250,7 +250,7 @@ def test_the_supervisor_restarts_a_dead_worker_and_it_runs_jobs(tmp_path):
     registry = Registry(settings.db_url)
     supervisor = WorkerProcess(settings, backoff_s=0.2)
     supervisor.start()
-    dispatcher = Dispatcher(make_app(settings))
+    dispatcher = Dispatcher(make_app(settings), settings)
     try:
         first = supervisor.process.pid
         supervisor.process.send_signal(signal.SIGKILL)

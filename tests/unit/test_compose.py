@@ -317,8 +317,8 @@ def test_every_barfed_command_is_a_real_cli_entry(service, command):
 
 
 def test_the_celery_commands_name_the_real_app(tmp_path):
-    """Resolved as `celery -A` resolves it, in a fresh process (here `coordinator.tasks.app` is the submodule)."""
-    from coordinator.tasks.app import TASK_NAME
+    """Resolved as `celery -A` resolves it, in a fresh process."""
+    from coordinator.tasks.dispatch import TASK_NAME
 
     celery_commands = [(s, c) for s, c in COMMANDS if c[0] == "celery"]
     modules = set()
@@ -408,7 +408,7 @@ def test_the_settings_accept_the_values_and_every_service_they_name_is_there(tmp
 def test_the_coordinator_serves_with_workers_that_share_its_settings_and_storage(tmp_path, monkeypatch):
     coordinator, worker = SERVICES["coordinator"], SERVICES["worker"]
     assert argv(coordinator)[:4] == ["barfed", "coordinator", "serve", "--no-worker"]
-    assert argv(worker)[:4] == ["celery", "-A", "coordinator.tasks", "worker"]
+    assert argv(worker)[:4] == ["celery", "-A", "coordinator.tasks.celery_app", "worker"]
     same = ("HOME", "BROKER_URL", "SECRETS_DIR", "DATABASE_URL", "HOSTNAMES")
     for key in same:
         variable = f"BARFED_COORD_{key}"

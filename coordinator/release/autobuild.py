@@ -28,7 +28,6 @@ def tick(registry: Registry, settings: CoordinatorSettings, now: dt.datetime | N
     if trigger is None:
         return None
     audit_id, at = trigger
-    at = at if at.tzinfo else at.replace(tzinfo=dt.UTC)
     if ((now or dt.datetime.now(dt.UTC)) - at).total_seconds() < settings.build_debounce_s:
         return None
     key = f"auto-{audit_id}"

@@ -11,8 +11,7 @@ import socket
 import uvicorn
 from fastapi import FastAPI
 
-from coordinator.keys import CoordinatorKeys
-from coordinator.settings import CoordinatorSettings
+from coordinator.runtime import Runtime
 from protocol.errors import BarFedError
 
 log = logging.getLogger(__name__)
@@ -46,10 +45,9 @@ def bind(listen: str) -> socket.socket:
 class ApiServer:
     """uvicorn on a socket bound here, so a busy port is a clear error and port 0 tells which port it got."""
 
-    def __init__(self, settings: CoordinatorSettings, app: FastAPI) -> None:
-        tls = {}
+    def __init__(self, runtime: Runtime, app: FastAPI) -> None:
+        settings, keys, tls = runtime.settings, runtime.keys, {}
         if not settings.api_insecure_http:
-            keys = CoordinatorKeys(settings.pki_dir)
             tls = {"ssl_certfile": str(keys.server_cert_path), "ssl_keyfile": str(keys.server_key_path)}
         else:
             log.warning("serving the REST API as PLAIN HTTP on %s (loopback development mode)", settings.api_listen)

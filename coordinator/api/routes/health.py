@@ -18,9 +18,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from coordinator.api.principals import runtime
+from coordinator.api.deps import runtime
 from coordinator.runtime import Runtime
-from coordinator.tasks import app as task_app
+from coordinator.tasks.broker import is_embedded
+from coordinator.tasks.celery_app import make_app
 from coordinator.tasks.heartbeat import live_workers
 
 log = logging.getLogger(__name__)
@@ -52,12 +53,12 @@ def healthz() -> dict[str, str]:
 
 def celery_app(request: Request):
     """The dispatcher's Celery app, or one made (once) for these settings when the API runs without one."""
-    dispatcher = request.app.state.dispatcher
+    dispatcher = runtime(request).dispatcher
     if dispatcher is not None:
         return dispatcher.app
     with _lock:
         if getattr(request.app.state, "celery", None) is None:
-            request.app.state.celery = task_app.make_app(runtime(request).settings)
+            request.app.state.celery = make_app(runtime(request).settings)
         return request.app.state.celery
 
 
@@ -80,7 +81,7 @@ def _broker(app) -> str:
 
 
 def _worker(rt: Runtime, app) -> str:
-    if task_app.embedded_broker(rt.settings):
+    if is_embedded(rt.settings):
         alive = live_workers(rt.settings)
         if not alive:
             raise NotReady("no worker heartbeat in the last few seconds; is a worker running?")

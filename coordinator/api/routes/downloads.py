@@ -12,9 +12,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel
 
-from coordinator.api.files import file_response
-from coordinator.api.principals import ROLES, OptionalPrincipal, Principal, runtime
-from coordinator.release import files as release_files
+from coordinator.api.deps import ROLES, OptionalPrincipal, Principal, runtime
+from coordinator.api.file_response import file_response
+from coordinator.release import signed_files
 from coordinator.state import releases
 from protocol.errors import BarFedError
 from protocol.package import SIGNATURE_FILE
@@ -61,7 +61,7 @@ def _release(request: Request, name: str):
 @router.get("/{name}/files", summary="Every file of a release with its size and sha256", **DOWNLOAD)
 def list_files(request: Request, name: ReleaseName) -> FileList:
     release = _release(request, name)
-    entries = release_files.release_files(runtime(request).settings, release.number)
+    entries = signed_files.release_files(runtime(request), release.number)
     return FileList(
         release=f"r{release.number}",
         number=release.number,
@@ -72,7 +72,7 @@ def list_files(request: Request, name: ReleaseName) -> FileList:
 
 def _serve(request: Request, name: str, path: str) -> Response:
     release = _release(request, name)
-    disk_path, entry = release_files.file_path(runtime(request).settings, release.number, path)
+    disk_path, entry = signed_files.file_path(runtime(request), release.number, path)
     response = file_response(request, disk_path, entry.sha256, entry.size)
     response.headers["x-barfed-release"] = f"r{release.number}"
     return response

@@ -5,38 +5,33 @@ Messages only say "look at job N"; the job row decides whether anything runs (se
 worker process was lost goes back to the broker where it can (Redis after its visibility timeout); failures are
 acknowledged too (the task records them on the row and never raises). Prefetch 1: a worker holds no message it
 is not running, so a long build never hides a verification behind it. JSON only: nothing is unpickled.
+
+``celery -A coordinator.tasks.celery_app worker`` finds ``app`` here, made on first access from the coordinator's
+settings (coordinator.toml or $BARFED_COORDINATOR_CONFIG, and BARFED_COORD_* variables), so importing this
+module reads nothing. The coordinator makes its own with `make_app(settings)`.
 """
 
 from __future__ import annotations
 
-import logging
+import threading
+from typing import Any
 
 from celery import Celery
 
-from coordinator.settings import CoordinatorSettings
+from coordinator.runtime import Runtime
+from coordinator.settings import CoordinatorSettings, load_settings
 from coordinator.tasks import broker
-from coordinator.tasks.heartbeat import Heartbeat
-from coordinator.tasks.runner import Runtime, run_job
-
-log = logging.getLogger(__name__)
-TASK_NAME = "barfed.run_job"
-
-
-def broker_url(settings: CoordinatorSettings) -> str:
-    return settings.broker_url or f"sqlite:///{(settings.home / 'broker.db').resolve()}"
-
-
-def embedded_broker(settings: CoordinatorSettings) -> bool:
-    return settings.broker_url is None
+from coordinator.tasks.dispatch import TASK_NAME, Dispatcher
+from coordinator.tasks.heartbeat import heartbeat_step
 
 
 def make_app(settings: CoordinatorSettings, runtime: Runtime | None = None) -> Celery:
-    """A Celery app for these settings; ``runtime`` shares an embedded coordinator's registry and stores with the
-    in-process worker (a worker process builds its own on first use)."""
-    app = Celery("barfed", broker=broker_url(settings), set_as_current=False)
-    embedded = embedded_broker(settings)
+    """A Celery app for these settings. Its task runs jobs against ``runtime`` (an embedded coordinator shares its
+    own with its in-process worker); a worker process makes one from the settings when its first job arrives."""
+    embedded = broker.is_embedded(settings)
     if embedded:
-        settings.home.mkdir(parents=True, exist_ok=True)
+        settings.home.mkdir(parents=True, exist_ok=True)  # the queue's SQLite file lives there
+    app = Celery("barfed", broker=broker.broker_url(settings), set_as_current=False)
     app.conf.update(
         broker_transport=broker.TRANSPORT if embedded else None,
         broker_connection_retry_on_startup=True,
@@ -58,21 +53,32 @@ def make_app(settings: CoordinatorSettings, runtime: Runtime | None = None) -> C
         worker_cancel_long_running_tasks_on_connection_loss=False,
         imports=list(settings.task_imports),
     )
-    app.barfed_settings = settings
-    app.barfed_runtime = runtime
     if embedded:  # no broadcast on this transport: readiness reads heartbeat files instead of a ping
-        app.steps["consumer"].add(Heartbeat)
+        app.steps["consumer"].add(heartbeat_step(settings))
+    made: list[Runtime] = [runtime] if runtime is not None else []
+    lock = threading.Lock()
 
     # shared=False: Celery would otherwise attach this app's task to every app the process creates later.
     @app.task(name=TASK_NAME, shared=False, ignore_result=True)
     def run_job_task(job_id: int) -> str:
-        if app.barfed_runtime is None:
-            app.barfed_runtime = Runtime.from_settings(settings)
-        return run_job(app.barfed_runtime, int(job_id), redispatch=lambda again: send(app, again))
+        from coordinator.tasks.runner import run_job  # the job code (torch, the build) loads where jobs run
+
+        with lock:
+            if not made:
+                made.append(Runtime.from_settings(settings, dispatcher=Dispatcher(app, settings)))
+        return run_job(made[0], int(job_id))
 
     return app
 
 
-def send(app: Celery, job_id: int) -> None:
-    """Publish one "run job N" message."""
-    app.send_task(TASK_NAME, args=(int(job_id),), queue=app.conf.task_default_queue)
+_app: Celery | None = None
+
+
+def __getattr__(name: str) -> Any:
+    """``app`` for the celery command line, made from the settings on first access."""
+    global _app
+    if name != "app":
+        raise AttributeError(name)
+    if _app is None:
+        _app = make_app(load_settings())
+    return _app

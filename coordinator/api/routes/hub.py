@@ -30,11 +30,11 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 
-from coordinator.api.downloads import DOWNLOAD
+from coordinator.api.deps import CurrentRuntime
 from coordinator.api.errors import status_of
-from coordinator.api.files import etag_of, file_response
-from coordinator.api.principals import CurrentRuntime
-from coordinator.release.files import FileEntry, file_path, release_dir, release_files
+from coordinator.api.file_response import etag_of, file_response
+from coordinator.api.routes.downloads import DOWNLOAD
+from coordinator.release.signed_files import FileEntry, file_path, release_dir, release_files
 from coordinator.state import releases as state
 from coordinator.state.models import Release
 from protocol.errors import BarFedError
@@ -119,14 +119,14 @@ def _config(runtime, release: Release, files: dict[str, FileEntry]) -> dict:
     if entry is None or entry.size > MAX_CONFIG_BYTES:
         return {}
     try:
-        config = json.loads((release_dir(runtime.settings, release.number) / "config.json").read_text())
+        config = json.loads((release_dir(runtime, release.number) / "config.json").read_text())
     except (OSError, ValueError):
         return {}
     return {key: config[key] for key in ("architectures", "model_type") if key in config}
 
 
 def _info(runtime, repo_id: str, release: Release, blobs: bool, expand: list[str] | None) -> dict:
-    files = release_files(runtime.settings, release.number)
+    files = release_files(runtime, release.number)
     published = release.published_at.strftime("%Y-%m-%dT%H:%M:%S.000Z")
     siblings = []
     for path, entry in files.items():
@@ -190,7 +190,7 @@ def tree(
 
 def _tree(runtime, repo_id: str, revision: str, folder: str, recursive: bool) -> list[dict]:
     release = resolve_revision(runtime, repo_id, revision)
-    files = release_files(runtime.settings, release.number)
+    files = release_files(runtime, release.number)
     prefix = f"{folder}/" if folder else ""
     entries: list[dict] = []
     folders: set[str] = set()
@@ -270,7 +270,7 @@ def resolve(
     release = resolve_revision(runtime, repo_id, revision)
     commit = state.commit_id(release)
     try:
-        path, entry = file_path(runtime.settings, release.number, filename)
+        path, entry = file_path(runtime, release.number, filename)
     except BarFedError as exc:
         exc.commit = commit  # the client caches "absent at this commit" from it
         raise

@@ -3,13 +3,13 @@ retry (queued again and dispatched now), cancel. Admins and operators change; au
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel
 
-from coordinator.api.fields import INT32, JobIdPath, Limit, Timestamp
-from coordinator.api.principals import READ_ALL, CurrentPrincipal, CurrentRuntime, allow
+from coordinator.api.deps import READ_ALL, CurrentPrincipal, CurrentRuntime, allow, dispatch
+from coordinator.api.fields import INT32, FromRow, JobIdPath, Limit
 from coordinator.state import jobs as store
 from coordinator.state.models import JOB_STATES
 
@@ -17,7 +17,7 @@ router = APIRouter(tags=["jobs"])
 CHANGERS = ("admin", "operator")
 
 
-class JobOut(BaseModel):
+class JobOut(FromRow):
     id: int
     kind: str
     key: str
@@ -26,35 +26,14 @@ class JobOut(BaseModel):
     max_attempts: int
     step: str
     lease_owner: str
-    lease_expires_at: Timestamp | None
-    heartbeat_at: Timestamp | None
+    lease_expires_at: dt.datetime | None
+    heartbeat_at: dt.datetime | None
     params: dict
     result: dict
     error_code: str
     error_message: str
-    created_at: Timestamp
-    updated_at: Timestamp
-
-
-def job_out(job) -> JobOut:
-    return JobOut(
-        id=job.id,
-        kind=job.kind,
-        key=job.key,
-        state=job.state,
-        attempts=job.attempts,
-        max_attempts=job.max_attempts,
-        step=job.step,
-        lease_owner=job.lease_owner,
-        lease_expires_at=job.lease_expires_at,
-        heartbeat_at=job.heartbeat_at,
-        params=job.params,
-        result=job.result,
-        error_code=job.error_code,
-        error_message=job.error_message,
-        created_at=job.created_at,
-        updated_at=job.updated_at,
-    )
+    created_at: dt.datetime
+    updated_at: dt.datetime
 
 
 @router.get("/jobs", response_model=list[JobOut], summary="Jobs, newest first", **allow(*READ_ALL))
@@ -68,12 +47,12 @@ def list_jobs(
     ] = None,
 ) -> list[JobOut]:
     found = store.list_jobs(runtime.registry, kind=kind, state=state, limit=limit, before=before)
-    return [job_out(job) for job in found]
+    return [JobOut.model_validate(job) for job in found]
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, summary="One job with its lease and result", **allow(*READ_ALL))
 def show_job(job_id: JobIdPath, runtime: CurrentRuntime) -> JobOut:
-    return job_out(store.get(runtime.registry, job_id))
+    return JobOut.model_validate(store.get(runtime.registry, job_id))
 
 
 @router.post(
@@ -83,11 +62,9 @@ def show_job(job_id: JobIdPath, runtime: CurrentRuntime) -> JobOut:
     **allow(*CHANGERS),
 )
 def retry(job_id: JobIdPath, request: Request, runtime: CurrentRuntime, principal: CurrentPrincipal) -> JobOut:
-    from coordinator.api.app import dispatch  # app.py includes this router
-
     job = store.retry(runtime.registry, job_id, actor=principal.actor)
-    dispatch(request.app, job.id)
-    return job_out(job)
+    dispatch(request, job.id)
+    return JobOut.model_validate(job)
 
 
 @router.post(
@@ -97,4 +74,4 @@ def retry(job_id: JobIdPath, request: Request, runtime: CurrentRuntime, principa
     **allow(*CHANGERS),
 )
 def cancel(job_id: JobIdPath, runtime: CurrentRuntime, principal: CurrentPrincipal) -> JobOut:
-    return job_out(store.cancel(runtime.registry, job_id, actor=principal.actor))
+    return JobOut.model_validate(store.cancel(runtime.registry, job_id, actor=principal.actor))

@@ -1,4 +1,5 @@
-"""Who is calling: a bearer token's principal, and the dependency that lets only some roles through a route."""
+"""What routes are given: the coordinator's runtime, who is calling (a bearer token's principal), the dependency
+that lets only some roles through a route, and dispatching a job the route just queued."""
 
 from __future__ import annotations
 
@@ -35,6 +36,11 @@ class Principal:
 
 def runtime(request: Request) -> Runtime:
     return request.app.state.runtime
+
+
+def dispatch(request: Request, job_id: int) -> None:
+    """Send a job a route just queued to the workers now; the sweeper covers a failure."""
+    runtime(request).dispatch(job_id)
 
 
 def optional_principal(

@@ -6,12 +6,14 @@ change anything here; operators and auditors read.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from coordinator import enrollment
-from coordinator.api.fields import MAX_DOMAINS, DomainName, IdPath, OrgId, OrgPath, ReasonBody, Strict, Timestamp
-from coordinator.api.principals import READ_ALL, CurrentPrincipal, CurrentRuntime, allow
+from coordinator.api.deps import READ_ALL, CurrentPrincipal, CurrentRuntime, allow
+from coordinator.api.fields import MAX_DOMAINS, DomainName, FromRow, IdPath, OrgId, OrgPath, ReasonBody, Strict
 from coordinator.state import orgs as state
 
 router = APIRouter(tags=["organizations"])
@@ -32,31 +34,25 @@ class Org(BaseModel):
     id: str
     status: str = Field(description="invited, active or revoked")
     domains: list[str]
-    created_at: Timestamp
-    revoked_at: Timestamp | None
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
 
 
 class DomainsBody(Strict):
     domains: list[DomainName] = Field(min_length=1, max_length=MAX_DOMAINS)
 
 
-class EnrollmentOut(BaseModel):
+class EnrollmentOut(FromRow):
     id: str
-    org: str
+    org: str = Field(validation_alias="org_id")
     state: str = Field(description="invited, pending, approved or rejected")
     contact: str
     reason: str
-    created_at: Timestamp
+    created_at: dt.datetime
 
 
 def _org(org, domains: list[str]) -> Org:
     return Org(id=org.id, status=org.status, domains=domains, created_at=org.created_at, revoked_at=org.revoked_at)
-
-
-def _enrollment(row) -> EnrollmentOut:
-    return EnrollmentOut(
-        id=row.id, org=row.org_id, state=row.state, contact=row.contact, reason=row.reason, created_at=row.created_at
-    )
 
 
 @router.post("/orgs", status_code=201, response_model=Invitation, summary="Invite an organization", **allow("admin"))
@@ -97,7 +93,7 @@ def revoke(org: OrgPath, body: ReasonBody, runtime: CurrentRuntime, principal: C
 
 @router.get("/enrollments", response_model=list[EnrollmentOut], summary="Enrollments, oldest first", **allow(*READ_ALL))
 def list_enrollments(runtime: CurrentRuntime) -> list[EnrollmentOut]:
-    return [_enrollment(row) for row in state.list_enrollments(runtime.registry)]
+    return [EnrollmentOut.model_validate(row) for row in state.list_enrollments(runtime.registry)]
 
 
 @router.post(
@@ -108,7 +104,8 @@ def list_enrollments(runtime: CurrentRuntime) -> list[EnrollmentOut]:
 )
 def approve(enrollment_id: IdPath, runtime: CurrentRuntime, principal: CurrentPrincipal) -> EnrollmentOut:
     enrollment.get_enrollment(runtime.registry, enrollment_id)  # an unknown id is 404, not "not pending"
-    return _enrollment(enrollment.approve(runtime.registry, runtime.keys, enrollment_id, actor=principal.actor))
+    approved = enrollment.approve(runtime.registry, runtime.keys, enrollment_id, actor=principal.actor)
+    return EnrollmentOut.model_validate(approved)
 
 
 @router.post(
@@ -122,4 +119,4 @@ def reject(
 ) -> EnrollmentOut:
     enrollment.get_enrollment(runtime.registry, enrollment_id)
     enrollment.reject(runtime.registry, enrollment_id, body.reason, actor=principal.actor)
-    return _enrollment(enrollment.get_enrollment(runtime.registry, enrollment_id)[0])
+    return EnrollmentOut.model_validate(enrollment.get_enrollment(runtime.registry, enrollment_id)[0])

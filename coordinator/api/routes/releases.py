@@ -7,14 +7,15 @@ operators build and move channels. Files and their download are coordinator/api/
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from coordinator.api.fields import DomainName, Strict, Timestamp, Version
-from coordinator.api.jobs import JobOut, job_out
-from coordinator.api.principals import ROLES, CurrentPrincipal, CurrentRuntime, OptionalPrincipal, allow, runtime
+from coordinator.api.deps import ROLES, CurrentPrincipal, CurrentRuntime, OptionalPrincipal, allow, dispatch, runtime
+from coordinator.api.fields import DomainName, Strict, Version
+from coordinator.api.routes.jobs import JobOut
 from coordinator.release import actions
 from coordinator.state import releases as store
 from protocol.errors import BarFedError
@@ -63,7 +64,7 @@ class ReleaseOut(BaseModel):
     channels: list[str]
     forced_by: str
     manifest_sha256: str = Field(description="sha256 of release.json")
-    published_at: Timestamp
+    published_at: dt.datetime
 
 
 class PromoteBody(Strict):
@@ -131,11 +132,9 @@ def _release(row, channels: list[str]) -> ReleaseOut:
     **allow(*CHANGERS),
 )
 def build(body: BuildBody, request: Request, runtime: CurrentRuntime, principal: CurrentPrincipal) -> JobOut:
-    from coordinator.api.app import dispatch  # app.py includes this router
-
     job = actions.request_build(runtime.registry, dict(body.pins), body.force, principal.actor)
-    dispatch(request.app, job.id)
-    return job_out(job)
+    dispatch(request, job.id)
+    return JobOut.model_validate(job)
 
 
 @router.get("/releases", response_model=list[ReleaseOut], summary="Published releases, oldest first", **READ)

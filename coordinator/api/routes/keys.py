@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from coordinator.api.principals import CurrentRuntime
+from coordinator.api.deps import CurrentRuntime
 from protocol import pki
 from protocol.errors import BarFedError
 

@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from coordinator.cli.common import ACTOR, HomeOption, console, err_console, registry_for, timestamp
 from protocol.errors import BarFedError
 
 app = typer.Typer(help="REST API tokens: create, list, revoke.", no_args_is_help=True)
-console = Console()
-err_console = Console(stderr=True)
-HomeOption = Annotated[Path | None, typer.Option("--home", help="coordinator home (default: settings)")]
-ACTOR = "admin-cli"
 UNITS = {"m": "minutes", "h": "hours", "d": "days"}
-
-
-def _registry(home: Path | None):
-    from coordinator.settings import load_settings
-    from coordinator.state.db import Registry
-
-    return Registry(load_settings(**({"home": home} if home else {})).db_url)
 
 
 def parse_expiry(text: str) -> dt.datetime:
@@ -53,7 +41,7 @@ def create(
     from coordinator.state.tokens import create as create_token
 
     token, row = create_token(
-        _registry(home), role, ACTOR, org_id=org, expires_at=parse_expiry(expires) if expires else None, label=label
+        registry_for(home), role, ACTOR, org_id=org, expires_at=parse_expiry(expires) if expires else None, label=label
     )
     err_console.print(f"token {row.id} ({row.role}{f' of {row.org_id}' if row.org_id else ''}); shown only now:")
     typer.echo(token)
@@ -64,10 +52,9 @@ def list_tokens(home: HomeOption = None) -> None:
     from coordinator.state.tokens import list_tokens as rows
 
     table = Table("id", "role", "org", "label", "created", "expires", "last used", "revoked")
-    for row in rows(_registry(home)):
-        at = [value.isoformat(timespec="seconds") if value else "" for value in (row.created_at, row.expires_at)]
-        used = [value.isoformat(timespec="seconds") if value else "" for value in (row.last_used_at, row.revoked_at)]
-        table.add_row(row.id, row.role, row.org_id or "", row.label, *at, *used)
+    for row in rows(registry_for(home)):
+        times = (row.created_at, row.expires_at, row.last_used_at, row.revoked_at)
+        table.add_row(row.id, row.role, row.org_id or "", row.label, *map(timestamp, times))
     console.print(table)
 
 
@@ -76,5 +63,5 @@ def revoke(token_id: str, home: HomeOption = None) -> None:
     """Revoke a token: the next call with it is refused."""
     from coordinator.state.tokens import revoke as revoke_token
 
-    revoke_token(_registry(home), token_id, ACTOR)
+    revoke_token(registry_for(home), token_id, ACTOR)
     console.print(f"token {token_id} revoked")

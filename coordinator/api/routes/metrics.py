@@ -10,7 +10,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from coordinator import metrics
-from coordinator.api.principals import READ_ALL, allow, runtime
+from coordinator.api.deps import READ_ALL, allow, runtime
 
 router = APIRouter(tags=["health"])
 

@@ -13,8 +13,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from coordinator.keys import CoordinatorKeys
-from coordinator.settings import CoordinatorSettings
+from coordinator.runtime import Runtime
 from protocol.errors import BarFedError
 from protocol.package import SIGNATURE_FILE, file_sha256
 from protocol.signing import signed_digests, verify_directory
@@ -31,19 +30,19 @@ _lock = threading.Lock()
 MAX_CACHED = 256  # releases; each entry is a few dozen names
 
 
-def release_dir(settings: CoordinatorSettings, number: int) -> Path:
-    return settings.releases_dir / f"r{number}"
+def release_dir(runtime: Runtime, number: int) -> Path:
+    return runtime.settings.releases_dir / f"r{number}"
 
 
-def release_files(settings: CoordinatorSettings, number: int) -> dict[str, FileEntry]:
+def release_files(runtime: Runtime, number: int) -> dict[str, FileEntry]:
     """path (relative, POSIX) → FileEntry for every file of r``number``, ``model.sig`` included (its own digest)."""
-    directory = release_dir(settings, number)
+    directory = release_dir(runtime, number)
     key = (str(directory.resolve()), number)
     with _lock:
         cached = _cache.get(key)
     if cached is not None:
         return cached
-    entries = _verified_entries(settings, number, directory)
+    entries = _verified_entries(runtime, number, directory)
     with _lock:
         if len(_cache) >= MAX_CACHED:
             _cache.pop(next(iter(_cache)))
@@ -51,11 +50,11 @@ def release_files(settings: CoordinatorSettings, number: int) -> dict[str, FileE
     return entries
 
 
-def _verified_entries(settings: CoordinatorSettings, number: int, directory: Path) -> dict[str, FileEntry]:
+def _verified_entries(runtime: Runtime, number: int, directory: Path) -> dict[str, FileEntry]:
     signature = directory / SIGNATURE_FILE
     if not signature.is_file():
         raise BarFedError("UNKNOWN_RELEASE", f"r{number} has no files on this coordinator; list releases again.")
-    public_key = CoordinatorKeys(settings.pki_dir).release_public_path.read_bytes()
+    public_key = runtime.keys.release_public_path.read_bytes()
     try:
         signed = signed_digests(signature)
         verify_directory(directory, public_key, known_digests=signed)
@@ -75,9 +74,9 @@ def _verified_entries(settings: CoordinatorSettings, number: int, directory: Pat
     return dict(sorted(entries.items()))
 
 
-def file_path(settings: CoordinatorSettings, number: int, name: str) -> tuple[Path, FileEntry]:
+def file_path(runtime: Runtime, number: int, name: str) -> tuple[Path, FileEntry]:
     """The file ``name`` of r``number`` on disk, only when the release lists it (never a path built from input)."""
-    entry = release_files(settings, number).get(name)
+    entry = release_files(runtime, number).get(name)
     if entry is None:
         raise BarFedError("UNKNOWN_FILE", f"r{number} has no file {name[:200]!r}; its file list names every one.")
-    return release_dir(settings, number) / name, entry
+    return release_dir(runtime, number) / name, entry

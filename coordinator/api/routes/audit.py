@@ -6,22 +6,23 @@ who did what); org tokens may not.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from coordinator.api.fields import LINE, Limit, Offset, Page, Since, Timestamp, page
-from coordinator.api.principals import READ_ALL, CurrentRuntime, allow
+from coordinator.api.deps import READ_ALL, CurrentRuntime, allow
+from coordinator.api.fields import LINE, FromRow, Limit, Offset, Page, Since, page
 from coordinator.state import audit as store
 
 router = APIRouter(tags=["audit"])
 Filter = Annotated[str | None, Query(min_length=1, max_length=256, pattern=LINE)]
 
 
-class AuditEntryOut(BaseModel):
+class AuditEntryOut(FromRow):
     id: int
-    at: Timestamp
+    at: dt.datetime
     actor: str
     action: str
     subject: str
@@ -34,19 +35,6 @@ class ChainReport(BaseModel):
     intact: bool
     entries: int = Field(description="entries in the chain when intact; 0 when a link is broken")
     message: str
-
-
-def _entry(row) -> AuditEntryOut:
-    return AuditEntryOut(
-        id=row.id,
-        at=row.at,
-        actor=row.actor,
-        action=row.action,
-        subject=row.subject,
-        details=row.details,
-        prev_hash=row.prev_hash,
-        hash=row.hash,
-    )
 
 
 @router.get("/audit", response_model=Page[AuditEntryOut], summary="Audit entries, oldest first", **allow(*READ_ALL))
@@ -68,7 +56,7 @@ def list_entries(
         offset=offset,
         limit=limit + 1,
     )
-    return page(rows, offset, limit, _entry)
+    return page(rows, offset, limit, AuditEntryOut.model_validate)
 
 
 @router.post(

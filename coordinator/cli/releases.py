@@ -8,23 +8,21 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from coordinator.cli.common import (
+    ACTOR,
+    HomeOption,
+    console,
+    dispatched,
+    registry_for,
+    runtime_for,
+    settings_for,
+    timestamp,
+)
 from protocol.errors import BarFedError
 
 app = typer.Typer(help="Releases: build, list, show, promote, rollback, diff, rebuild.", no_args_is_help=True)
-console = Console()
-HomeOption = Annotated[Path | None, typer.Option("--home", help="coordinator home (default: settings)")]
-ACTOR = "admin-cli"
-
-
-def _context(home: Path | None):
-    from coordinator.settings import load_settings
-    from coordinator.state.db import Registry
-
-    settings = load_settings(**({"home": home} if home else {}))
-    return settings, Registry(settings.db_url)
 
 
 @app.command("build")
@@ -37,25 +35,11 @@ def build(
     """Queue a release build; the running coordinator's workers pick it up."""
     from coordinator.release.actions import parse_pins, request_build
 
-    settings, registry = _context(home)
-    job = request_build(registry, parse_pins(pin or []), force, ACTOR)
-    _dispatch(settings, job.id)
-    console.print(f"build queued as job {job.id}")
-    if wait:
-        _follow(registry, job.id)
-
-
-def _dispatch(settings, job_id: int) -> None:
-    """Best effort: the coordinator's sweeper sends it anyway if this cannot reach the broker."""
-    try:
-        from coordinator.tasks.app import make_app
-        from coordinator.tasks.dispatch import Dispatcher
-
-        dispatcher = Dispatcher(make_app(settings))
-        dispatcher.dispatch(job_id)
-        dispatcher.close()
-    except Exception as exc:  # the sweeper covers it
-        console.print(f"[yellow]could not reach the broker ({exc}); the coordinator will dispatch it[/]")
+    with runtime_for(home) as runtime:
+        job = request_build(runtime.registry, parse_pins(pin or []), force, ACTOR)
+        console.print(f"build queued as job {job.id}" + dispatched(runtime, job.id))
+        if wait:
+            _follow(runtime.registry, job.id)
 
 
 def _follow(registry, job_id: int) -> None:
@@ -90,7 +74,7 @@ def _eval_table(table: dict) -> None:
 def list_releases(home: HomeOption = None) -> None:
     from coordinator.state import releases as state
 
-    _, registry = _context(home)
+    registry = registry_for(home)
     channels: dict[int, list[str]] = {}
     for name, number in state.channels(registry).items():
         channels.setdefault(number, []).append(name)
@@ -98,7 +82,7 @@ def list_releases(home: HomeOption = None) -> None:
     for release in state.list_releases(registry):
         table.add_row(
             f"r{release.number}",
-            release.published_at.isoformat(timespec="seconds"),
+            timestamp(release.published_at),
             ", ".join(f"{e['domain']} v{e['version']}" for e in release.experts),
             ", ".join(sorted(channels.get(release.number, []))),
             f"r{release.parent}" if release.parent else "",
@@ -112,8 +96,8 @@ def show(release: Annotated[str, typer.Argument(help="rN or a channel")], home: 
     """release.json of a release."""
     from coordinator.release.actions import show as do_show
 
-    settings, registry = _context(home)
-    _, manifest = do_show(settings, registry, release)
+    settings = settings_for(home)
+    _, manifest = do_show(settings, registry_for(home), release)
     typer.echo(json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True))
 
 
@@ -125,8 +109,7 @@ def promote(
 ) -> None:
     from coordinator.release.actions import promote as do_promote
 
-    _, registry = _context(home)
-    number, previous = do_promote(registry, release, channel, ACTOR)
+    number, previous = do_promote(registry_for(home), release, channel, ACTOR)
     console.print(f"{channel}: r{number}" + (f" (was r{previous})" if previous else ""))
 
 
@@ -135,8 +118,7 @@ def rollback(channel: Annotated[str, typer.Argument()] = "stable", home: HomeOpt
     """Move a channel back to where it pointed before."""
     from coordinator.release.actions import rollback as do_rollback
 
-    _, registry = _context(home)
-    current, target = do_rollback(registry, channel, ACTOR)
+    current, target = do_rollback(registry_for(home), channel, ACTOR)
     console.print(f"{channel}: r{target} (was r{current})")
 
 
@@ -145,8 +127,7 @@ def diff(a: str, b: str, home: HomeOption = None) -> None:
     """Experts added, removed or changed from A to B, and every domain's score delta."""
     from coordinator.release.actions import diff as do_diff
 
-    _, registry = _context(home)
-    result = do_diff(registry, a, b)
+    result = do_diff(registry_for(home), a, b)
     for label in ("added", "removed"):
         for domain, version in result[label].items():
             console.print(f"{label} {domain} v{version}")
@@ -165,16 +146,12 @@ def rebuild(
     home: HomeOption = None,
 ) -> None:
     """Re-run a release's build from its release.json and compare every file's digest with the published one."""
-    from coordinator.blobs import BlobStore
-    from coordinator.keys import CoordinatorKeys
-    from coordinator.release.build import rebuild as do_rebuild
-    from coordinator.runtime import Runtime
+    from coordinator.release.rebuild import rebuild as do_rebuild
     from coordinator.state import releases as state
 
-    settings, registry = _context(home)
-    number = state.resolve(registry, release).number
-    coordinator = Runtime(settings, registry, BlobStore(settings.blob_dir), CoordinatorKeys(settings.pki_dir))
-    report = do_rebuild(coordinator, number, scratch or settings.home / f"rebuild-r{number}")
+    with runtime_for(home) as runtime:
+        number = state.resolve(runtime.registry, release).number
+        report = do_rebuild(runtime, number, scratch or runtime.settings.home / f"rebuild-r{number}")
     table = Table("file", "digest")
     for name, verdict in report.items():
         table.add_row(name, verdict if verdict == "match" else f"[red]{verdict}[/]")

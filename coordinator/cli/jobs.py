@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from coordinator.cli.common import ACTOR, HomeOption, console, dispatched, registry_for, runtime_for, timestamp
+
 app = typer.Typer(help="Jobs (verify, build): list, show, retry, cancel.", no_args_is_help=True)
-console = Console()
-HomeOption = Annotated[Path | None, typer.Option("--home", help="coordinator home (default: settings)")]
-
-
-def _registry(home: Path | None):
-    from coordinator.settings import load_settings
-    from coordinator.state.db import Registry
-
-    return Registry(load_settings(**({"home": home} if home else {})).db_url)
-
-
-def _at(value) -> str:
-    return value.isoformat(timespec="seconds") if value else ""
 
 
 @app.command("list")
@@ -37,7 +25,7 @@ def list_jobs(
     from coordinator.state import jobs
 
     table = Table("id", "kind", "key", "state", "attempts", "step", "error", "updated")
-    for job in jobs.list_jobs(_registry(home), kind=kind, state=state, limit=limit, before=before):
+    for job in jobs.list_jobs(registry_for(home), kind=kind, state=state, limit=limit, before=before):
         table.add_row(
             str(job.id),
             job.kind,
@@ -46,7 +34,7 @@ def list_jobs(
             f"{job.attempts}/{job.max_attempts}",
             job.step,
             job.error_code,
-            _at(job.updated_at),
+            timestamp(job.updated_at),
         )
     console.print(table)
 
@@ -54,11 +42,9 @@ def list_jobs(
 @app.command("show")
 def show(job_id: int, home: HomeOption = None) -> None:
     """Every field of one job, its lease and its result."""
-    import json
-
     from coordinator.state import jobs
 
-    job = jobs.get(_registry(home), job_id)
+    job = jobs.get(registry_for(home), job_id)
     table = Table("field", "value", show_header=False)
     for name, value in (
         ("id", job.id),
@@ -68,28 +54,16 @@ def show(job_id: int, home: HomeOption = None) -> None:
         ("attempts", f"{job.attempts} of {job.max_attempts}"),
         ("step", job.step),
         ("lease holder", job.lease_owner),
-        ("lease expires", _at(job.lease_expires_at)),
-        ("heartbeat", _at(job.heartbeat_at)),
+        ("lease expires", timestamp(job.lease_expires_at)),
+        ("heartbeat", timestamp(job.heartbeat_at)),
         ("error", f"{job.error_code}: {job.error_message}" if job.error_code else ""),
         ("params", json.dumps(job.params, sort_keys=True)),
         ("result", json.dumps(job.result, sort_keys=True)),
-        ("created", _at(job.created_at)),
-        ("updated", _at(job.updated_at)),
+        ("created", timestamp(job.created_at)),
+        ("updated", timestamp(job.updated_at)),
     ):
         table.add_row(name, str(value))
     console.print(table)
-
-
-def _dispatch(home: Path | None, job_id: int) -> bool:
-    from coordinator.settings import load_settings
-    from coordinator.tasks.app import make_app
-    from coordinator.tasks.dispatch import Dispatcher
-
-    dispatcher = Dispatcher(make_app(load_settings(**({"home": home} if home else {}))))
-    try:
-        return dispatcher.dispatch(job_id)
-    finally:
-        dispatcher.close()
 
 
 @app.command("retry")
@@ -97,9 +71,9 @@ def retry(job_id: int, home: HomeOption = None) -> None:
     """Queue a failed, gated or cancelled job again (attempts start over) and dispatch it."""
     from coordinator.state import jobs
 
-    job = jobs.retry(_registry(home), job_id, actor="admin-cli")
-    sent = _dispatch(home, job.id)
-    console.print(f"job {job.id} queued again" + ("" if sent else "; the coordinator's sweeper will dispatch it"))
+    with runtime_for(home) as runtime:
+        job = jobs.retry(runtime.registry, job_id, actor=ACTOR)
+        console.print(f"job {job.id} queued again" + dispatched(runtime, job.id))
 
 
 @app.command("cancel")
@@ -107,5 +81,5 @@ def cancel(job_id: int, home: HomeOption = None) -> None:
     """Cancel a queued or running job (a running one stops at its next heartbeat)."""
     from coordinator.state import jobs
 
-    job = jobs.cancel(_registry(home), job_id, actor="admin-cli")
+    job = jobs.cancel(registry_for(home), job_id, actor=ACTOR)
     console.print(f"job {job.id} cancelled")

@@ -7,14 +7,17 @@ not exist (404), and a list filtered by another org is empty. Admins and operato
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
+from coordinator.api.deps import READ_ALL, CurrentPrincipal, CurrentRuntime, Principal, allow
 from coordinator.api.fields import (
     DomainPath,
     DomainQuery,
+    FromRow,
     IdPath,
     Limit,
     Offset,
@@ -22,11 +25,9 @@ from coordinator.api.fields import (
     Page,
     ReasonBody,
     Since,
-    Timestamp,
     VersionPath,
     page,
 )
-from coordinator.api.principals import READ_ALL, CurrentPrincipal, CurrentRuntime, Principal, allow
 from coordinator.state import experts as store
 from protocol.errors import BarFedError
 
@@ -35,26 +36,26 @@ READERS = (*READ_ALL, "org")
 CHANGERS = ("admin", "operator")
 
 
-class ExpertOut(BaseModel):
+class ExpertOut(FromRow):
     domain: str
     version: int
-    org: str
+    org: str = Field(validation_alias="org_id")
     status: str = Field(description="ACCEPTED, QUARANTINED, DEPRECATED or OPTED_OUT")
     reason: str
     package_digest: str = Field(description="sha256 of the package's expert.json")
     submission_id: str
     files: dict[str, str] = Field(description="path → sha256")
-    created_at: Timestamp
+    created_at: dt.datetime
 
 
-class SubmissionOut(BaseModel):
+class SubmissionOut(FromRow):
     id: str
-    org: str
+    org: str = Field(validation_alias="org_id")
     domain: str
     version: int
     state: str = Field(description="RECEIVED, VERIFYING, ACCEPTED or REJECTED")
-    created_at: Timestamp
-    updated_at: Timestamp
+    created_at: dt.datetime
+    updated_at: dt.datetime
 
 
 class VerificationReport(BaseModel):
@@ -67,32 +68,6 @@ class VerificationReport(BaseModel):
 class SubmissionDetail(SubmissionOut):
     package_digest: str
     report: VerificationReport
-
-
-def _expert(row) -> ExpertOut:
-    return ExpertOut(
-        domain=row.domain,
-        version=row.version,
-        org=row.org_id,
-        status=row.status,
-        reason=row.reason,
-        package_digest=row.package_digest,
-        submission_id=row.submission_id,
-        files=row.files,
-        created_at=row.created_at,
-    )
-
-
-def _submission(row) -> SubmissionOut:
-    return SubmissionOut(
-        id=row.id,
-        org=row.org_id,
-        domain=row.domain,
-        version=row.version,
-        state=row.state,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
 
 
 def _org_filter(principal: Principal, org: str | None) -> tuple[str | None, bool]:
@@ -119,7 +94,7 @@ def list_experts(
     rows = store.find_experts(
         runtime.registry, domain=domain, org=org, state=state, since=since, offset=offset, limit=limit + 1
     )
-    return page(rows, offset, limit, _expert)
+    return page(rows, offset, limit, ExpertOut.model_validate)
 
 
 @router.get("/experts/{domain}/{version}", response_model=ExpertOut, summary="One expert version", **allow(*READERS))
@@ -127,7 +102,7 @@ def show_expert(domain: DomainPath, version: VersionPath, runtime: CurrentRuntim
     expert = store.get_expert(runtime.registry, domain, version)
     if not principal.may_see_org(expert.org_id):
         raise BarFedError("UNKNOWN_EXPERT", f"there is no accepted {domain} v{version}; list the experts to see them.")
-    return _expert(expert)
+    return ExpertOut.model_validate(expert)
 
 
 def _set_state(target: str):
@@ -135,7 +110,7 @@ def _set_state(target: str):
         domain: DomainPath, version: VersionPath, body: ReasonBody, runtime: CurrentRuntime, principal: CurrentPrincipal
     ) -> ExpertOut:
         expert = store.set_expert_state(runtime.registry, domain, version, target, body.reason, actor=principal.actor)
-        return _expert(expert)
+        return ExpertOut.model_validate(expert)
 
     return change
 
@@ -173,7 +148,7 @@ def list_submissions(
     rows = store.find_submissions(
         runtime.registry, domain=domain, org=org, state=state, since=since, offset=offset, limit=limit + 1
     )
-    return page(rows, offset, limit, _submission)
+    return page(rows, offset, limit, SubmissionOut.model_validate)
 
 
 @router.get(
@@ -188,4 +163,5 @@ def show_submission(submission_id: IdPath, runtime: CurrentRuntime, principal: C
     else:
         row = store.get_submission(runtime.registry, submission_id)
     report = VerificationReport(state=row.state, error_code=row.error_code, message=row.message, files=row.files)
-    return SubmissionDetail(**_submission(row).model_dump(), package_digest=row.package_digest, report=report)
+    summary = SubmissionOut.model_validate(row).model_dump()
+    return SubmissionDetail(**summary, package_digest=row.package_digest, report=report)

@@ -1,0 +1,19 @@
+"""`barfed coordinator …`: set up and run the coordinator, and the operator's actions on its own host, one module
+per command group; the options they share live in `coordinator.cli.common`."""
+
+from __future__ import annotations
+
+import typer
+
+from coordinator.cli import experts, jobs, orgs, releases, service, tokens
+
+app = typer.Typer(help="Run the federation's coordinator and act on it as its operator.", no_args_is_help=True)
+app.command()(service.init)
+app.command()(service.serve)
+app.command("audit-verify")(service.audit_verify)
+app.add_typer(orgs.orgs, name="orgs")
+app.add_typer(orgs.enrollments, name="enrollments")
+app.add_typer(experts.app, name="experts")
+app.add_typer(releases.app, name="releases")
+app.add_typer(jobs.app, name="jobs")
+app.add_typer(tokens.app, name="tokens")
