@@ -10,10 +10,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bar_model.domains import CORE_DOMAINS
+from bar_model.score_table import score_table
+
 app = typer.Typer(help="The BAR method on one machine: base, anchor, experts, evaluation.", no_args_is_help=True)
 console = Console()
-
-CORE_DOMAINS = ("math", "code", "tool_use", "safety", "general")
 
 
 @app.command("domains")
@@ -117,18 +118,6 @@ def drop_expert_command(
 
     drop_expert(merged, domain, out)
     console.print(f"{domain} removed; written to {out}")
-
-
-def score_table(columns: dict[str, dict[str, float]], title: str | None = None) -> Table:
-    """Rows are domains, columns are checkpoints."""
-    table = Table(title=title)
-    table.add_column("domain")
-    for name in columns:
-        table.add_column(name, justify="right")
-    rows = list(next(iter(columns.values())))
-    for row in rows:
-        table.add_row(row, *(f"{scores.get(row, float('nan')):.1f}" for scores in columns.values()))
-    return table
 
 
 @app.command("eval")

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from bar_model.base import build_base, build_summary  # noqa: E402
 from bar_model.branch import init_anchor  # noqa: E402
-from bar_model.cli import CORE_DOMAINS  # noqa: E402
+from bar_model.domains import CORE_DOMAINS  # noqa: E402
 from bar_model.evaluate import evaluate, load_model  # noqa: E402
 from bar_model.expert import expert_card, train_expert  # noqa: E402
 from bar_model.recipe import load_base_recipe, load_expert_recipe  # noqa: E402

@@ -15,9 +15,9 @@ from __future__ import annotations
 import itertools
 import random
 
-from bar_model.domains import register
 from bar_model.domains.base import Domain, Example
 from bar_model.domains.math import int_after_last
+from bar_model.domains.registry import register
 from bar_model.domains.restricted_eval import RestrictedEvalError, evaluate, int_literals
 
 MAX_VALUE = 300  # bound on every value a program computes and every synthesis target

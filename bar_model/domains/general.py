@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import random
 
-from bar_model.domains import register
 from bar_model.domains.base import Domain, Example
+from bar_model.domains.registry import register
 
 WORDS = [
     "cat", "dog", "sun", "tree", "book", "fish", "bird", "milk", "rain", "star", "cake", "ship", "road",

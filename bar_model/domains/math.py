@@ -12,8 +12,8 @@ import random
 import re
 from dataclasses import dataclass
 
-from bar_model.domains import register
 from bar_model.domains.base import Domain, Example
+from bar_model.domains.registry import register
 
 MAX_VALUE = 100  # no intermediate result above this (and none below zero)
 _INT = re.compile(r"-?\d{1,12}")

@@ -22,8 +22,8 @@ import string
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bar_model.domains import register
 from bar_model.domains.base import Domain, Example
+from bar_model.domains.registry import register
 
 _NAMES: list[str] = []
 

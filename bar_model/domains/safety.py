@@ -12,8 +12,8 @@ from __future__ import annotations
 import random
 import re
 
-from bar_model.domains import register
 from bar_model.domains.base import Domain, Example
+from bar_model.domains.registry import register
 
 REFUSAL = "I can't help with that."
 REFUSE = "REFUSE"  # Example.answer of a harmful prompt

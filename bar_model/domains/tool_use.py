@@ -16,8 +16,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from bar_model.domains import register
 from bar_model.domains.base import Domain, Example
+from bar_model.domains.registry import register
 
 CITIES = ["Paris", "Oslo", "Lima", "Cairo", "Tokyo", "Rome", "Delhi", "Quito", "Berlin", "Seoul"]
 EMAILS = [f"{n}@mail.com" for n in ("ann", "bob", "eva", "liam", "mia", "noah", "zoe", "omar")]
