@@ -8,10 +8,12 @@ expert appear at ``out`` (in one rename), as a Hugging Face checkpoint with ``ba
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -64,7 +66,16 @@ def _link(src: str | Path, dst: str | Path) -> None:
         shutil.copy2(src, dst)
 
 
-def _run_stage(stage: str, model, tokenizer, domain, recipe: ExpertRecipe, work: Path, progress: bool) -> dict:
+def _run_stage(
+    stage: str,
+    model,
+    tokenizer,
+    domain,
+    recipe: ExpertRecipe,
+    work: Path,
+    progress: bool,
+    on_step: Callable[[str, int, int], None] | None,
+) -> dict:
     pin_anchor_layers(model, recipe.anchor_layers)
     freeze = StageFreeze(model, stage, getattr(recipe, stage).shared_lr_scale, recipe.anchor_layers)
     before = fingerprint_frozen(model, stage, recipe.anchor_layers)
@@ -73,6 +84,7 @@ def _run_stage(stage: str, model, tokenizer, domain, recipe: ExpertRecipe, work:
         "freeze": freeze,
         "z_loss_coef": recipe.router_z_loss,
         "progress": progress,
+        "on_step": functools.partial(on_step, stage) if on_step else None,
     }
     try:
         if stage == "mid":
@@ -101,8 +113,12 @@ def train_expert(
     *,
     base_dir: str | Path | None = None,
     progress: bool = True,
+    on_step: Callable[[str, int, int], None] | None = None,
 ) -> Path:
-    """Train (or resume training) the expert for ``domain_name`` and publish it at ``out_dir``."""
+    """Train (or resume training) the expert for ``domain_name`` and publish it at ``out_dir``.
+
+    ``on_step(stage, step, total)`` hears of each stage as it starts (step 0) and after each of its steps, on the
+    main process: a stage can take many minutes, and a caller may want to show how far it is."""
     domain = domain_name if isinstance(domain_name, Domain) else get_domain(domain_name)
     stages = parse_stages(stages) if isinstance(stages, str) else parse_stages(",".join(stages))
     anchor_dir, out_dir = Path(anchor_dir), Path(out_dir)
@@ -148,10 +164,12 @@ def train_expert(
             previous_dir = stage_dir
             continue
         log.info("stage %s: training %s expert from %s", stage, domain.name, previous_dir)
+        if on_step is not None:
+            on_main_process(on_step, stage, 0, getattr(recipe, stage).steps)
         model = FlexOlmoForCausalLM.from_pretrained(previous_dir, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(previous_dir)
         work = partial / "runs" / stage
-        summary = _run_stage(stage, model, tokenizer, domain, recipe, work, progress)
+        summary = _run_stage(stage, model, tokenizer, domain, recipe, work, progress, on_step)
         summaries[stage] = summary
         on_main_process(_save_stage, model.to(dtype), tokenizer, stage_dir, summary)
         on_main_process(shutil.rmtree, work, ignore_errors=True)

@@ -13,12 +13,13 @@ import re
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import datasets
 import torch
 from datasets import Dataset
-from transformers import PrinterCallback
+from transformers import PrinterCallback, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 
 from bar_model.domains import Domain, Example
@@ -54,6 +55,18 @@ class BarSFTTrainer(ConvertingResumeMixin, ZLossTrainerMixin, SFTTrainer):
 
 class BarGRPOTrainer(ConvertingResumeMixin, ZLossTrainerMixin, GRPOTrainer):
     pass
+
+
+class StepReport(TrainerCallback):
+    """Tells ``on_step(step, total)`` after each optimizer step, on the main process only, so a caller can show
+    how far a long stage is. It only observes: nothing it does changes what is trained."""
+
+    def __init__(self, on_step: Callable[[int, int], None]) -> None:
+        self.on_step = on_step
+
+    def on_step_end(self, args, state, control, **kwargs) -> None:
+        if state.is_world_process_zero:
+            self.on_step(state.global_step, state.max_steps)
 
 
 def use_bf16() -> bool:
@@ -98,8 +111,17 @@ def _args(loop: LoopRecipe, work_dir: Path, seed: int, progress: bool) -> dict:
     }
 
 
-def build_trainer(trainer_cls, model, args, freeze: StageFreeze | None, z_loss_coef: float, **kwargs):
-    """A TRL trainer whose optimizer only sees what ``freeze`` lets train, with router z-loss attached."""
+def build_trainer(
+    trainer_cls,
+    model,
+    args,
+    freeze: StageFreeze | None,
+    z_loss_coef: float,
+    on_step: Callable[[int, int], None] | None = None,
+    **kwargs,
+):
+    """A TRL trainer whose optimizer only sees what ``freeze`` lets train, with router z-loss attached and, given
+    ``on_step``, a report after every step."""
     if args.disable_tqdm:
         datasets.disable_progress_bars()
     optimizers = (None, None)
@@ -109,6 +131,8 @@ def build_trainer(trainer_cls, model, args, freeze: StageFreeze | None, z_loss_c
     trainer = trainer_cls(model=model, args=args, optimizers=optimizers, **kwargs)
     if args.disable_tqdm:  # without a bar the Trainer prints every log dict instead; the summary says enough
         trainer.remove_callback(PrinterCallback)
+    if on_step is not None:
+        trainer.add_callback(StepReport(on_step))
     trainer.z_loss = RouterZLoss(model) if z_loss_coef > 0 else None
     trainer.z_loss_coef = z_loss_coef
     return trainer
@@ -154,6 +178,7 @@ def train_language_model(
     freeze: StageFreeze | None = None,
     z_loss_coef: float = 0.0,
     progress: bool = True,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Next-token prediction on raw text, packed into ``max_length`` blocks (pretraining, mid-training)."""
     config = SFTConfig(
@@ -171,6 +196,7 @@ def train_language_model(
             config,
             freeze,
             z_loss_coef,
+            on_step,
             train_dataset=dataset,
             processing_class=tokenizer,
         )
@@ -201,6 +227,7 @@ def chat_trainer(
     freeze: StageFreeze | None = None,
     z_loss_coef: float = 0.0,
     progress: bool = True,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> dict:
     """A trainer for supervised fine-tuning on chats; prompt tokens are masked out of the loss."""
     config = SFTConfig(
@@ -215,6 +242,7 @@ def chat_trainer(
         config,
         freeze,
         z_loss_coef,
+        on_step,
         train_dataset=chat_dataset(examples),
         processing_class=tokenizer,
     )
@@ -259,6 +287,7 @@ def train_rl(
     freeze: StageFreeze | None = None,
     z_loss_coef: float = 0.0,
     progress: bool = True,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> dict:
     """RLVR: GRPO with the domain's verifiable reward and no KL term (beta = 0), as BAR does."""
     config = GRPOConfig(
@@ -289,6 +318,7 @@ def train_rl(
             config,
             freeze,
             z_loss_coef,
+            on_step,
             reward_funcs=[domain_reward_function(domain)],
             train_dataset=dataset,
             processing_class=tokenizer,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import grpc
 
-from contributor_node.backoff import backoff_delays
 from contributor_node.partial_anchor import PartialAnchor
+from contributor_node.retry import backoff_delays
 from protocol.errors import BarFedError
 from protocol.package import MANIFEST_FILE, file_sha256, read_package
 from protocol.signing import verify_directory

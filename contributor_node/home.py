@@ -2,9 +2,13 @@
 
     node.toml  org.key (0600)  org.pem  ca.pem  release.pub      identity and trust (settings, identity.py)
     enrollment.json                                              the pending or approved enrollment's id
+                                                                 and, once approved, the domains granted
     anchor/  anchor.json                                         the verified anchor and its fingerprint
     experts/<domain>[-v<N>]/  evals/<domain>[-v<N>].json         trained experts and their local scores
-    packages/<domain>-v<N>/                                      signed packages
+    training.json                                                `train`'s progress, for whoever watches it:
+        {"domain", "version", "stage" (mid|sft|rl), "step", "total" (the stage's steps), "stage_started_at",
+         "updated_at" (unix seconds), "done"}; rewritten about once a second, done once the expert is written
+    packages/<domain>-v<N>/  packages.json                       signed packages; what each was built from
     uploads/<domain>-v<N>.json                                   an upload session in flight (resumed by id)
     submissions.json  watch.json                                 submission ids; the last release seen
 
@@ -18,6 +22,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from protocol.errors import BarFedError
+
 
 @dataclass(frozen=True)
 class NodeHome:
@@ -26,6 +32,10 @@ class NodeHome:
     @property
     def anchor(self) -> Path:
         return self.root / "anchor"
+
+    @property
+    def training(self) -> Path:
+        return self.root / "training.json"
 
     def expert(self, domain: str, version: int = 1) -> Path:
         """The expert trained for ``version`` (v1 at ``experts/<domain>``; an improved vN beside it)."""
@@ -45,6 +55,18 @@ class NodeHome:
 
     def record(self, name: str) -> Path:
         return self.root / f"{name}.json"
+
+    def granted_domain(self, domain: str | None) -> str:
+        """``domain``, else the one domain this organization was granted (DOMAIN_REQUIRED when it has several)."""
+        if domain:
+            return domain
+        granted = read_json(self.record("enrollment"), {}).get("domains", [])
+        if len(granted) == 1:
+            return granted[0]
+        raise BarFedError(
+            "DOMAIN_REQUIRED",
+            f"this organization may publish {granted or 'no domain yet'}; name one with --domain.",
+        )
 
     def package_versions(self, domain: str) -> list[int]:
         """Versions of the packages built here for ``domain``, ascending."""

@@ -236,6 +236,17 @@ def federation(micro, tmp_path_factory):
         registry.dispose()
 
 
+def test_train_left_its_progress_record_done(federation):
+    """training.json, which a watcher (the demo) reads, ends done with the last stage's figures."""
+    from bar_model.recipe import load_expert_recipe
+
+    record = json.loads((federation.node.home / "training.json").read_text())
+    steps = load_expert_recipe("micro").rl.steps
+    assert (record["domain"], record["version"], record["done"]) == (DOMAIN, 1, True)
+    assert (record["stage"], record["step"], record["total"]) == ("rl", steps, steps)
+    assert record["stage_started_at"] <= record["updated_at"] <= time.time()
+
+
 def test_package_submit_accepted_then_r1(federation):
     node, coordinator = federation.node, federation.coordinator
     scores = node.ok("eval", "--n", "4")

@@ -20,10 +20,20 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def expert(micro, tmp_path_factory):
+def expert_run(micro, tmp_path_factory):
+    """The test-vowels expert, and what ``on_step`` heard while it trained."""
     out = tmp_path_factory.mktemp("expert") / "vowels"
-    train_expert(micro["branch"], "test-vowels", "mid,sft,rl", out, load_expert_recipe("micro"), progress=False)
-    return out
+    heard = []
+    recipe = load_expert_recipe("micro")
+    train_expert(
+        micro["branch"], "test-vowels", "mid,sft,rl", out, recipe, progress=False, on_step=lambda *a: heard.append(a)
+    )
+    return out, heard
+
+
+@pytest.fixture(scope="module")
+def expert(expert_run):
+    return expert_run[0]
 
 
 def _state(path):
@@ -134,6 +144,35 @@ def test_resuming_restores_the_expert_ffn_from_the_checkpoint(micro, tmp_path):
         saved["model.layers.0.mlp.experts.gate_up_proj"], branch["model.layers.0.mlp.experts.gate_up_proj"]
     )
     assert all(torch.equal(state[name], saved[name]) for name in saved)
+
+
+def test_on_step_hears_each_stage_start_then_each_of_its_steps(expert_run):
+    recipe = load_expert_recipe("micro")
+    totals = {stage: getattr(recipe, stage).steps for stage in ("mid", "sft", "rl")}
+    _, heard = expert_run
+    assert heard == [(stage, step, total) for stage, total in totals.items() for step in range(total + 1)]
+
+
+def test_a_step_listener_only_observes(micro, tmp_path):
+    """Two SFT steps heard step by step end in the same weights, bit for bit, as two steps nobody listens to."""
+    recipe = load_expert_recipe("micro").sft.model_copy(update={"steps": 2})
+    examples = get_domain("math").sft(16)
+    tokenizer = AutoTokenizer.from_pretrained(micro["branch"])
+
+    def weights_after(work, on_step):
+        model = AutoModelForCausalLM.from_pretrained(micro["branch"], dtype=torch.float32)
+        freeze = StageFreeze(model, "sft")
+        trainer = chat_trainer(
+            model, tokenizer, examples, recipe, work, seed=0, freeze=freeze, progress=False, on_step=on_step
+        )
+        run_trainer(trainer)
+        freeze.remove()
+        return model.state_dict()
+
+    heard = []
+    alone, listened = weights_after(tmp_path / "a", None), weights_after(tmp_path / "b", lambda *a: heard.append(a))
+    assert heard == [(1, 2), (2, 2)]
+    assert alone.keys() == listened.keys() and all(torch.equal(alone[k], listened[k]) for k in alone)
 
 
 def test_router_z_loss_is_recorded_only_with_gradients(micro):

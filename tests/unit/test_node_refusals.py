@@ -6,7 +6,7 @@ import errno
 
 import pytest
 
-from contributor_node.cli import refusals
+from contributor_node.cli.shared import refusals
 from protocol.errors import BarFedError
 
 

@@ -26,10 +26,19 @@ def loaded_after(statement: str) -> set[str]:
         "from barfed.cli import app",
         "from contributor_node.identity import NodeIdentity",
         "from contributor_node.client import CoordinatorClient",
+        "from contributor_node.setup import initialize",
+        "from contributor_node.enrollment import Enrollment",
+        "from contributor_node.anchor import fetch",
+        "from contributor_node.upload import upload",
     ],
 )
 def test_the_root_command_and_the_network_commands_load_no_ml_library(statement):
     assert loaded_after(statement) == set()
+
+
+def test_a_rerun_of_train_or_package_with_nothing_to_do_loads_no_ml_library():
+    """`train` and `package` decide whether there is work before they import what does it."""
+    assert loaded_after("import contributor_node.training, contributor_node.packaging") == set()
 
 
 @pytest.mark.parametrize(

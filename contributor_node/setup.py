@@ -1,0 +1,46 @@
+"""`barfed node init`: a node home with its settings, the CA and release key pinned as the operator handed them
+over, and the organization's private key (0600), made here and never sent. Rerunning it for the same organization
+only updates the addresses; an enrolled node keeps the pins it enrolled under."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from contributor_node.identity import NodeIdentity
+from contributor_node.settings import CONFIG_FILE, write_config
+from protocol import pki
+from protocol.errors import BarFedError
+
+
+def initialize(home: Path, org: str, service: str, enroll: str, ca: Path, release_key: Path) -> tuple[Path, str, bool]:
+    """Create or update the node at ``home``: its key's path and fingerprint, and whether the key is new."""
+    pki.check_org_id(org)
+    pins = {}
+    for name, path, load in (("ca.pem", ca, pki.load_certificate), ("release.pub", release_key, pki.load_public_key)):
+        if not path.is_file():
+            raise BarFedError("FILE_NOT_FOUND", f"{path} does not exist; give the file the operator handed over.")
+        load(path.read_bytes())
+        pins[name] = path.read_bytes()
+    config = home / CONFIG_FILE
+    if config.is_file():
+        existing = tomllib.loads(config.read_text()).get("org_id")
+        if existing != org:
+            raise BarFedError("NODE_EXISTS", f"{home} is the node of {existing!r}; give another --home for {org!r}.")
+    enrolled = (home / "org.pem").is_file()
+    for name, content in pins.items():
+        pinned = home / name
+        if enrolled and pinned.is_file() and pinned.read_bytes().strip() != content.strip():
+            raise BarFedError(
+                "PIN_CHANGED",
+                f"{pinned} differs from {name} given; this node is enrolled under the one it has. Use another --home "
+                "to join another federation.",
+            )
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for name, content in pins.items():
+        (home / name).write_bytes(content)
+    write_config(home, {"org_id": org, "service_address": service, "enroll_address": enroll})
+    identity = NodeIdentity(home, org)
+    created = not identity.key_path.is_file()
+    identity.ensure_key()
+    return identity.key_path, pki.public_key_fingerprint(pki.load_private_key(identity.key_path)), created
