@@ -7,10 +7,11 @@
 
 The release key is pinned by ``--coordinator-key`` or, on first use, fetched from ``/v1/keys/release`` and stored
 under ``$XDG_CONFIG_HOME/barfed/coordinators/`` with its fingerprint printed; a later pull refuses a coordinator
-whose key changed. Files are fetched by the release's number (a channel that moves mid-pull changes nothing),
-each checked against the digest the file list gives, then the whole directory against the signature, which
-also binds release.json and so the release's name. Any mismatch removes the staging directory: nothing
-half-written or unproven is ever left where a release would be.
+whose key changed (`barfed.pull_keys`). What the API answers is bounded and checked first (`barfed.pull_api`).
+Files are fetched by the release's number (a channel that moves mid-pull changes nothing), each checked against
+the digest the file list gives, then the whole directory against the signature, which also binds release.json and
+so the release's name. Any mismatch removes the staging directory: nothing half-written or unproven is ever left
+where a release would be.
 """
 
 from __future__ import annotations
@@ -18,36 +19,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from coordinator.settings import is_loopback_host
-from protocol import pki
+from barfed.pull_api import Listed, ReleaseApi, raise_for, transport_error
+from barfed.pull_keys import given_key, pin_on_first_use
 from protocol.errors import BarFedError
-from protocol.package import check_file_name
 from protocol.release import RELEASE_FILE
 from protocol.signing import verify_directory
 
 CHUNK = 1024 * 1024
-MAX_LISTING_BYTES = 4 * 1024 * 1024
-MAX_FILES = 10_000
 STATE_FILE = "pull.json"
-COMMIT_ID = re.compile(r"[0-9a-f]{40}")
-TIMEOUT = httpx.Timeout(30.0, read=300.0)
-
-
-@dataclass(frozen=True)
-class Listed:
-    path: str
-    size: int
-    sha256: str
 
 
 @dataclass(frozen=True)
@@ -58,22 +46,6 @@ class Pulled:
     fingerprint: str
     downloaded_bytes: int
     already: bool = False  # the target held this very release
-
-
-def known_keys_dir() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "barfed" / "coordinators"
-
-
-def _check_api(api: str) -> str:
-    parts = urlsplit(api)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise BarFedError("BAD_API_URL", f"--api must look like https://host:8443, not {api[:200]!r}.")
-    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-        raise BarFedError(
-            "INSECURE_API", "plain http is only for a coordinator on loopback; use https:// (and --ca) for this host."
-        )
-    return api.rstrip("/")
 
 
 class Pull:
@@ -88,94 +60,20 @@ class Pull:
         coordinator_key: Path | None = None,
         console: Console | None = None,
     ) -> None:
-        self.api = _check_api(api)
+        self.server = ReleaseApi(api, ca=ca, token=token)
+        self.api = self.server.api
         self.coordinator_key = coordinator_key
         self.console = console or Console()
         self.progress_console = Console(stderr=True)
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        if ca is not None and not Path(ca).is_file():
-            raise BarFedError("BAD_CA", f"--ca {ca} is not a file; pass the federation's CA certificate (ca.pem).")
-        self.client = httpx.Client(
-            base_url=self.api, verify=str(ca) if ca else True, headers=headers, timeout=TIMEOUT, follow_redirects=False
-        )
 
     def close(self) -> None:
-        self.client.close()
-
-    # -- the coordinator --------------------------------------------------------------------------
-
-    def _request(self, method: str, url: str, **kwargs) -> httpx.Response:
-        try:
-            return self.client.request(method, url, **kwargs)
-        except httpx.HTTPError as exc:
-            raise _transport_error(self.api, exc) from None
-
-    def _json(self, url: str) -> dict:
-        response = self._request("GET", url)
-        _raise_for(response)
-        if len(response.content) > MAX_LISTING_BYTES:
-            raise BarFedError("BAD_RESPONSE", f"{url} answered {len(response.content)} bytes; that is no file list.")
-        try:
-            return response.json()
-        except ValueError:
-            raise BarFedError("BAD_RESPONSE", f"{self.api}{url} did not answer JSON; is --api a coordinator?") from None
+        self.server.close()
 
     def pinned_key(self) -> tuple[bytes, str]:
         """(PEM, fingerprint) of the release key to verify with: --coordinator-key, the stored pin, or a new pin."""
         if self.coordinator_key is not None:
-            try:
-                pem = Path(self.coordinator_key).read_bytes()
-            except OSError as exc:
-                raise BarFedError(
-                    "KEY_INVALID", f"cannot read --coordinator-key {self.coordinator_key}: {exc}"
-                ) from None
-            return pem, pki.public_key_fingerprint(pki.load_public_key(pem))
-        served = self._json("/v1/keys/release")
-        pem = str(served.get("public_key_pem", "")).encode()
-        fingerprint = pki.public_key_fingerprint(pki.load_public_key(pem))
-        parts = urlsplit(self.api)
-        pin = known_keys_dir() / f"{parts.hostname}_{parts.port or 443}.pub"
-        if pin.is_file():
-            pinned = pin.read_bytes()
-            pinned_fingerprint = pki.public_key_fingerprint(pki.load_public_key(pinned))
-            if pinned_fingerprint != fingerprint:
-                raise BarFedError(
-                    "KEY_CHANGED",
-                    f"the coordinator at {self.api} now presents release key {fingerprint}, not the "
-                    f"{pinned_fingerprint} pinned in {pin}. If its operator confirms a new key, delete that file "
-                    "or pass --coordinator-key.",
-                )
-            return pinned, pinned_fingerprint
-        pin.parent.mkdir(parents=True, exist_ok=True)
-        tmp = pin.with_suffix(".tmp")
-        tmp.write_bytes(pem)
-        os.replace(tmp, pin)
-        self.console.print(
-            f"Pinned the release key of {self.api} on first use: {fingerprint}\n"
-            f"  (stored in {pin}; compare the fingerprint with the one your operator publishes)",
-            highlight=False,
-        )
-        return pem, fingerprint
-
-    def listing(self, name: str) -> tuple[str, int, str, list[Listed]]:
-        data = self._json(f"/v1/releases/{quote(name, safe='')}/files")
-        try:
-            release, number, commit = str(data["release"]), int(data["number"]), str(data["commit"])
-            files = [Listed(str(f["path"]), int(f["size"]), str(f["sha256"])) for f in data["files"]]
-        except (KeyError, TypeError, ValueError):
-            raise BarFedError("BAD_RESPONSE", f"{self.api} answered a file list this client cannot read.") from None
-        if len(files) > MAX_FILES or release != f"r{number}" or not COMMIT_ID.fullmatch(commit):
-            raise BarFedError("BAD_RESPONSE", f"{self.api} answered an implausible file list for {name!r}.")
-        for entry in files:
-            try:
-                check_file_name(entry.path)
-            except ValueError as exc:
-                raise BarFedError("BAD_RESPONSE", f"the file list names an unsafe path: {exc}") from None
-            if entry.size < 0 or not re.fullmatch(r"[0-9a-f]{64}", entry.sha256):
-                raise BarFedError("BAD_RESPONSE", f"the file list gives {entry.path} no valid size and sha256.")
-        if COMMIT_ID.fullmatch(name) and name != commit:
-            raise BarFedError("RELEASE_MISMATCH", f"asked for commit {name}, the coordinator listed {commit}.")
-        return release, number, commit, files
+            return given_key(self.coordinator_key)
+        return pin_on_first_use(self.api, self.server.release_key(), self.console)
 
     # -- one file ---------------------------------------------------------------------------------
 
@@ -200,14 +98,14 @@ class Pull:
         url = f"/v1/releases/r{number}/files/{quote(entry.path)}"
         received = 0
         try:
-            with self.client.stream("GET", url, headers=headers) as response:
+            with self.server.client.stream("GET", url, headers=headers) as response:
                 if response.status_code == 416:  # our partial is no prefix of the file: start over
                     response.close()
                     part.unlink(missing_ok=True)
                     return self.fetch(number, entry, part, progress)
                 if response.status_code not in (200, 206):
                     response.read()
-                    _raise_for(response)
+                    raise_for(response)
                 mode = "ab" if response.status_code == 206 else "wb"
                 if mode == "wb":
                     have, digest = 0, hashlib.sha256()
@@ -223,7 +121,7 @@ class Pull:
                     out.flush()
                     os.fsync(out.fileno())
         except httpx.HTTPError as exc:
-            raise _transport_error(self.api, exc) from None
+            raise transport_error(self.api, exc) from None
         finally:
             progress.remove_task(task)
         if have + received != entry.size:
@@ -237,7 +135,7 @@ class Pull:
     def run(self, name: str, target: Path) -> Pulled:
         target = Path(target)
         pem, fingerprint = self.pinned_key()
-        release, number, commit, files = self.listing(name)
+        release, number, commit, files = self.server.listing(name)
         if target.exists():
             return self._already(target, release, commit, pem, fingerprint)
         staging = target.with_name(target.name + ".partial")
@@ -341,29 +239,6 @@ def _mismatch(entry: Listed, what: str) -> BarFedError:
         "DIGEST_MISMATCH",
         f"{entry.path} arrived with {what}; the coordinator's copy is not what its release lists. Nothing was kept; "
         "tell the coordinator's operator.",
-    )
-
-
-def _raise_for(response: httpx.Response) -> None:
-    if response.status_code < 300:
-        return
-    try:
-        body = response.json()
-        code, message = str(body["code"]), str(body["message"])
-    except (ValueError, KeyError, TypeError):
-        code = "UNAUTHENTICATED" if response.status_code == 401 else "BAD_RESPONSE"
-        message = f"{response.request.url} answered HTTP {response.status_code}."
-    if not re.fullmatch(r"[A-Z][A-Z0-9_]{0,63}", code):
-        code = "BAD_RESPONSE"
-    raise BarFedError(code, message[:1000])
-
-
-def _transport_error(api: str, exc: httpx.HTTPError) -> BarFedError:
-    text = str(exc)
-    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
-        return BarFedError("TLS_FAILED", f"{api}'s certificate is not trusted: pass the federation's CA with --ca.")
-    return BarFedError(
-        "UNREACHABLE", f"cannot reach the coordinator at {api} ({type(exc).__name__}: {text[:200]}); rerun to resume."
     )
 
 

@@ -19,7 +19,7 @@ import anyio
 import pytest
 
 from coordinator.api.app import create_app
-from coordinator.api.server import ApiServer
+from coordinator.api.uvicorn_server import ApiServer
 from coordinator.embedded import running_coordinator
 from coordinator.setup import initialize
 from coordinator.state import releases as state
@@ -145,9 +145,9 @@ class CountingGate:
 
 
 @contextlib.contextmanager
-def serving(settings, app):
+def serving(coordinator, app):
     """The REST API's own server (HTTPS, the federation's certificate) on a thread, serving ``app``."""
-    server = ApiServer(settings, app)
+    server = ApiServer(coordinator, app)
     thread = threading.Thread(target=lambda: asyncio.run(server.server.serve(sockets=[server.socket])), daemon=True)
     thread.start()
     while not server.server.started:
@@ -172,7 +172,7 @@ def test_a_killed_pull_resumes_without_fetching_again_what_it_had(published, tmp
     file_prefix = "/v1/releases/r1/files/"
     gate.hold_path, gate.hold_after = file_prefix + largest, size // 2
     target = tmp_path / "model"
-    with serving(settings, gate) as api:
+    with serving(coordinator, gate) as api:
         puller = barfed_pull("stable", target, api, settings, token, tmp_path / "config", wait=False)
         try:
             assert gate.holding.wait(timeout=300), "the pull never reached the middle of " + largest

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from barfed.pull import _check_api
+from barfed.pull_api import check_api
 from protocol.errors import BarFedError
 
 
 @pytest.mark.parametrize("api", ["https://coordinator.example:8443/", "http://127.0.0.1:8443", "http://[::1]:1"])
 def test_https_anywhere_and_http_on_loopback_are_accepted(api):
-    assert _check_api(api) == api.rstrip("/")
+    assert check_api(api) == api.rstrip("/")
 
 
 @pytest.mark.parametrize(("api", "code"), [("http://10.0.0.5:8443", "INSECURE_API"), ("ftp://host", "BAD_API_URL")])
 def test_plain_http_off_loopback_and_other_schemes_are_refused(api, code):
     with pytest.raises(BarFedError) as err:
-        _check_api(api)
+        check_api(api)
     assert err.value.code == code
