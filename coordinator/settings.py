@@ -6,7 +6,7 @@ import ipaddress
 import os
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -105,12 +105,10 @@ class CoordinatorSettings(BaseSettings):
     def settings_customise_sources(
         cls, settings_cls: type[BaseSettings], init_settings, env_settings, dotenv_settings, file_secret_settings
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_file = Path(os.environ.get("BARFED_COORDINATOR_CONFIG", "coordinator.toml"))
         # Secret files (docker/compose `secrets:`): a file named like the variable, e.g. barfed_coord_database_url,
         # in $BARFED_COORD_SECRETS_DIR, else in /run/secrets when that exists. Precedence: env > file > TOML.
-        secrets_dir = os.environ.get("BARFED_COORD_SECRETS_DIR") or (SECRETS_DIR if SECRETS_DIR.is_dir() else None)
-        secrets = SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir)
-        return (init_settings, env_settings, secrets, TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        secrets = SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir())
+        return (init_settings, env_settings, secrets, TomlConfigSettingsSource(settings_cls, toml_file=toml_file()))
 
     @model_validator(mode="after")
     def _plaintext_only_on_loopback(self) -> CoordinatorSettings:
@@ -163,8 +161,44 @@ def is_loopback_host(host: str | None) -> bool:
         return False
 
 
+def toml_file() -> Path:
+    return Path(os.environ.get("BARFED_COORDINATOR_CONFIG", "coordinator.toml"))
+
+
+def secrets_dir() -> Path | None:
+    found = os.environ.get("BARFED_COORD_SECRETS_DIR")
+    return Path(found) if found else (SECRETS_DIR if SECRETS_DIR.is_dir() else None)
+
+
 def load_settings(**overrides) -> CoordinatorSettings:
+    """The settings, or BAD_SETTINGS on one line naming where each wrong value came from and what is wrong."""
     try:
         return CoordinatorSettings(**overrides)
-    except ValueError as exc:
-        raise BarFedError("BAD_SETTINGS", f"coordinator settings are invalid: {exc}") from None
+    except ValidationError as exc:
+        problems = "; ".join(_problem(error, overrides) for error in exc.errors(include_url=False))
+        raise BarFedError("BAD_SETTINGS", f"{problems}; correct it, or remove it to take the default.") from None
+    except ValueError as exc:  # the TOML file does not parse
+        reason = " ".join(str(exc).split())
+        raise BarFedError("BAD_SETTINGS", f"{toml_file()} is not valid TOML ({reason}); correct the file.") from None
+
+
+def _problem(error, overrides: dict) -> str:
+    """``$BARFED_COORD_JOB_LEASE_S: job_lease_s: Input should be a valid number``: the source, the field, why."""
+    field = ".".join(str(part) for part in error["loc"])
+    reason = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        reason = "there is no such setting"
+    name = str(error["loc"][0]) if error["loc"] else ""
+    variable = f"BARFED_COORD_{name}".upper()
+    secrets = secrets_dir()
+    if not name:
+        source = "coordinator settings"
+    elif name in overrides:
+        source = f"--{name.replace('_', '-')}"
+    elif any(key.upper() == variable for key in os.environ):
+        source = f"${variable}"
+    elif secrets is not None and (secrets / variable.lower()).is_file():
+        source = str(secrets / variable.lower())
+    else:
+        source = str(toml_file())
+    return f"{source}: {field}: {reason}" if name else f"{source}: {reason}"

@@ -1,13 +1,16 @@
 """`barfed coordinator …`: set up and run the coordinator, and the operator's actions on its own host, one module
-per command group; the options they share live in `coordinator.cli.common`."""
+per command group; the options they share, and the check that the home was initialised, live in
+`coordinator.cli.common`."""
 
 from __future__ import annotations
 
 import typer
 
-from coordinator.cli import experts, jobs, orgs, releases, service, tokens
+from coordinator.cli import certs, experts, jobs, orgs, releases, service, tokens
+from coordinator.cli.common import remember_home
 
 app = typer.Typer(help="Run the federation's coordinator and act on it as its operator.", no_args_is_help=True)
+app.callback()(remember_home)
 app.command()(service.init)
 app.command()(service.serve)
 app.command("audit-verify")(service.audit_verify)
@@ -17,3 +20,4 @@ app.add_typer(experts.app, name="experts")
 app.add_typer(releases.app, name="releases")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(tokens.app, name="tokens")
+app.add_typer(certs.app, name="certs")

@@ -6,11 +6,27 @@ import json
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from coordinator.cli.common import ACTOR, HomeOption, console, dispatched, registry_for, runtime_for, timestamp
+from coordinator.cli.common import (
+    ACTOR,
+    HomeOption,
+    JsonOption,
+    console,
+    dispatched,
+    fields,
+    print_json,
+    registry_for,
+    runtime_for,
+    table,
+    timestamp,
+)
 
 app = typer.Typer(help="Jobs (verify, build): list, show, retry, cancel.", no_args_is_help=True)
+JobArgument = Annotated[int, typer.Argument(help="the job's id, as `jobs list` shows it")]
+JOB_FIELDS = (
+    *("id", "kind", "key", "state", "attempts", "max_attempts", "step", "lease_owner", "lease_expires_at"),
+    *("heartbeat_at", "error_code", "error_message", "params", "result", "created_at", "updated_at"),
+)
 
 
 @app.command("list")
@@ -20,13 +36,18 @@ def list_jobs(
     limit: Annotated[int, typer.Option(help="at most this many", min=1)] = 200,
     before: Annotated[int | None, typer.Option(help="only jobs older than this id (the last listed)", min=1)] = None,
     home: HomeOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """The newest jobs first; page back with --before."""
     from coordinator.state import jobs
 
-    table = Table("id", "kind", "key", "state", "attempts", "step", "error", "updated")
-    for job in jobs.list_jobs(registry_for(home), kind=kind, state=state, limit=limit, before=before):
-        table.add_row(
+    rows = jobs.list_jobs(registry_for(home), kind=kind, state=state, limit=limit, before=before)
+    if as_json:
+        print_json([fields(job, *JOB_FIELDS) for job in rows])
+        return
+    listing = table("id", "kind", "key", "state", "attempts", "step", "error", "updated")
+    for job in rows:
+        listing.add_row(
             str(job.id),
             job.kind,
             job.key,
@@ -36,16 +57,19 @@ def list_jobs(
             job.error_code,
             timestamp(job.updated_at),
         )
-    console.print(table)
+    console.print(listing)
 
 
 @app.command("show")
-def show(job_id: int, home: HomeOption = None) -> None:
+def show(job_id: JobArgument, home: HomeOption = None, as_json: JsonOption = False) -> None:
     """Every field of one job, its lease and its result."""
     from coordinator.state import jobs
 
     job = jobs.get(registry_for(home), job_id)
-    table = Table("field", "value", show_header=False)
+    if as_json:
+        print_json(fields(job, *JOB_FIELDS))
+        return
+    listing = table("field", "value", show_header=False)
     for name, value in (
         ("id", job.id),
         ("kind", job.kind),
@@ -62,12 +86,12 @@ def show(job_id: int, home: HomeOption = None) -> None:
         ("created", timestamp(job.created_at)),
         ("updated", timestamp(job.updated_at)),
     ):
-        table.add_row(name, str(value))
-    console.print(table)
+        listing.add_row(name, str(value))
+    console.print(listing)
 
 
 @app.command("retry")
-def retry(job_id: int, home: HomeOption = None) -> None:
+def retry(job_id: JobArgument, home: HomeOption = None) -> None:
     """Queue a failed, gated or cancelled job again (attempts start over) and dispatch it."""
     from coordinator.state import jobs
 
@@ -77,7 +101,7 @@ def retry(job_id: int, home: HomeOption = None) -> None:
 
 
 @app.command("cancel")
-def cancel(job_id: int, home: HomeOption = None) -> None:
+def cancel(job_id: JobArgument, home: HomeOption = None) -> None:
     """Cancel a queued or running job (a running one stops at its next heartbeat)."""
     from coordinator.state import jobs
 

@@ -5,17 +5,29 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from coordinator.cli.common import HomeOption, console, registry_for, settings_for, timestamp
+from coordinator.cli.common import (
+    HomeOption,
+    JsonOption,
+    console,
+    fields,
+    print_json,
+    registry_for,
+    settings_for,
+    table,
+    timestamp,
+)
 
 orgs = typer.Typer(help="Organizations: invite, revoke.", no_args_is_help=True)
 enrollments = typer.Typer(help="Enrollment requests: list, approve, reject.", no_args_is_help=True)
+OrgArgument = Annotated[str, typer.Argument(help="the organization's id (lowercase letters, digits, '-')")]
+EnrollmentArgument = Annotated[str, typer.Argument(help="the enrollment's id, as `enrollments list` shows it")]
+Reason = Annotated[str, typer.Option(help="why, for the audit log")]
 
 
 @orgs.command("invite")
 def invite(
-    org_id: str,
+    org_id: OrgArgument,
     domains: Annotated[str, typer.Option(help="comma-separated domains the org may publish")],
     home: HomeOption = None,
 ) -> None:
@@ -27,8 +39,8 @@ def invite(
 
 
 @orgs.command("revoke")
-def revoke(org_id: str, reason: Annotated[str, typer.Option()], home: HomeOption = None) -> None:
-    """Revoke an organization: its certificate and signing key stop working at once."""
+def revoke(org_id: OrgArgument, reason: Reason, home: HomeOption = None) -> None:
+    """Revoke an organization: its certificate, signing key and API tokens stop working at once."""
     from coordinator.enrollment import revoke as do_revoke
 
     do_revoke(registry_for(home), org_id, reason)
@@ -36,26 +48,35 @@ def revoke(org_id: str, reason: Annotated[str, typer.Option()], home: HomeOption
 
 
 @enrollments.command("list")
-def list_enrollments(home: HomeOption = None) -> None:
+def list_enrollments(home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """Every enrollment, oldest first: invited, pending (waiting for you), approved or rejected."""
     from coordinator.state.orgs import list_enrollments as enrollment_rows
 
-    table = Table("id", "org", "state", "contact", "created")
-    for row in enrollment_rows(registry_for(home)):
-        table.add_row(row.id, row.org_id, row.state, row.contact, timestamp(row.created_at))
-    console.print(table)
+    rows = enrollment_rows(registry_for(home))
+    if as_json:
+        print_json([fields(row, "id", "state", "contact", "reason", "created_at", org="org_id") for row in rows])
+        return
+    listing = table("id", "org", "state", "contact", "created")
+    for row in rows:
+        listing.add_row(row.id, row.org_id, row.state, row.contact, timestamp(row.created_at))
+    console.print(listing)
 
 
 @enrollments.command("approve")
-def approve(enrollment_id: str, home: HomeOption = None) -> None:
+def approve(enrollment_id: EnrollmentArgument, home: HomeOption = None) -> None:
+    """Approve a pending enrollment: the CA issues the organization's certificate and pins its signing key."""
     from coordinator.enrollment import approve as do_approve
     from coordinator.keys import CoordinatorKeys
 
-    record = do_approve(registry_for(home), CoordinatorKeys(settings_for(home).pki_dir), enrollment_id)
+    settings = settings_for(home)
+    record = do_approve(registry_for(home, settings), CoordinatorKeys(settings.pki_dir), enrollment_id)
     console.print(f"approved {record.org_id}")
 
 
 @enrollments.command("reject")
-def reject(enrollment_id: str, reason: Annotated[str, typer.Option()], home: HomeOption = None) -> None:
+def reject(enrollment_id: EnrollmentArgument, reason: Reason, home: HomeOption = None) -> None:
+    """Reject a pending enrollment; the organization needs a new invitation to try again."""
     from coordinator.enrollment import reject as do_reject
 
     do_reject(registry_for(home), enrollment_id, reason)
+    console.print(f"rejected enrollment {enrollment_id}")

@@ -2,37 +2,43 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from coordinator.cli.common import (
     ACTOR,
     HomeOption,
+    JsonOption,
     console,
     dispatched,
+    print_json,
     registry_for,
     runtime_for,
     settings_for,
+    table,
     timestamp,
 )
 from protocol.errors import BarFedError
 
 app = typer.Typer(help="Releases: build, list, show, promote, rollback, diff, rebuild.", no_args_is_help=True)
+ReleaseArgument = Annotated[str, typer.Argument(help="rN, a channel (latest, stable, …) or a release's commit id")]
 
 
 @app.command("build")
 def build(
     pin: Annotated[list[str] | None, typer.Option(help="DOMAIN=VERSION to build from (repeatable)")] = None,
-    force: Annotated[bool, typer.Option(help="publish even if the gate refuses (recorded in the audit log)")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(help="build even if nothing changed, publish even if the gate refuses (the audit log names you)"),
+    ] = False,
     wait: Annotated[bool, typer.Option(help="follow the job until it ends")] = False,
     home: HomeOption = None,
 ) -> None:
-    """Queue a release build; the running coordinator's workers pick it up."""
+    """Queue a release build; the running coordinator's workers pick it up. Refused (NOTHING_CHANGED) when the
+    latest release already holds exactly the experts it would."""
     from coordinator.release.actions import parse_pins, request_build
 
     with runtime_for(home) as runtime:
@@ -54,33 +60,55 @@ def _follow(registry, job_id: int) -> None:
         if job.state in jobs.FINAL:
             break
         time.sleep(1.0)
-    if job.state == "done":
+    if job.state == "done" and "code" not in job.result:  # a done build that published nothing says why in code
         console.print(f"published {job.result.get('name')} ({', '.join(job.result.get('channels', []))})")
         return
     if job.state == "gated":
         _eval_table(job.result.get("eval", {}))
-    raise BarFedError(job.error_code or job.state.upper(), job.error_message or job.result.get("message", job.state))
+    code = job.error_code or job.result.get("code") or job.state.upper()
+    raise BarFedError(code, job.error_message or job.result.get("message", job.state))
 
 
-def _eval_table(table: dict) -> None:
-    rows = Table("domain", "score", "parent", "delta", "package's own set")
-    for domain, entry in sorted(table.items()):
+def _eval_table(scores: dict) -> None:
+    rows = table("domain", "score", "parent", "delta", "package's own set")
+    for domain, entry in sorted(scores.items()):
         cells = [entry.get(k) for k in ("score", "parent", "delta", "package_score")]
         rows.add_row(domain, *("-" if v is None else f"{v:g}" for v in cells))
     console.print(rows)
 
 
 @app.command("list")
-def list_releases(home: HomeOption = None) -> None:
+def list_releases(home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """Published releases, oldest first, with their experts and the channels pointing at them."""
     from coordinator.state import releases as state
 
     registry = registry_for(home)
     channels: dict[int, list[str]] = {}
     for name, number in state.channels(registry).items():
         channels.setdefault(number, []).append(name)
-    table = Table("release", "published", "experts", "channels", "parent", "forced by")
-    for release in state.list_releases(registry):
-        table.add_row(
+    rows = state.list_releases(registry)
+    if as_json:
+        print_json(
+            [
+                {
+                    "name": f"r{release.number}",
+                    "number": release.number,
+                    "parent": f"r{release.parent}" if release.parent else None,
+                    "experts": release.experts,
+                    "eval": release.eval,
+                    "channels": sorted(channels.get(release.number, [])),
+                    "forced_by": release.forced_by,
+                    "manifest_sha256": release.manifest_sha256,
+                    "commit": state.commit_id(release),
+                    "published_at": release.published_at,
+                }
+                for release in rows
+            ]
+        )
+        return
+    listing = table("release", "published", "experts", "channels", "parent", "forced by")
+    for release in rows:
+        listing.add_row(
             f"r{release.number}",
             timestamp(release.published_at),
             ", ".join(f"{e['domain']} v{e['version']}" for e in release.experts),
@@ -88,33 +116,40 @@ def list_releases(home: HomeOption = None) -> None:
             f"r{release.parent}" if release.parent else "",
             release.forced_by,
         )
-    console.print(table)
+    console.print(listing)
 
 
 @app.command("show")
-def show(release: Annotated[str, typer.Argument(help="rN or a channel")], home: HomeOption = None) -> None:
-    """release.json of a release."""
+def show(release: ReleaseArgument, home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """A release's release.json (JSON with or without --json)."""
     from coordinator.release.actions import show as do_show
 
+    del as_json  # accepted like every show command's: release.json is one JSON document already
     settings = settings_for(home)
-    _, manifest = do_show(settings, registry_for(home), release)
-    typer.echo(json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True))
+    _, manifest = do_show(settings, registry_for(home, settings), release)
+    print_json(manifest.model_dump(mode="json"))
 
 
 @app.command("promote")
 def promote(
-    release: Annotated[str, typer.Argument(help="rN or a channel")],
-    channel: Annotated[str, typer.Option(help="the channel to point at it")] = "stable",
+    release: ReleaseArgument,
+    channel: Annotated[str, typer.Option(help="the channel to point at it (any but latest)")] = "stable",
     home: HomeOption = None,
 ) -> None:
+    """Point a channel at a release; a channel already there stays as it is (nothing for rollback to undo)."""
     from coordinator.release.actions import promote as do_promote
 
     number, previous = do_promote(registry_for(home), release, channel, ACTOR)
+    if previous == number:
+        console.print(f"{channel} already points at r{number}; nothing changed")
+        return
     console.print(f"{channel}: r{number}" + (f" (was r{previous})" if previous else ""))
 
 
 @app.command("rollback")
-def rollback(channel: Annotated[str, typer.Argument()] = "stable", home: HomeOption = None) -> None:
+def rollback(
+    channel: Annotated[str, typer.Argument(help="the channel to move back")] = "stable", home: HomeOption = None
+) -> None:
     """Move a channel back to where it pointed before."""
     from coordinator.release.actions import rollback as do_rollback
 
@@ -123,25 +158,33 @@ def rollback(channel: Annotated[str, typer.Argument()] = "stable", home: HomeOpt
 
 
 @app.command("diff")
-def diff(a: str, b: str, home: HomeOption = None) -> None:
+def diff(
+    a: Annotated[str, typer.Argument(help="the release to compare from (rN or a channel)")],
+    b: Annotated[str, typer.Argument(help="the release to compare to (rN or a channel)")],
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
     """Experts added, removed or changed from A to B, and every domain's score delta."""
     from coordinator.release.actions import diff as do_diff
 
     result = do_diff(registry_for(home), a, b)
+    if as_json:
+        print_json(result)
+        return
     for label in ("added", "removed"):
         for domain, version in result[label].items():
             console.print(f"{label} {domain} v{version}")
     for domain, change in result["changed"].items():
         console.print(f"changed {domain} v{change['from']} → v{change['to']}")
-    table = Table("domain", result["from"], result["to"], "delta")
+    scores = table("domain", result["from"], result["to"], "delta")
     for domain, entry in result["eval"].items():
-        table.add_row(domain, *("-" if entry[k] is None else f"{entry[k]:g}" for k in ("from", "to", "delta")))
-    console.print(table)
+        scores.add_row(domain, *("-" if entry[k] is None else f"{entry[k]:g}" for k in ("from", "to", "delta")))
+    console.print(scores)
 
 
 @app.command("rebuild")
 def rebuild(
-    release: Annotated[str, typer.Argument(help="rN or a channel")],
+    release: ReleaseArgument,
     scratch: Annotated[Path | None, typer.Option(help="scratch directory (default: home/rebuild-rN)")] = None,
     home: HomeOption = None,
 ) -> None:
@@ -152,10 +195,10 @@ def rebuild(
     with runtime_for(home) as runtime:
         number = state.resolve(runtime.registry, release).number
         report = do_rebuild(runtime, number, scratch or runtime.settings.home / f"rebuild-r{number}")
-    table = Table("file", "digest")
+    digests = table("file", "digest")
     for name, verdict in report.items():
-        table.add_row(name, verdict if verdict == "match" else f"[red]{verdict}[/]")
-    console.print(table)
+        digests.add_row(name, verdict if verdict == "match" else f"[red]{verdict}[/]")
+    console.print(digests)
     if set(report.values()) != {"match"}:
         raise BarFedError("REBUILD_DIFFERS", f"r{number} did not rebuild bit for bit; see the files marked above.")
     console.print(f"r{number} rebuilt bit for bit ({len(report)} files)")

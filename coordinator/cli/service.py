@@ -1,4 +1,4 @@
-"""`barfed coordinator init` and `serve`: set the coordinator up, then run it."""
+"""`barfed coordinator init`, `serve` and `audit-verify`: set the coordinator up, run it, check its audit log."""
 
 from __future__ import annotations
 
@@ -7,17 +7,19 @@ from typing import Annotated
 
 import typer
 
-from coordinator.cli.common import HomeOption, console, settings_for
+from coordinator.cli.common import HomeOption, console, registry_for, settings_for
 
 
 def init(
     home: HomeOption = None,
     anchor: Annotated[Path | None, typer.Option(help="2-expert anchor to publish (from init-anchor)")] = None,
 ) -> None:
-    """Create the CA, the coordinator's keys and database, and publish the anchor."""
+    """Create the CA, the coordinator's keys and database, and publish the anchor (rerun it to add what is
+    missing). The server certificate names `hostnames` from the settings: set them first, or run
+    `barfed coordinator certs reissue-server` later."""
     from coordinator.setup import initialize
 
-    settings = settings_for(home)
+    settings = settings_for(home, initialized=False)
     fingerprint = initialize(settings, anchor)
     console.print(f"coordinator ready in {settings.home}")
     console.print(f"CA certificate (give it to organizations): {settings.pki_dir / 'ca.pem'}")
@@ -40,16 +42,12 @@ def serve(
 ) -> None:
     """Serve gRPC and the REST API, sweep jobs and supervise a `celery worker` subprocess, until interrupted."""
     from coordinator.serve import run
-    from coordinator.settings import load_settings
 
-    overrides = {"home": home, "api_listen": api_listen}
-    settings = load_settings(**{key: value for key, value in overrides.items() if value is not None})
-    run(settings, worker="none" if no_worker else "process")
+    run(settings_for(home, api_listen=api_listen), worker="none" if no_worker else "process")
 
 
 def audit_verify(home: HomeOption = None) -> None:
     """Recompute the audit log's hash chain."""
-    from coordinator.cli.common import registry_for
     from coordinator.state.audit import verify
 
     count = verify(registry_for(home))

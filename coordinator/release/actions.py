@@ -1,4 +1,4 @@
-"""What an operator does with releases, once, for every surface (the CLI now, the REST API next)."""
+"""What an operator does with releases, once, for every surface: `barfed coordinator releases …` and the REST API."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import re
 import uuid
 
 from coordinator.release.diff import diff_releases
+from coordinator.release.plan import plan_experts, unchanged
 from coordinator.settings import CoordinatorSettings
 from coordinator.state import jobs
 from coordinator.state import releases as state
@@ -34,7 +35,17 @@ def parse_pins(pins: list[str]) -> dict[str, int]:
 
 
 def request_build(registry: Registry, pins: dict[str, int], force: bool, actor: str) -> Job:
-    """Queue a build job (the coordinator's sweeper dispatches it to a worker)."""
+    """Queue a build job (the coordinator's sweeper dispatches it to a worker); refused with NOTHING_CHANGED, and
+    nothing queued, when the latest release already holds what it would build, unless ``force``. A plan that cannot
+    be made (no expert, a pin that is not ACCEPTED) is the job's to report, with its code, where `jobs show` finds
+    it; the job's own plan step checks for NOTHING_CHANGED again."""
+    if not force:
+        try:
+            planned = plan_experts(registry, pins)
+        except BarFedError:
+            planned = None
+        if planned is not None and (same := unchanged(registry, planned)) is not None:
+            raise same
     params = {"pins": pins, "force": force, "actor": actor}
     return jobs.queue(registry, "build", f"manual-{uuid.uuid4().hex[:12]}", params, actor=actor)
 
@@ -45,6 +56,8 @@ def show(settings: CoordinatorSettings, registry: Registry, name: str) -> tuple[
 
 
 def promote(registry: Registry, name: str, channel: str, actor: str) -> tuple[int, int | None]:
+    """(the release, where the channel pointed before): the same number twice when it already pointed there, and
+    then nothing moved and nothing was recorded."""
     if not CHANNEL.fullmatch(channel) or channel == "latest":
         raise BarFedError(
             "BAD_CHANNEL", f"{channel!r} cannot be promoted to: use lowercase letters, digits and '-', not 'latest'."

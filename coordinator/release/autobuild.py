@@ -5,7 +5,9 @@ changes what a release would hold. Triggers are read from the audit log (the new
 memory, so a restarted coordinator neither forgets nor repeats one. A build waits until ``build_debounce_s``
 have passed since the newest trigger (experts accepted together make one release), at most one build runs at
 a time, and the job's key names the trigger it answers, so each trigger makes one build however often the
-policy runs. The job is only queued here; the sweeper (or serve, at once) dispatches it like any other.
+policy runs. The job is only queued here; the sweeper (or serve, at once) dispatches it like any other. A trigger
+that leaves the experts as the latest release holds them (an expert quarantined, then restored) gets a build that
+ends done at its plan step without publishing (NOTHING_CHANGED in its result), and its key is never queued again.
 """
 
 from __future__ import annotations

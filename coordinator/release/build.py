@@ -29,7 +29,7 @@ from coordinator.release.evaluate import evaluate_release
 from coordinator.release.gate import GateRefused, regressions
 from coordinator.release.manifest import BuiltModel, release_manifest
 from coordinator.release.numbering import ReleaseNumber
-from coordinator.release.plan import load_plan, plan_experts, save_plan
+from coordinator.release.plan import load_plan, plan_experts, save_plan, unchanged
 from coordinator.runtime import Runtime
 from coordinator.state import releases as state
 from protocol.errors import BarFedError
@@ -141,7 +141,8 @@ def build_release(
     work: Path,
     on_step: Callable[[str], None] = lambda step: None,
 ) -> dict:
-    """Build, gate, sign and publish one release; returns what was published (raises GateRefused)."""
+    """Build, gate, sign and publish one release; returns what was published, or NOTHING_CHANGED's code and message
+    when the latest release holds these experts already (raises GateRefused)."""
     settings, registry = runtime.settings, runtime.registry
     work.mkdir(parents=True, exist_ok=True)
     number = ReleaseNumber(registry, settings.releases_dir, work, request.job_id)
@@ -156,6 +157,10 @@ def build_release(
             parent = state.latest_release(registry)
             save_plan(work, plan_experts(registry, request.pins), parent.number if parent else None)
     experts, parent_number = load_plan(work)
+    if not request.force and (same := unchanged(registry, experts)) is not None:
+        # Checked on every attempt, against the latest release now: a build queued before another published the
+        # same experts ends here, done and publishing nothing, so no policy or retry builds it again.
+        return {"code": same.code, "message": same.message}
     parent_dir = settings.releases_dir / f"r{parent_number}" if parent_number else None
     recipe = load_router_recipe(settings.router_recipe)
     routed, packages = build_model(runtime, experts, parent_dir, work, recipe, settings.build_threads, timer, on_step)

@@ -2,7 +2,9 @@
 
 The newest ACCEPTED version of each domain, unless the operator pins one (which must be ACCEPTED too):
 QUARANTINED, DEPRECATED and OPTED_OUT versions never enter a release. The plan is written into the build
-job's directory once, so every retry of the job builds exactly the same thing.
+job's directory once, so every retry of the job builds exactly the same thing. A plan whose experts are exactly
+the latest release's (by package digest) would publish that release again under a new number: `unchanged` finds
+it, so a build request is refused and a build job publishes nothing (NOTHING_CHANGED), unless forced.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 
 from coordinator.state import releases as state
 from coordinator.state.db import Registry
+from coordinator.state.models import Release
 from protocol.errors import BarFedError
 from protocol.release import ReleaseExpert
 
@@ -53,6 +56,21 @@ def plan_experts(registry: Registry, pins: dict[str, int] | None = None) -> list
     if not chosen:
         raise BarFedError("NO_EXPERTS", "no ACCEPTED expert to build a release from; submit and verify one first.")
     return chosen
+
+
+def unchanged(registry: Registry, experts: list[ReleaseExpert]) -> BarFedError | None:
+    """NOTHING_CHANGED when the latest release holds exactly these experts, else None."""
+    latest: Release | None = state.latest_release(registry)
+    if latest is None:
+        return None
+    planned = {e.domain: e.package_digest for e in experts}
+    if planned != {e["domain"]: e["package_digest"] for e in latest.experts}:
+        return None
+    return BarFedError(
+        "NOTHING_CHANGED",
+        f"r{latest.number} already holds exactly these experts, so a build would publish it again; accept or "
+        'withdraw an expert first, or build anyway with --force ("force": true over the REST API).',
+    )
 
 
 def save_plan(work: Path, experts: list[ReleaseExpert], parent: int | None) -> None:

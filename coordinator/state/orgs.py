@@ -61,11 +61,21 @@ def request_enrollment(registry: Registry, org_id: str, token_sha256: str, csr_p
         return enrollment
 
 
+def _enrollment(session, enrollment_id: str) -> Enrollment:
+    enrollment = session.get(Enrollment, enrollment_id)
+    if enrollment is None:
+        raise BarFedError(
+            "UNKNOWN_ENROLLMENT",
+            f"there is no enrollment {enrollment_id[:64]!r}; check the id against the list of enrollments.",
+        )
+    return enrollment
+
+
 def pending_enrollment(registry: Registry, enrollment_id: str) -> Enrollment:
     """An enrollment waiting for approval, of an organization that is not revoked."""
     with registry.session() as session:
-        enrollment = session.get(Enrollment, enrollment_id)
-        if enrollment is None or enrollment.state != "pending":
+        enrollment = _enrollment(session, enrollment_id)
+        if enrollment.state != "pending":
             raise BarFedError("NOT_PENDING", f"enrollment {enrollment_id} is not waiting for approval.")
         if session.get(Organization, enrollment.org_id).status == "revoked":
             raise BarFedError("ORG_REVOKED", f"{enrollment.org_id} was revoked; a revoked organization stays revoked.")
@@ -86,9 +96,7 @@ def approve(registry: Registry, enrollment_id: str, cert: IssuedCertificate, act
     """Record the certificate issued for a pending enrollment and activate its organization (checked again
     under the organization's lock: a revocation or rejection that came first wins)."""
     with registry.session() as session:
-        enrollment = session.get(Enrollment, enrollment_id)
-        if enrollment is None:
-            raise BarFedError("NOT_PENDING", f"enrollment {enrollment_id} is not waiting for approval.")
+        enrollment = _enrollment(session, enrollment_id)
         org = lock_org(session, enrollment.org_id)
         session.refresh(enrollment)
         if enrollment.state != "pending":
@@ -115,11 +123,10 @@ def approve(registry: Registry, enrollment_id: str, cert: IssuedCertificate, act
 
 def reject(registry: Registry, enrollment_id: str, reason: str, actor: str) -> None:
     with registry.session() as session:
-        enrollment = session.get(Enrollment, enrollment_id)
-        if enrollment is not None:
-            lock_org(session, enrollment.org_id)
-            session.refresh(enrollment)
-        if enrollment is None or enrollment.state != "pending":
+        enrollment = _enrollment(session, enrollment_id)
+        lock_org(session, enrollment.org_id)
+        session.refresh(enrollment)
+        if enrollment.state != "pending":
             raise BarFedError("NOT_PENDING", f"enrollment {enrollment_id} is not waiting for approval.")
         enrollment.state, enrollment.reason = "rejected", reason
         audit.record(session, actor, "enrollment.reject", enrollment.id, reason=reason)
@@ -149,9 +156,7 @@ def revoke(registry: Registry, org_id: str, reason: str, actor: str) -> None:
 
 def get_enrollment(registry: Registry, enrollment_id: str) -> tuple[Enrollment, list[str]]:
     with registry.session() as session:
-        enrollment = session.get(Enrollment, enrollment_id)
-        if enrollment is None:
-            raise BarFedError("UNKNOWN_ENROLLMENT", f"there is no enrollment {enrollment_id}.")
+        enrollment = _enrollment(session, enrollment_id)
         domains = sorted(session.scalars(select(Domain.name).where(Domain.org_id == enrollment.org_id)))
         return enrollment, domains
 

@@ -142,12 +142,15 @@ def _positions(session: Session, name: str) -> list[int]:
 
 
 def move_channel(registry: Registry, name: str, number: int, actor: str, action: str = "channel.promote") -> int | None:
-    """Point ``name`` at r``number``; returns the release it pointed at before."""
+    """Point ``name`` at r``number``; returns the release it pointed at before. A channel already there is left
+    alone (no move, no audit entry), so the next rollback still goes back to where it was before."""
     with registry.session() as session:
         if session.get(Release, number) is None:
             raise BarFedError("UNKNOWN_RELEASE", f"there is no release r{number}.")
         channel = session.get(Channel, name)
         previous = channel.release if channel else None
+        if previous == number:
+            return previous
         _move(session, name, number, actor)
         audit.record(session, actor, action, name, release=number, previous=previous)
         return previous

@@ -11,9 +11,9 @@ import pytest
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def barfed(*args) -> subprocess.CompletedProcess:
+def barfed(*args, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "barfed.cli", *map(str, args)], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "barfed.cli", *map(str, args)], capture_output=True, text=True, timeout=300, cwd=cwd
     )
 
 
@@ -38,3 +38,19 @@ def test_init_invite_audit(micro, tmp_path):
 def test_init_refuses_a_dense_anchor(micro, tmp_path):
     result = barfed("coordinator", "init", "--home", tmp_path / "c", "--anchor", micro["anchor"])
     assert result.returncode == 2 and "WRONG_ARCHITECTURE" in result.stderr
+
+
+def test_a_home_init_did_not_make_is_one_line_and_nothing_is_created(tmp_path):
+    """The README's commands on a home nobody initialised: exit 2, one line saying what to run, no file anywhere."""
+    work, home = tmp_path / "cwd", tmp_path / "never-initialised"
+    work.mkdir()
+    for args in (
+        ("releases", "list", "--home", home),
+        ("--home", home, "serve"),
+        ("tokens", "create", "--role", "admin"),
+    ):
+        result = barfed("coordinator", *args, cwd=work)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, (args, result.stderr)
+        assert lines[0].startswith("error [NOT_INITIALIZED]") and "barfed coordinator init --home" in lines[0]
+    assert not home.exists() and list(work.iterdir()) == []  # no ./.barfed/coordinator either

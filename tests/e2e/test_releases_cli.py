@@ -56,6 +56,9 @@ def test_list_show_promote_rollback_diff_rebuild_and_build(micro, say_experts, t
     assert rolled.returncode == 0 and "stable: r1 (was r2)" in rolled.stdout, rolled.stderr
     again = barfed("rollback", "stable")
     assert again.returncode == 2 and "NOTHING_TO_ROLL_BACK" in again.stderr and "Traceback" not in again.stderr
+    same = barfed("promote", "r1", "--channel", "stable")  # already there: nothing moves, nothing to roll back
+    assert same.returncode == 0 and "stable already points at r1; nothing changed" in same.stdout, same.stderr
+    assert "NOTHING_TO_ROLL_BACK" in barfed("rollback", "stable").stderr
 
     diff = barfed("diff", "r1", "r2")
     assert diff.returncode == 0 and "changed test-say-no v1 → v2" in diff.stdout, diff.stderr
@@ -68,6 +71,8 @@ def test_list_show_promote_rollback_diff_rebuild_and_build(micro, say_experts, t
         assert refused.returncode == 2 and "Traceback" not in refused.stderr, (bad, refused.stderr)
         assert any(code in refused.stderr for code in ("UNKNOWN_RELEASE", "BAD_CHANNEL", "BAD_PIN")), refused.stderr
 
+    unchanged = barfed("build")  # r2 holds the newest accepted experts already: refused, nothing queued
+    assert unchanged.returncode == 2 and "NOTHING_CHANGED" in unchanged.stderr, unchanged.stdout + unchanged.stderr
     queued = barfed("build", "--pin", "test-say-no=1")
     assert queued.returncode == 0 and "build queued as job" in queued.stdout, queued.stderr
     from coordinator.state import jobs

@@ -8,7 +8,9 @@ import itertools
 import pytest
 from fastapi.testclient import TestClient
 
-from .api_matrix import DOMAIN, OTHER_DOMAIN, make_world
+from coordinator.state import audit
+
+from .api_matrix import DOMAIN, ORG, OTHER, OTHER_DOMAIN, add_release, make_world
 
 pytestmark = pytest.mark.integration
 
@@ -29,10 +31,14 @@ def test_releases_and_channels(world):
 
     operator = TestClient(world.app, headers=world.headers["operator"])
     promoted = operator.post("/v1/releases/latest/promote", json={"channel": "stable"}).json()
-    assert promoted == {"channel": "stable", "release": "r2", "previous": "r1"}
+    assert promoted == {"channel": "stable", "release": "r2", "previous": "r1", "moved": True}
     assert {c["name"]: c["release"] for c in org.get("/v1/channels").json()} == {"latest": "r2", "stable": "r2"}
+    trail = audit.count(world.registry)
+    again = operator.post("/v1/releases/r2/promote", json={"channel": "stable"}).json()  # already there: a no-op
+    assert again == {"channel": "stable", "release": "r2", "previous": "r2", "moved": False}
+    assert audit.count(world.registry) == trail  # no move recorded, so rollback undoes the real one
     rolled = operator.post("/v1/channels/stable/rollback").json()
-    assert rolled == {"channel": "stable", "release": "r1", "previous": "r2"}
+    assert rolled == {"channel": "stable", "release": "r1", "previous": "r2", "moved": True}
     operator.post("/v1/releases/r1/promote", json={"channel": "beta"})
     nothing = operator.post("/v1/channels/beta/rollback")
     assert (nothing.status_code, nothing.json()["code"]) == (409, "NOTHING_TO_ROLL_BACK")
@@ -58,6 +64,15 @@ def test_build_retry_cancel(world):
     assert job["params"] == {"pins": {DOMAIN: 1}, "force": True, "actor": world.actors["operator"]}
     for body in ({"pins": {DOMAIN: 0}}, {"pins": {"Bad Domain": 1}}, {"force": "yes please"}, {"pin": {}}):
         assert operator.post("/v1/releases/builds", json=body).status_code == 422, body
+    # r3 holds exactly the experts a build would take: refused at once, no job queued; force builds anyway.
+    refs = [{"domain": DOMAIN, "version": 1, "org": ORG}, {"domain": OTHER_DOMAIN, "version": 1, "org": OTHER}]
+    add_release(world.runtime, 3, [{**ref, "package_digest": "0" * 64} for ref in refs])
+    before = operator.get("/v1/jobs", params={"kind": "build"}).json()
+    unchanged = operator.post("/v1/releases/builds", json={})
+    assert (unchanged.status_code, unchanged.json()["code"]) == (409, "NOTHING_CHANGED"), unchanged.text
+    assert "r3" in unchanged.json()["message"]
+    assert operator.get("/v1/jobs", params={"kind": "build"}).json() == before
+    assert operator.post("/v1/releases/builds", json={"force": True}).status_code == 202
 
     cancelled = operator.post(f"/v1/jobs/{job['id']}/cancel").json()
     assert cancelled["state"] == "cancelled"

@@ -9,14 +9,19 @@ import pytest
 
 from contributor_node.package import build_package
 from coordinator.embedded import running_coordinator
+from coordinator.enrollment import invite
+from coordinator.release import actions
 from coordinator.release import autobuild as policy
 from coordinator.setup import initialize
 from coordinator.state import jobs
 from coordinator.state import releases as state
 from coordinator.state.experts import set_expert_state
 from coordinator.state.models import Job
+from coordinator.tasks import runner
+from protocol.errors import BarFedError
 from protocol.v1 import barfed_pb2 as pb
 
+from .api_matrix import add_expert, add_release
 from .conftest import Federation
 from .release_helpers import accept, coordinator_for, package, release_settings
 
@@ -80,3 +85,31 @@ def test_an_accepted_submission_becomes_a_release_by_itself(micro, db_url, say_e
         build = jobs.list_jobs(coordinator.registry, kind="build")
         assert len(build) == 1 and build[0].state == "done" and build[0].params["actor"] == "policy"
     coordinator.registry.dispose()
+
+
+def test_a_build_of_what_the_latest_release_holds_ends_done_publishing_nothing_and_is_not_repeated(db_url, tmp_path):
+    """The plan step is the authority: a build queued before another published the same experts, and the policy's
+    build for a trigger that release already answered, publish nothing and end done with NOTHING_CHANGED in their
+    result; the policy does not queue that trigger's build again."""
+    settings = release_settings(tmp_path, db_url, auto_build=True, build_debounce_s=0)
+    initialize(settings)
+    coordinator = coordinator_for(settings)
+    registry = coordinator.registry
+    invite(registry, "org-yes", ["test-say-yes"], actor="test")
+    add_expert(registry, "org-yes", "test-say-yes", 1)
+    early = actions.request_build(registry, {}, False, "operator")  # nothing published yet: queued
+    expert = {"domain": "test-say-yes", "version": 1, "org": "org-yes", "package_digest": "0" * 64}
+    add_release(coordinator, 1, [expert])  # meanwhile another build published exactly that
+    with pytest.raises(BarFedError) as refused:
+        actions.request_build(registry, {}, False, "operator")
+    assert refused.value.code == "NOTHING_CHANGED"
+
+    assert runner.run_job(coordinator, early.id) == "done"
+    auto = policy.tick(registry, settings)  # the trigger (the accepted expert) is due once the early build ended
+    assert auto is not None and runner.run_job(coordinator, auto) == "done"
+    for job in (jobs.get(registry, early.id), jobs.get(registry, auto)):
+        assert (job.state, job.error_code, job.result["code"]) == ("done", "", "NOTHING_CHANGED"), job.result
+        assert "r1 already holds exactly these experts" in job.result["message"]
+    assert [r.number for r in state.list_releases(registry)] == [1]
+    assert policy.tick(registry, settings, now=later(60)) is None  # that trigger was answered
+    registry.dispose()

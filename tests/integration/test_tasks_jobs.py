@@ -278,11 +278,14 @@ def test_jobs_cli_list_show_retry_cancel(db_url, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from coordinator.cli import app
+    from coordinator.settings import load_settings
+    from coordinator.setup import initialize
     from coordinator.state import jobs
     from coordinator.state.db import Registry
 
     home = tmp_path / "home"
     monkeypatch.setenv("BARFED_COORD_DATABASE_URL", db_url)
+    initialize(load_settings(home=home, database_url=db_url))  # the commands refuse a home `init` never made
     registry = Registry(db_url)
     try:
         job_id = _job(registry, "verify", "sub-1")

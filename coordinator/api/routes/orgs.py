@@ -103,7 +103,6 @@ def list_enrollments(runtime: CurrentRuntime) -> list[EnrollmentOut]:
     **allow("admin"),
 )
 def approve(enrollment_id: IdPath, runtime: CurrentRuntime, principal: CurrentPrincipal) -> EnrollmentOut:
-    enrollment.get_enrollment(runtime.registry, enrollment_id)  # an unknown id is 404, not "not pending"
     approved = enrollment.approve(runtime.registry, runtime.keys, enrollment_id, actor=principal.actor)
     return EnrollmentOut.model_validate(approved)
 
@@ -117,6 +116,5 @@ def approve(enrollment_id: IdPath, runtime: CurrentRuntime, principal: CurrentPr
 def reject(
     enrollment_id: IdPath, body: ReasonBody, runtime: CurrentRuntime, principal: CurrentPrincipal
 ) -> EnrollmentOut:
-    enrollment.get_enrollment(runtime.registry, enrollment_id)
     enrollment.reject(runtime.registry, enrollment_id, body.reason, actor=principal.actor)
     return EnrollmentOut.model_validate(enrollment.get_enrollment(runtime.registry, enrollment_id)[0])

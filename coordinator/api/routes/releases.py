@@ -74,7 +74,8 @@ class PromoteBody(Strict):
 class ChannelMoveOut(BaseModel):
     channel: str
     release: str
-    previous: str | None
+    previous: str | None = Field(description="where the channel pointed before; the release itself when it was there")
+    moved: bool = Field(default=True, description="false when the channel already pointed there: nothing changed")
 
 
 class ChannelOut(BaseModel):
@@ -128,7 +129,8 @@ def _release(row, channels: list[str]) -> ReleaseOut:
     "/releases/builds",
     status_code=202,
     response_model=JobOut,
-    summary="Queue a release build (dispatched to a worker now); follow it at /v1/jobs/{id}",
+    summary="Queue a release build, dispatched now (follow it at /v1/jobs/{id}); NOTHING_CHANGED (409) when the "
+    "latest release holds exactly these experts, unless force",
     **allow(*CHANGERS),
 )
 def build(body: BuildBody, request: Request, runtime: CurrentRuntime, principal: CurrentPrincipal) -> JobOut:
@@ -154,12 +156,17 @@ def show_release(name: ReleaseName, runtime: CurrentRuntime) -> ReleaseManifest:
 @router.post(
     "/releases/{name}/promote",
     response_model=ChannelMoveOut,
-    summary="Point a channel (stable, or any but latest) at a release",
+    summary="Point a channel (stable, or any but latest) at a release; one already there stays (moved: false)",
     **allow(*CHANGERS),
 )
 def promote(name: ReleaseName, body: PromoteBody, runtime: CurrentRuntime, principal: CurrentPrincipal):
     number, previous = actions.promote(runtime.registry, name, body.channel, principal.actor)
-    return ChannelMoveOut(channel=body.channel, release=f"r{number}", previous=f"r{previous}" if previous else None)
+    return ChannelMoveOut(
+        channel=body.channel,
+        release=f"r{number}",
+        previous=f"r{previous}" if previous else None,
+        moved=previous != number,
+    )
 
 
 @router.post(
