@@ -1,4 +1,7 @@
-"""The `barfed` command: one entry point for the coordinator, contributor nodes, the model and the demo."""
+"""The `barfed` command: one entry point for the coordinator, contributor nodes, the model and the demo.
+
+Exit status: 0 done, 2 a refusal (``error [CODE] what to do``), 64 a usage error (EX_USAGE in sysexits.h: an
+unknown option, a missing argument; Click's message), 1 a bug (a traceback)."""
 
 from __future__ import annotations
 
@@ -20,18 +23,33 @@ app.add_typer(model_app, name="model")
 app.add_typer(coordinator_app, name="coordinator")
 app.add_typer(node_app, name="node")
 err_console = Console(stderr=True, soft_wrap=True)  # one line per error, so logs and the demo can read it whole
+EX_USAGE = 64  # sysexits.h: the command was used incorrectly; 2 stays a refusal's
+UsageError = typer.BadParameter.__base__  # Click's, as typer has it (its own copy of Click, or Click)
+ClickException = UsageError.__base__
+
+
+def show_version(wanted: bool) -> None:
+    """``barfed --version``: the installed distribution's version, before any setting is read."""
+    if wanted:
+        from importlib.metadata import version
+
+        typer.echo(f"barfed {version('bar-federation')}")
+        raise typer.Exit()
 
 
 @app.callback()
 def configure(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug log lines, libraries' chatter too")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=show_version, is_eager=True, help="print the version and exit")
+    ] = False,
 ) -> None:
     """Read settings, set up logging and threads before any command runs, without importing torch: commands
     that need no model (and a node's commands that find nothing to do) start in a fraction of a second."""
     from barfed.logs import setup_logging
-    from barfed.settings import Settings
+    from barfed.settings import load_settings
 
-    settings = Settings()
+    settings = load_settings()
     setup_logging("DEBUG" if verbose else settings.log_level, settings.log_format, verbose=verbose)
     if not verbose:  # read by transformers, datasets and huggingface_hub when they load, here and in children
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -52,9 +70,9 @@ def demo(
 ) -> None:
     """The whole federation on embedded defaults: a coordinator, four organizations, r1, a pull, v2 and r2."""
     from barfed.demo import run_demo
-    from barfed.settings import Settings
+    from barfed.settings import load_settings
 
-    run_demo(home or Settings().home, quick=quick)
+    run_demo(home or load_settings().home, quick=quick)
 
 
 @app.command()
@@ -78,12 +96,23 @@ def pull(
 
 
 def main() -> None:
-    """Console entry point: a user's mistake prints its code and advice, never a traceback."""
+    """Console entry point: a user's mistake prints its code and advice, never a traceback; scripts tell a
+    refusal (2) from a command line that was never valid (64) by the exit status alone."""
     try:
-        app()
+        status = app(standalone_mode=False)  # Click's errors come here, to get their own status
     except BarFedError as exc:
         err_console.print(f"[bold red]error[/] [{exc.code}] {exc.message}", highlight=False)
         sys.exit(2)
+    except UsageError as exc:
+        exc.show()
+        sys.exit(EX_USAGE)
+    except ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("aborted", highlight=False)
+        sys.exit(1)
+    sys.exit(status if isinstance(status, int) and not isinstance(status, bool) else 0)
 
 
 if __name__ == "__main__":

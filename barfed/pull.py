@@ -26,10 +26,10 @@ from urllib.parse import quote
 
 import httpx
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from barfed.pull_api import Listed, ReleaseApi, raise_for, transport_error
 from barfed.pull_keys import given_key, pin_on_first_use
+from contributor_node.progress import TransferProgress, make_console
 from protocol.errors import BarFedError
 from protocol.release import RELEASE_FILE
 from protocol.signing import verify_directory
@@ -63,8 +63,8 @@ class Pull:
         self.server = ReleaseApi(api, ca=ca, token=token)
         self.api = self.server.api
         self.coordinator_key = coordinator_key
-        self.console = console or Console()
-        self.progress_console = Console(stderr=True)
+        self.console = console or make_console()
+        self.progress_console = make_console(stderr=True)  # bars on a terminal, a plain line now and then in a log
 
     def close(self) -> None:
         self.server.close()
@@ -77,7 +77,7 @@ class Pull:
 
     # -- one file ---------------------------------------------------------------------------------
 
-    def fetch(self, number: int, entry: Listed, part: Path, progress: Progress) -> int:
+    def fetch(self, number: int, entry: Listed, part: Path, progress: TransferProgress) -> int:
         """Bring ``part`` to ``entry``'s bytes, resuming what is there; returns the bytes downloaded."""
         have = part.stat().st_size if part.exists() else 0
         if have > entry.size:
@@ -149,15 +149,7 @@ class Pull:
         )
         downloaded = 0
         try:
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                console=self.progress_console,
-                transient=True,
-                disable=not self.progress_console.is_terminal,
-            ) as progress:
+            with TransferProgress(self.progress_console) as progress:
                 for entry in files:
                     downloaded += self.fetch(number, entry, release_dir / entry.path, progress)
             self._verify(release_dir, release, commit, files, pem)
@@ -253,7 +245,7 @@ def pull(
     console: Console | None = None,
 ) -> Pulled:
     """Download release ``name`` (rN, a channel or a commit id) into ``target`` and say how to load it."""
-    console = console or Console()
+    console = console or make_console()
     puller = Pull(api, ca=ca, token=token, coordinator_key=coordinator_key, console=console)
     try:
         result = puller.run(name, target)

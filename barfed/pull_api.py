@@ -4,6 +4,7 @@ and checked before they are believed, and every failure a code and what to do.""
 from __future__ import annotations
 
 import re
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -44,10 +45,8 @@ class ReleaseApi:
     def __init__(self, api: str, *, ca: Path | None = None, token: str | None = None) -> None:
         self.api = check_api(api)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        if ca is not None and not Path(ca).is_file():
-            raise BarFedError("BAD_CA", f"--ca {ca} is not a file; pass the federation's CA certificate (ca.pem).")
         self.client = httpx.Client(
-            base_url=self.api, verify=str(ca) if ca else True, headers=headers, timeout=TIMEOUT, follow_redirects=False
+            base_url=self.api, verify=trusting(ca), headers=headers, timeout=TIMEOUT, follow_redirects=False
         )
 
     def close(self) -> None:
@@ -92,6 +91,22 @@ class ReleaseApi:
         if COMMIT_ID.fullmatch(name) and name != commit:
             raise BarFedError("RELEASE_MISMATCH", f"asked for commit {name}, the coordinator listed {commit}.")
         return release, number, commit, files
+
+
+def trusting(ca: Path | None) -> ssl.SSLContext | bool:
+    """TLS that trusts the federation's CA certificate only (``--ca``), or the usual authorities without one."""
+    if ca is None:
+        return True
+    if not Path(ca).is_file():
+        raise BarFedError("BAD_CA", f"--ca {ca} is not a file; pass the federation's CA certificate (ca.pem).")
+    try:
+        return ssl.create_default_context(cafile=str(ca))
+    except (ssl.SSLError, ValueError) as exc:
+        raise BarFedError(
+            "BAD_CA",
+            f"--ca {ca} is not a PEM CA certificate ({exc}); pass the federation's ca.pem as the operator handed "
+            "it over.",
+        ) from None
 
 
 def raise_for(response: httpx.Response) -> None:

@@ -14,6 +14,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from contributor_node.settings import settings_from
+from protocol.errors import BarFedError
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BARFED_", extra="forbid")
@@ -34,5 +37,16 @@ class Settings(BaseSettings):
         dotenv_settings,
         file_secret_settings,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_file = Path(os.environ.get("BARFED_CONFIG", "barfed.toml"))
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=config_file()))
+
+
+def config_file() -> Path:
+    return Path(os.environ.get("BARFED_CONFIG", "barfed.toml"))
+
+
+def load_settings() -> Settings:
+    """The settings, or BAD_CONFIG naming the variable or the file to fix (never a traceback)."""
+    config = config_file()
+    if "BARFED_CONFIG" in os.environ and not config.is_file():
+        raise BarFedError("BAD_CONFIG", f"BARFED_CONFIG names {config}, which is not a file; fix or unset it.")
+    return settings_from(Settings, config, "BAD_CONFIG")

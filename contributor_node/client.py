@@ -1,7 +1,8 @@
 """The node's side of the wire: enroll, fetch the anchor, submit a package resumably, follow its status.
 
-Calls wait for the coordinator to be reachable (gRPC ``wait_for_ready``), and unary calls are retried
-by gRPC's own retry policy; an upload interrupted by either side resumes from the offsets the
+Calls wait for the coordinator to be reachable (gRPC ``wait_for_ready``) unless told not to (the node's commands
+do their own waiting, `retry.py`, and want the cause when a call fails), and unary calls are retried by gRPC's
+own retry policy unless told not to; an upload interrupted by either side resumes from the offsets the
 coordinator reports as durable, so a package crosses an unreliable network or a coordinator restart.
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import grpc
 
 from contributor_node.partial_anchor import PartialAnchor
-from contributor_node.retry import backoff_delays
+from contributor_node.retry import CoordinatorUnreachable, backoff_delays, unreachable_cause
 from protocol.errors import BarFedError
 from protocol.package import MANIFEST_FILE, file_sha256, read_package
 from protocol.signing import verify_directory
@@ -51,14 +52,12 @@ SERVICE_CONFIG = json.dumps(
 TERMINAL = {pb.ACCEPTED, pb.REJECTED, pb.QUARANTINED, pb.DEPRECATED, pb.OPTED_OUT}
 
 
-def error_from(exc: grpc.RpcError) -> BarFedError:
-    """The project error a coordinator's status carries (or a transport error)."""
+def error_from(exc: grpc.RpcError, address: str, timeout: float | None) -> BarFedError:
+    """The project error a coordinator's status carries, or COORDINATOR_UNREACHABLE saying why."""
     code = dict(exc.trailing_metadata() or ()).get(ERROR_KEY)
     if code:
         return BarFedError(code, exc.details() or "")
-    return BarFedError(
-        "COORDINATOR_UNREACHABLE", f"the coordinator did not answer ({exc.code().name}): {exc.details()}"
-    )
+    return CoordinatorUnreachable(address, unreachable_cause(exc.code().name, exc.details() or "", timeout))
 
 
 def _file_state(path: Path) -> tuple[int, int, int]:
@@ -77,10 +76,13 @@ class CoordinatorClient:
         cert_pem: bytes | None = None,
         plaintext_org: str | None = None,
         timeout: float = 120.0,
+        wait_for_ready: bool = True,
+        retries: bool = True,
     ) -> None:
         options = [
             ("grpc.service_config", SERVICE_CONFIG),
-            ("grpc.enable_retries", 1),
+            ("grpc.enable_retries", int(retries)),
+            ("grpc.max_reconnect_backoff_ms", 10_000),  # a coordinator back from a restart is found within 10 s
             ("grpc.max_receive_message_length", 8 * 1024**2),
             ("grpc.max_send_message_length", 8 * 1024**2),
         ]
@@ -94,7 +96,7 @@ class CoordinatorClient:
             self.channel = grpc.secure_channel(address, credentials, options=options)
             self.metadata = ()
         self.stub = barfed_pb2_grpc.FederationStub(self.channel)
-        self.timeout = timeout
+        self.address, self.timeout, self.wait_for_ready = address, timeout, wait_for_ready
 
     def close(self) -> None:
         self.channel.close()
@@ -105,11 +107,17 @@ class CoordinatorClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _call(self, method, request, timeout: float | None = None):
+    def _call(self, method, request):
         try:
-            return method(request, timeout=timeout or self.timeout, metadata=self.metadata, wait_for_ready=True)
+            return method(request, **self._how(self.timeout))
         except grpc.RpcError as exc:
-            raise error_from(exc) from None
+            raise self._error(exc) from None
+
+    def _how(self, timeout: float | None) -> dict:
+        return {"timeout": timeout, "metadata": self.metadata, "wait_for_ready": self.wait_for_ready}
+
+    def _error(self, exc: grpc.RpcError, timeout: float | None = None) -> BarFedError:
+        return error_from(exc, self.address, timeout or self.timeout)
 
     # -- enrollment and anchor ---------------------------------------------------------------
 
@@ -156,7 +164,7 @@ class CoordinatorClient:
                     "nothing was kept. Do not train on it: tell the federation operator.",
                 ) from None
         except grpc.RpcError as exc:
-            raise error_from(exc) from None
+            raise self._error(exc, 3600) from None
         fetch.publish(target)
         return manifest.fingerprint
 
@@ -167,7 +175,7 @@ class CoordinatorClient:
         )
         manifest = None
         try:
-            parts = self.stub.FetchAnchor(request, timeout=3600, metadata=self.metadata, wait_for_ready=True)
+            parts = self.stub.FetchAnchor(request, **self._how(3600))
             for part in parts:
                 if part.HasField("manifest"):
                     manifest = part.manifest
@@ -189,11 +197,11 @@ class CoordinatorClient:
         when ``fingerprint`` is given and the coordinator now publishes another anchor."""
         request = pb.FetchAnchorRequest(fingerprint=fingerprint)
         try:
-            stream = self.stub.FetchAnchor(request, timeout=self.timeout, metadata=self.metadata, wait_for_ready=True)
+            stream = self.stub.FetchAnchor(request, **self._how(self.timeout))
             first = next(stream, None)
             stream.cancel()
         except grpc.RpcError as exc:
-            raise error_from(exc) from None
+            raise self._error(exc) from None
         if first is None or not first.HasField("manifest"):
             raise BarFedError("BAD_ANCHOR_STREAM", "the coordinator sent no anchor manifest.")
         return first.manifest
@@ -260,12 +268,10 @@ class CoordinatorClient:
             try:
                 self.stub.WriteChunks(
                     self._chunks(package, session_id, progress, chunk_bytes, on_chunk),
-                    timeout=24 * 3600,
-                    metadata=self.metadata,
-                    wait_for_ready=True,
+                    **self._how(24 * 3600),
                 )
             except grpc.RpcError as exc:
-                error = error_from(exc)
+                error = self._error(exc, 24 * 3600)
                 if error.code in ("SESSION_CLOSED", "SESSION_EXPIRED"):
                     log.warning("upload %s ended (%s); starting a new one", session_id, error.code)
                     session_id, max_chunk_bytes = create()
@@ -323,13 +329,13 @@ class CoordinatorClient:
         """Each release newer than ``after_release`` (or each move of ``channel``), as the coordinator publishes
         them; the stream ends after ``timeout`` seconds (None: never) without an error."""
         request = pb.WatchReleasesRequest(after_release=after_release, channel=channel)
-        stream = self.stub.WatchReleases(request, timeout=timeout, metadata=self.metadata, wait_for_ready=True)
+        stream = self.stub.WatchReleases(request, **self._how(timeout))
         try:
             yield from stream
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and timeout is not None:
                 return
-            raise error_from(exc) from None
+            raise self._error(exc) from None
         finally:
             stream.cancel()
 

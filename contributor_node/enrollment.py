@@ -54,7 +54,7 @@ class Enrollment:
     def _ask_once(self) -> pb.Enrollment:
         settings = self.settings
         ca_pem = settings.ca_path.read_bytes()
-        with CoordinatorClient(settings.enroll_address, ca_pem=ca_pem, timeout=settings.call_timeout_s) as anonymous:
+        with CoordinatorClient(settings.enroll_address, ca_pem=ca_pem, **self.retry.client_options()) as anonymous:
             if self.record is not None and self.token_sha in (None, self.record["token_sha256"]):
                 return anonymous.enrollment(self.record["enrollment_id"])
             if self.token is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,6 +51,17 @@ class NodeIdentity:
             raise BarFedError("CERT_KEY_MISMATCH", "the issued certificate is not for this node's key.")
         self.cert_path.write_text(enrollment.certificate_pem)
         self.ca_path.write_text(enrollment.ca_certificate_pem)
+
+    def export_public_key(self, path: Path) -> tuple[Path, str]:
+        """Write the organization's public key (PEM) to ``path`` for whoever checks its packages, with its
+        fingerprint; only the public half is ever written out, the private key stays in org.key."""
+        if not path.parent.is_dir():
+            raise BarFedError("BAD_PATH", f"{path.parent} is not a directory; give --out a file in an existing one.")
+        key = pki.load_private_key(self.key_path, self.passphrase)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(pki.public_key_pem(key))
+        os.replace(tmp, path)
+        return path, pki.public_key_fingerprint(key)
 
     def check_certificate(self, now: datetime | None = None) -> x509.Certificate:
         """This node's certificate, refused here when it cannot work (the TLS handshake would only say

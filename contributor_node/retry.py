@@ -1,9 +1,14 @@
-"""Calls to a coordinator that is away for a while (a restart, a cut link): retried after exponential backoff with
+"""Calls to a coordinator that is away for a while (a restart, a cut link).
+
+A long-running command (submit, enroll --wait, watch, the anchor download) retries after exponential backoff with
 full jitter, so nodes cut off at the same moment do not all come back at the same moment, for up to
-``retry_for_s``; then COORDINATOR_UNREACHABLE names the address tried and the file that configures it."""
+``retry_for_s``. A person waiting at a prompt (status, enroll without --wait, fetch-anchor's "is it current") gets
+one short timeout and a couple of quick retries instead. Either way COORDINATOR_UNREACHABLE then names the address
+tried, why it failed (connection refused, a TLS failure, a timeout) and where the address is configured."""
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -14,6 +19,29 @@ from contributor_node.settings import CONFIG_FILE, NodeSettings
 from protocol.errors import BarFedError
 
 T = TypeVar("T")
+QUICK_TRIES = 3  # an interactive command's: the first call and two quick retries
+ADVICE = "check that it is running and its address, then rerun: the command resumes."
+
+
+class CoordinatorUnreachable(BarFedError):
+    """COORDINATOR_UNREACHABLE, keeping the address and the cause apart so a retry can say them again."""
+
+    def __init__(self, address: str, cause: str, advice: str = ADVICE) -> None:
+        super().__init__("COORDINATOR_UNREACHABLE", f"the coordinator at {address} did not answer ({cause}); {advice}")
+        self.address, self.cause = address, cause
+
+
+def unreachable_cause(status: str, details: str, timeout: float | None) -> str:
+    """Why a call got no answer, in words: connection refused, a TLS failure or a timeout; else gRPC's own."""
+    details = " ".join(details.split())
+    lowered = details.lower()
+    if status == "DEADLINE_EXCEEDED":
+        return f"timeout: no answer within {timeout:g}s" if timeout else "timeout"
+    if "connection refused" in lowered:
+        return "connection refused: nothing listens there"
+    if any(word in lowered for word in ("ssl", "tls", "handshake", "certificate")):
+        return f"TLS failure: {details[-300:]}"
+    return f"{status}: {details[:300]}"
 
 
 def backoff_delays(base: float = 0.2, cap: float = 10.0, rng: random.Random | None = None) -> Iterator[float]:
@@ -28,32 +56,73 @@ def backoff_delays(base: float = 0.2, cap: float = 10.0, rng: random.Random | No
 @dataclass(frozen=True)
 class Retrying:
     """``retrying(call)`` is ``call()``, called again while the coordinator at ``address`` is unreachable;
-    ``on_wait(delay)`` hears of each wait, so a person at the terminal knows why nothing moves."""
+    ``on_wait(delay)`` hears of each wait, so a person at the terminal knows why nothing moves. ``interactive``:
+    a person waits for the answer, so give up within seconds."""
 
     settings: NodeSettings
     address: str
     on_wait: Callable[[float], None] | None = None
+    interactive: bool = False
 
     def __call__(self, call: Callable[[], T]) -> T:
-        deadline = time.monotonic() + self.settings.retry_for_s
-        delays = backoff_delays(cap=30.0)
+        patience = self.patience()
         while True:
             try:
                 return call()
             except BarFedError as exc:
-                if exc.code != "COORDINATOR_UNREACHABLE":
-                    raise
-                delay = next(delays)
-                if time.monotonic() + delay > deadline:
-                    raise self._unreachable(exc) from None
-                if self.on_wait is not None:
-                    self.on_wait(delay)
-                time.sleep(delay)
+                patience.failed(exc)
 
-    def _unreachable(self, exc: BarFedError) -> BarFedError:
-        return BarFedError(
-            "COORDINATOR_UNREACHABLE",
-            f"the coordinator at {self.address} did not answer ({exc.message}); check the address in "
-            f"{self.settings.home / CONFIG_FILE} and that the coordinator is running, then rerun: the command "
-            "resumes.",
+    def patience(self) -> Patience:
+        """One stretch of retries; a stream that heard from the coordinator again starts a fresh one."""
+        return Patience(self)
+
+    @property
+    def call_timeout_s(self) -> float:
+        return self.settings.interactive_timeout_s if self.interactive else self.settings.call_timeout_s
+
+    @property
+    def patience_s(self) -> float:
+        return self.settings.interactive_timeout_s if self.interactive else self.settings.retry_for_s
+
+    def client_options(self) -> dict:
+        """How a client for these calls waits: at most ``call_timeout_s`` a call, and never silently for a channel
+        that is down (no ``wait_for_ready``, no gRPC retries): this class does the waiting, says so, and keeps
+        the cause."""
+        return {"timeout": self.call_timeout_s, "wait_for_ready": False, "retries": False}
+
+    def gave_up(self, exc: BarFedError, tries: int, elapsed: float) -> CoordinatorUnreachable:
+        cause = getattr(exc, "cause", exc.message)
+        return CoordinatorUnreachable(
+            self.address,
+            f"{cause}; {tries} {'try' if tries == 1 else 'tries'} in {elapsed:.1f}s",
+            f"check {self._configured_in()} and that the coordinator is running, then rerun: the command resumes.",
         )
+
+    def _configured_in(self) -> str:
+        """Where this address comes from: the variable that overrides it, else node.toml."""
+        fields = [f for f in ("service_address", "enroll_address") if getattr(self.settings, f) == self.address]
+        variables = [f"BARFED_NODE_{field.upper()}" for field in fields if f"BARFED_NODE_{field.upper()}" in os.environ]
+        if variables:
+            return " or ".join(variables)
+        return f"the address ({' or '.join(fields) or 'address'}) in {self.settings.home / CONFIG_FILE}"
+
+
+class Patience:
+    """``failed(exc)`` after each failed try: waits before the next one, or raises when there is no point."""
+
+    def __init__(self, retrying: Retrying) -> None:
+        self.retrying, self.tries = retrying, 0
+        self.started = time.monotonic()
+        self.deadline = self.started + retrying.patience_s
+        self.delays = backoff_delays(cap=30.0)
+
+    def failed(self, exc: BarFedError) -> None:
+        if exc.code != "COORDINATOR_UNREACHABLE":
+            raise exc
+        self.tries += 1
+        delay, now = next(self.delays), time.monotonic()
+        if now + delay > self.deadline or (self.retrying.interactive and self.tries >= QUICK_TRIES):
+            raise self.retrying.gave_up(exc, self.tries, now - self.started) from None
+        if self.retrying.on_wait is not None:
+            self.retrying.on_wait(delay)
+        time.sleep(delay)

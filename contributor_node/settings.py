@@ -7,16 +7,26 @@ Precedence: arguments > environment > node.toml.
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
+from typing import Annotated, TypeVar
 
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
+from bar_model.recipe import TRACKERS, Tracker
 from protocol.errors import BarFedError
 
 DEFAULT_HOME = Path(".barfed/node")
 CONFIG_FILE = "node.toml"
 CONFIG_KEYS = ("org_id", "service_address", "enroll_address")  # what `init` writes; the rest are tuning
+S = TypeVar("S", bound=BaseSettings)
 
 
 def node_home(home: Path | None = None) -> Path:
@@ -34,7 +44,17 @@ class NodeSettings(BaseSettings):
     router_recipe: str = Field(
         default="tiny", description="router recipe whose fraction sizes the calibration sample `package` includes"
     )
+    report_to: Annotated[list[Tracker] | None, NoDecode] = Field(
+        default=None,
+        description="experiment trackers `train` reports to instead of the recipe's (tensorboard, mlflow, wandb; "
+        "comma-separated in BARFED_NODE_REPORT_TO, empty for none)",
+    )
     call_timeout_s: float = Field(default=60.0, gt=0, description="one call waits this long for the coordinator")
+    interactive_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="status, enroll without --wait and fetch-anchor's check give up on a silent coordinator this soon",
+    )
     retry_for_s: float = Field(
         default=600.0, ge=0, description="an unreachable coordinator is retried (backoff, jitter) this long"
     )
@@ -44,6 +64,16 @@ class NodeSettings(BaseSettings):
     max_bytes_per_s: int | None = Field(
         default=None, gt=0, description="cap on upload and download speed, to share a link (default: none)"
     )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _split_trackers(cls, value):
+        """A list (node.toml) or comma-separated names (the variable); an unknown one named as the setting's fault."""
+        names = [name.strip() for name in value.split(",") if name.strip()] if isinstance(value, str) else value
+        unknown = [n for n in names if not (isinstance(n, str) and n in TRACKERS)] if isinstance(names, list) else []
+        if unknown:
+            raise ValueError(f"unknown tracker(s) {unknown}; name some of {', '.join(TRACKERS)}")
+        return names
 
     @classmethod
     def settings_customise_sources(
@@ -68,11 +98,29 @@ def load_node_settings(home: Path | None = None) -> NodeSettings:
         raise BarFedError(
             "NOT_INITIALIZED", f"{home} is not a node home (no {CONFIG_FILE}); run `barfed node init` first."
         )
+    return settings_from(NodeSettings, home / CONFIG_FILE, "BAD_NODE_CONFIG", home=home)
+
+
+def settings_from(cls: type[S], config: Path, code: str, **values) -> S:
+    """``cls(**values)``, or one refusal that names what to fix: the variable when one is set
+    (``BARFED_NODE_RETRY_FOR_S='abc'``), else the key in ``config``, or ``config`` itself when it is no TOML."""
     try:
-        return NodeSettings(home=home)
+        return cls(**values)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BarFedError(code, f"{config} is not valid TOML ({exc}); fix it.") from None
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise BarFedError("BAD_NODE_CONFIG", f"{home / CONFIG_FILE} is not valid: {problems}; fix it.") from None
+        prefix = cls.model_config.get("env_prefix", "")
+        problems = "; ".join(_problem(error, prefix, config) for error in exc.errors())
+        raise BarFedError(code, f"{problems}; fix it.") from None
+
+
+def _problem(error, prefix: str, config: Path) -> str:
+    key = ".".join(map(str, error["loc"]))
+    variable = f"{prefix}{key}".upper()
+    value = next((v for k, v in os.environ.items() if k.upper() == variable), None)  # matched case-insensitively
+    if value is not None:
+        return f"{variable}={value[:100]!r}: {error['msg']}"
+    return f"{key} in {config}: {error['msg']}"
 
 
 def write_config(home: Path, values: dict[str, str]) -> Path:

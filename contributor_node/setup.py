@@ -7,6 +7,8 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
+from contributor_node.anchor import fetched
+from contributor_node.home import NodeHome, read_json
 from contributor_node.identity import NodeIdentity
 from contributor_node.settings import CONFIG_FILE, write_config
 from protocol import pki
@@ -44,3 +46,26 @@ def initialize(home: Path, org: str, service: str, enroll: str, ca: Path, releas
     created = not identity.key_path.is_file()
     identity.ensure_key()
     return identity.key_path, pki.public_key_fingerprint(pki.load_private_key(identity.key_path)), created
+
+
+def next_step(root: Path) -> str:
+    """The command to run next, judged from what the node holds: a rerun of `init` on an enrolled node must not
+    send its operator back to `enroll`."""
+    home = NodeHome(root)
+    enrollment = read_json(home.record("enrollment"))
+    if not (root / "org.pem").is_file():
+        if enrollment:
+            return "barfed node enroll --wait (its enrollment request waits for an operator's approval)"
+        return "barfed node enroll --token TOKEN --wait"
+    if not fetched(home):
+        return "barfed node fetch-anchor"
+    domains = enrollment.get("domains", []) if enrollment else []
+    if not any(home.expert_versions(domain) for domain in domains):
+        return "barfed node train"
+    submitted = read_json(home.record("submissions"), {})
+    packages = [f"{d}-v{v}" for d in domains for v in home.package_versions(d)]
+    if not packages:
+        return "barfed node eval, then barfed node package"
+    if any(name not in submitted for name in packages):
+        return "barfed node submit --wait"
+    return "barfed node status, or train a new version (barfed node train --version N --from-version N-1)"

@@ -32,11 +32,12 @@ def node(
         typer.Option(help="the node's directory (default: $BARFED_NODE_HOME, else .barfed/node)", show_default=False),
     ] = None,
 ) -> None:
-    ctx.obj = node_home(home)
+    ctx.obj = node_home(home)  # only `init` creates it; the others refuse NOT_INITIALIZED without it
 
 
 app.command()(identity.init)
 app.command()(identity.enroll)
+app.command("export-key")(identity.export_key)
 app.command("fetch-anchor")(anchor.fetch_anchor)
 app.command()(training.train)
 app.command("eval")(training.eval_command)

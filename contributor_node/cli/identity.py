@@ -1,4 +1,5 @@
-"""`barfed node init` and `enroll`: the node's key, its pins and settings, then its certificate."""
+"""`barfed node init`, `enroll` and `export-key`: the node's key, its pins and settings, its certificate, and the
+public key others check its packages with."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from contributor_node.cli.shared import console, node_settings, refusals, retrying
+from contributor_node.cli.shared import console, interactive, node_settings, refusals, retrying
 
 
 @refusals
@@ -23,13 +24,13 @@ def init(
 ) -> None:
     """Create the node: its settings, the pinned CA and release key, and the organization's private key (0600),
     which never leaves this machine. Rerunning with the same organization only updates the addresses."""
-    from contributor_node.setup import initialize
+    from contributor_node.setup import initialize, next_step
 
     home: Path = ctx.obj
     key_path, fingerprint, created = initialize(home, org, service, enroll, ca, release_key)
     console.print(f"node of {org} ready in {home}")
     console.print(f"{'created' if created else 'kept'} key {key_path} ({fingerprint}); it never leaves here")
-    console.print("next: barfed node enroll --token TOKEN --wait")
+    console.print(f"next: {next_step(home)}")
 
 
 @refusals
@@ -45,7 +46,9 @@ def enroll(
     from contributor_node.enrollment import Enrollment, pending
 
     settings = node_settings(ctx)
-    enrollment = Enrollment(settings, retrying(settings, settings.enroll_address), token, contact)
+    address = settings.enroll_address
+    retry = retrying(settings, "enroll", address) if wait else interactive(settings, address)
+    enrollment = Enrollment(settings, retry, token, contact)
     cert = enrollment.certificate()
     if cert is not None:
         console.print(f"already enrolled: certificate valid until {cert.not_valid_after_utc:%Y-%m-%d} UTC")
@@ -66,3 +69,20 @@ def enroll(
         f"{cert.not_valid_after_utc:%Y-%m-%d} UTC"
     )
     console.print("next: barfed node fetch-anchor")
+
+
+@refusals
+def export_key(
+    ctx: typer.Context,
+    out: Annotated[
+        Path | None, typer.Option(help="where to write it (default: org.pub in the node home)", show_default=False)
+    ] = None,
+) -> None:
+    """Write the organization's public key (PEM), for anyone who checks its packages with the standard tool:
+    `model_signing verify key PACKAGE --signature PACKAGE/model.sig --public_key org.pub --no-ignore-git-paths`.
+    The private key is never written out."""
+    from contributor_node.identity import NodeIdentity
+
+    settings = node_settings(ctx)
+    path, fingerprint = NodeIdentity(settings.home, settings.org_id).export_public_key(out or settings.home / "org.pub")
+    console.print(f"public key {fingerprint} of {settings.org_id} written to {path}")

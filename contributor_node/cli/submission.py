@@ -11,16 +11,19 @@ from rich.table import Table
 from contributor_node import packaging
 from contributor_node.cli.shared import (
     DomainOption,
+    JsonOption,
     console,
     coordinator_client,
     err_console,
+    interactive,
     node_settings,
+    print_json,
     quiet_libraries,
     refusals,
     retrying,
 )
 from contributor_node.home import NodeHome, read_json
-from contributor_node.progress import transfer_progress
+from contributor_node.progress import TransferProgress
 from contributor_node.releases import follow_releases
 from contributor_node.scores import recorded_scores
 from contributor_node.versions import package_to_submit
@@ -81,14 +84,14 @@ def submit(
     domain = home.granted_domain(domain)
     version = package_to_submit(home, domain, version)
     name, package_dir = f"{domain}-v{version}", home.package(domain, version)
-    retry = retrying(settings)
-    with coordinator_client(settings) as client:
+    retry = retrying(settings, f"submit {name}")
+    with coordinator_client(settings, retry) as client:
         submission_id = upload.submitted(home, name)
         if submission_id:
             console.print(f"{name} was already submitted as {submission_id}")
         else:
             upload.check_package(settings, client, retry, package_dir)
-            with transfer_progress(err_console) as progress:
+            with TransferProgress(err_console) as progress:
                 task = progress.add_task(f"upload {name}", total=upload.package_bytes(package_dir))
                 submission_id = upload.upload(
                     settings, client, retry, domain, version, on_sent=lambda sent: progress.update(task, completed=sent)
@@ -101,23 +104,42 @@ def submit(
 
 
 @refusals
-def status(ctx: typer.Context) -> None:
-    """This organization's submissions (recorded on this node) and their states at the coordinator."""
+def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """This organization's submissions (recorded on this node): each one's state at the coordinator and, once
+    accepted, its expert's status now (an operator may since have QUARANTINED, DEPRECATED or OPTED_OUT it)."""
     from protocol.v1 import barfed_pb2 as pb
 
     settings = node_settings(ctx)
     submissions = read_json(NodeHome(settings.home).record("submissions"), {})
-    if not submissions:
+    rows = []
+    if submissions:
+        retry = interactive(settings)
+        with coordinator_client(settings, retry) as client:
+            for name, record in sorted(submissions.items()):
+                found = retry(lambda r=record: client.submission(r["submission_id"]))
+                state = pb.SubmissionState.Name(found.state)
+                rows.append(
+                    {
+                        "package": name,
+                        "submission_id": record["submission_id"],
+                        "domain": found.domain,
+                        "version": found.version,
+                        "state": state,
+                        "expert_status": found.expert_status,
+                        "error_code": found.error_code,
+                        "message": found.message,
+                    }
+                )
+    if as_json:
+        print_json({"submissions": rows})
+        return
+    if not rows:
         console.print("no submissions yet; `barfed node submit` makes one")
         return
-    table = Table("package", "submission", "state", "code", "message")
-    retry = retrying(settings)
-    with coordinator_client(settings) as client:
-        for name, record in sorted(submissions.items()):
-            found = retry(lambda r=record: client.submission(r["submission_id"]))
-            table.add_row(
-                name, record["submission_id"], pb.SubmissionState.Name(found.state), found.error_code, found.message
-            )
+    table = Table("package", "submission", "state", "expert", "code", "message")
+    for row in rows:
+        fields = ("package", "submission_id", "state", "expert_status", "error_code", "message")
+        table.add_row(*(str(row[field]) for field in fields))
     console.print(table)
 
 
@@ -128,13 +150,30 @@ def watch(
     channel: Annotated[str, typer.Option(help="follow one channel's moves (default: every release)")] = "",
     once: Annotated[bool, typer.Option(help="stop after the first release")] = False,
     timeout: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print each release as one JSON object per line (JSON Lines), for scripts")
+    ] = False,
 ) -> None:
-    """Follow releases as the coordinator publishes them (the WatchReleases stream); remembers the last seen."""
+    """Follow releases as the coordinator publishes them (the WatchReleases stream); remembers the last seen, and
+    reconnects with backoff when the coordinator goes away."""
     settings = node_settings(ctx)
-    with coordinator_client(settings) as client:
-        for event in follow_releases(NodeHome(settings.home), client, after, channel, timeout):
+    retry = retrying(settings, "watch releases")
+    with coordinator_client(settings, retry) as client:
+        for event in follow_releases(NodeHome(settings.home), client, after, channel, timeout, retry):
             published = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(event.published_at_unix))
-            channels = f" [{', '.join(event.channels)}]" if event.channels else ""
-            console.print(f"{event.name}{channels} published {published} UTC: {', '.join(event.domains)}")
+            if as_json:
+                print_json(
+                    {
+                        "release": event.release,
+                        "name": event.name,
+                        "channels": list(event.channels),
+                        "domains": list(event.domains),
+                        "published_at": published.replace(" ", "T") + "Z",
+                        "manifest_sha256": event.manifest_sha256,
+                    }
+                )
+            else:
+                channels = f" [{', '.join(event.channels)}]" if event.channels else ""
+                console.print(f"{event.name}{channels} published {published} UTC: {', '.join(event.domains)}")
             if once:
                 break

@@ -9,7 +9,15 @@ import typer
 from bar_model.card import expert_card
 from bar_model.score_table import score_table
 from contributor_node import training
-from contributor_node.cli.shared import DomainOption, console, node_settings, quiet_libraries, refusals
+from contributor_node.cli.shared import (
+    DomainOption,
+    JsonOption,
+    console,
+    node_settings,
+    print_json,
+    quiet_libraries,
+    refusals,
+)
 from contributor_node.home import NodeHome
 from contributor_node.progress import TrainingLine
 from contributor_node.scores import recorded_scores, score_expert, scored_domains
@@ -51,6 +59,7 @@ def eval_command(
     domain: DomainOption = None,
     n: Annotated[int | None, typer.Option(help="held-out problems per domain (default: the recipe's)", min=1)] = None,
     version: Annotated[int, typer.Option(help="which expert version to score", min=1)] = 1,
+    as_json: JsonOption = False,
 ) -> None:
     """Score the trained expert on its domain and the core domains; `package` records the scores."""
     settings = node_settings(ctx)
@@ -63,6 +72,9 @@ def eval_command(
         quiet_libraries()
         with console.status(f"scoring the {domain} expert on {n} problems of {len(scored_domains(domain))} domains"):
             saved = score_expert(home, domain, version, card, n)
+    if as_json:
+        print_json({"domain": domain, "version": version, "n": n, "scores": saved["scores"]})
+        return
     console.print(
         score_table({f"{domain} expert v{version}": saved["scores"]}, title=f"held-out score (0-100), n = {n}")
     )

@@ -239,6 +239,8 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
 
     async def _submission(self, org: str, submission_id: str) -> pb.Submission:
         row = await asyncio.to_thread(experts_state.submission_of, self.registry, org, submission_id)
+        accepted = row.state == "ACCEPTED"
+        status = await asyncio.to_thread(experts_state.expert_status_of, self.registry, row.id) if accepted else ""
         return pb.Submission(
             submission_id=row.id,
             org_id=row.org_id,
@@ -248,6 +250,7 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
             package_digest=row.package_digest,
             error_code=row.error_code,
             message=row.message,
+            expert_status=status,
         )
 
     async def WatchReleases(self, request, context):

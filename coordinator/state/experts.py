@@ -54,6 +54,12 @@ def submission_of(registry: Registry, org_id: str, submission_id: str) -> Submis
     return row
 
 
+def expert_status_of(registry: Registry, submission_id: str) -> str:
+    """The status now of the expert version a submission became (QUARANTINED, …); "" when it became none."""
+    with registry.session() as session:
+        return session.scalar(select(Expert.status).where(Expert.submission_id == submission_id)) or ""
+
+
 EXPERT_STATES = tuple(TRANSITIONS)
 SUBMISSION_STATES = ("RECEIVED", "VERIFYING", "ACCEPTED", "REJECTED")
 

@@ -200,7 +200,7 @@ class GetSubmissionRequest(_message.Message):
     def __init__(self, submission_id: _Optional[str] = ...) -> None: ...
 
 class Submission(_message.Message):
-    __slots__ = ("submission_id", "org_id", "domain", "version", "state", "package_digest", "error_code", "message")
+    __slots__ = ("submission_id", "org_id", "domain", "version", "state", "package_digest", "error_code", "message", "expert_status")
     SUBMISSION_ID_FIELD_NUMBER: _ClassVar[int]
     ORG_ID_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
@@ -209,6 +209,7 @@ class Submission(_message.Message):
     PACKAGE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    EXPERT_STATUS_FIELD_NUMBER: _ClassVar[int]
     submission_id: str
     org_id: str
     domain: str
@@ -217,7 +218,8 @@ class Submission(_message.Message):
     package_digest: str
     error_code: str
     message: str
-    def __init__(self, submission_id: _Optional[str] = ..., org_id: _Optional[str] = ..., domain: _Optional[str] = ..., version: _Optional[int] = ..., state: _Optional[_Union[SubmissionState, str]] = ..., package_digest: _Optional[str] = ..., error_code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    expert_status: str
+    def __init__(self, submission_id: _Optional[str] = ..., org_id: _Optional[str] = ..., domain: _Optional[str] = ..., version: _Optional[int] = ..., state: _Optional[_Union[SubmissionState, str]] = ..., package_digest: _Optional[str] = ..., error_code: _Optional[str] = ..., message: _Optional[str] = ..., expert_status: _Optional[str] = ...) -> None: ...
 
 class WatchReleasesRequest(_message.Message):
     __slots__ = ("after_release", "channel")

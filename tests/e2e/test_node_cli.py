@@ -2,9 +2,10 @@
 it can be SIGKILLed), every command a subprocess too.
 
 The tests share one coordinator and one trained node (module fixture) and run in file order (`make test`
-hands each file to one worker): the flow to r1, a submission that survives a coordinator kill, then refusals
-that end the organization (expired certificate, revocation), then the anchor tests, the last of which tampers
-with the coordinator's anchor, and a node whose coordinator never answers.
+hands each file to one worker): the flow to r1 (with --json through a pipe, and the exported public key checked by
+the standard model_signing tool), a submission that survives a coordinator kill (then quarantined by the operator,
+which `status` shows), then refusals that end the organization (expired certificate, revocation), then the anchor
+tests, the last of which tampers with the coordinator's anchor, and coordinators that never answer.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ class Node:
             "BARFED_NODE_RECIPE": "micro",
             "BARFED_NODE_ROUTER_RECIPE": "micro",
             "BARFED_NODE_CALL_TIMEOUT_S": "20",
+            "BARFED_NODE_INTERACTIVE_TIMEOUT_S": "20",  # a loaded test machine; a closed port still fails at once
             "BARFED_NODE_RETRY_FOR_S": "120",
             "BARFED_NODE_POLL_S": "0.2",
             "BARFED_NODE_CHUNK_BYTES": str(16 * 1024),
@@ -172,22 +174,15 @@ def approve_pending(coordinator: CoordinatorProcess, registry, org_id: str) -> s
     return enrollment_id
 
 
+def _init_args(coordinator: CoordinatorProcess, org_id: str) -> tuple[str, ...]:
+    pki = coordinator.home / "pki"
+    return ("init", "--org", org_id, "--service", coordinator.service, "--enroll", coordinator.enroll,
+            "--ca", str(pki / "ca.pem"), "--release-key", str(pki / "release.pub"))  # fmt: skip
+
+
 def _init_node(coordinator: CoordinatorProcess, root: Path, org_id: str) -> Node:
     node = Node(root / "nodes" / org_id, coordinator)
-    pki = coordinator.home / "pki"
-    out = node.ok(
-        "init",
-        "--org",
-        org_id,
-        "--service",
-        coordinator.service,
-        "--enroll",
-        coordinator.enroll,
-        "--ca",
-        str(pki / "ca.pem"),
-        "--release-key",
-        str(pki / "release.pub"),
-    )
+    out = node.ok(*_init_args(coordinator, org_id))
     assert "never leaves" in out
     return node
 
@@ -228,6 +223,8 @@ def federation(micro, tmp_path_factory):
         assert "already enrolled" in node.ok("enroll")
         assert "signature verified" in node.ok("fetch-anchor")
         assert "is here and current" in node.ok("fetch-anchor")
+        again = node.ok(*_init_args(coordinator, ORG))  # a rerun of init on an enrolled node: not "enroll" again
+        assert "kept key" in again and "next: barfed node train" in again and "enroll" not in again
         assert "expert trained" in node.ok("train", "--stages", "mid,sft,rl")
         assert "already trained" in node.ok("train")
         yield Federation(coordinator, registry, node, root)
@@ -251,22 +248,38 @@ def test_package_submit_accepted_then_r1(federation):
     node, coordinator = federation.node, federation.coordinator
     scores = node.ok("eval", "--n", "4")
     assert DOMAIN in scores and "general" in scores
+    scored = json.loads(node.ok("eval", "--n", "4", "--json"))  # recorded: not scored again
+    assert (scored["domain"], scored["n"]) == (DOMAIN, 4) and {DOMAIN, "general"} <= set(scored["scores"])
     assert "built and signed" in node.ok("package")
     assert "already built" in node.ok("package")  # idempotent
     package = node.home / "packages" / f"{DOMAIN}-v1"
     assert (package / "calibration.jsonl").is_file() and (package / "eval.jsonl").is_file()
     assert json.loads((package / "expert.json").read_text())["eval_scores"][DOMAIN] >= 0
 
+    # README's standard-tool check of a package, with the public key `export-key` writes (never the private one).
+    assert str(node.home / "org.pub") in node.ok("export-key")
+    assert "PUBLIC KEY" in (node.home / "org.pub").read_text() and "PRIVATE" not in (node.home / "org.pub").read_text()
+    verify = ["verify", "key", str(package), "--signature", str(package / "model.sig")]
+    verify += ["--public_key", str(node.home / "org.pub"), "--no-ignore-git-paths"]
+    checked = subprocess.run([sys.executable, "-m", "model_signing", *verify], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
     out = node.ok("submit", "--wait", "--timeout", "240")
     assert f"{DOMAIN}-v1: ACCEPTED" in out
     assert "already submitted" in node.ok("submit")  # a rerun commits nothing twice
-    assert "ACCEPTED" in node.ok("status")
+    submission_id = json.loads((node.home / "submissions.json").read_text())[f"{DOMAIN}-v1"]["submission_id"]
+    shown = node.ok("status")  # through a pipe: the table is not cut to 80 columns
+    assert "ACCEPTED" in shown and submission_id in shown
+    [row] = json.loads(node.ok("status", "--json"))["submissions"]
+    assert row["package"] == f"{DOMAIN}-v1" and row["submission_id"] == submission_id and row["version"] == 1
+    assert (row["state"], row["expert_status"], row["error_code"]) == ("ACCEPTED", "ACCEPTED", "")
 
     built = coordinator.barfed("releases", "build", "--wait")
     assert built.returncode == 0, built.stdout + built.stderr
     assert (coordinator.home / "releases" / "r1" / "model.sig").is_file()
-    watched = node.ok("watch", "--once", "--timeout", "60")
-    assert "r1" in watched and DOMAIN in watched
+    watched = json.loads(node.ok("watch", "--once", "--timeout", "60", "--after", "0", "--json"))
+    assert (watched["name"], watched["domains"]) == ("r1", [DOMAIN])
+    assert "r1" in node.ok("watch", "--once", "--timeout", "60", "--after", "0")
 
     # A user pulls the stable release over the REST API and loads it with stock transformers.
     target = node.home.parent / "user" / "stable"
@@ -313,6 +326,18 @@ def test_submit_survives_a_coordinator_kill(federation):
     with registry.session() as session:
         sessions = session.scalar(select(func.count()).where(UploadSession.version == 2))
     assert sessions == 1  # resumed, not started over
+
+    # The operator quarantines v2 later: `status` shows it, not only the ACCEPTED verdict.
+    with rest(coordinator) as api:
+        experts = api.get("/v1/experts", params={"domain": DOMAIN}).json()["items"]
+        submitted = json.loads((node.home / "submissions.json").read_text())
+        v2 = next(e for e in experts if e["submission_id"] == submitted[f"{DOMAIN}-v2"]["submission_id"])
+        quarantined = api.post(f"/v1/experts/{DOMAIN}/{v2['version']}/quarantine", json={"reason": "leaks data"})
+        assert quarantined.status_code == 200, quarantined.text
+    rows = {row["package"]: row for row in json.loads(node.ok("status", "--json"))["submissions"]}
+    assert (rows[f"{DOMAIN}-v2"]["state"], rows[f"{DOMAIN}-v2"]["expert_status"]) == ("ACCEPTED", "QUARANTINED")
+    assert rows[f"{DOMAIN}-v1"]["expert_status"] == "ACCEPTED"
+    assert "QUARANTINED" in node.ok("status")
 
 
 def _stored(federation) -> tuple[int, int, list[str]]:
@@ -404,20 +429,42 @@ def test_fetch_anchor_resumes_then_a_tampered_anchor_is_refused(federation):
     assert not (other.home / "anchor").exists() and not (other.home / ".anchor.partial").exists()
 
 
-def test_an_unreachable_coordinator_is_retried_then_named(federation, tmp_path):
-    """Nothing listens at the node's addresses: enroll retries with backoff for retry_for_s, then gives up with the
-    address it tried and exit 2."""
-    pki = federation.coordinator.home / "pki"
-    node = Node(tmp_path / "lost", federation.coordinator)
+def test_an_unreachable_coordinator_is_named_within_seconds_or_waited_for(federation, tmp_path):
+    """Nothing listens at the address: what a person waits on (status, fetch-anchor's check, enroll without --wait)
+    gives up within seconds with the address and the cause; enroll --wait retries with backoff for retry_for_s,
+    saying on each wait what it waits for and where, then gives up the same way. A CA that does not match is a TLS
+    failure, said as such. Exit 2 each time, nothing stored."""
+    from protocol import pki
+
+    node, closed = federation.node, f"127.0.0.1:{_free_port()}"
+    for command in ("status", "fetch-anchor"):
+        started = time.monotonic()
+        stderr = node.refused(command, code="COORDINATOR_UNREACHABLE", BARFED_NODE_SERVICE_ADDRESS=closed)
+        assert time.monotonic() - started < 10, f"{command} took {time.monotonic() - started:.1f}s"
+        assert f"the coordinator at {closed} did not answer (connection refused" in stderr
+        assert "check BARFED_NODE_SERVICE_ADDRESS" in stderr and "retrying in" not in stderr
+
+    ca = node.home / "ca.pem"
+    pinned = ca.read_bytes()
+    ca.write_bytes(pki.certificate_pem(pki.create_ca("Another CA")[1]))
+    try:
+        assert "TLS failure" in node.refused("status", code="COORDINATOR_UNREACHABLE")
+    finally:
+        ca.write_bytes(pinned)
+
+    pki_dir = federation.coordinator.home / "pki"
+    lost = Node(tmp_path / "lost", federation.coordinator)
     service, enroll = f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"
-    node.ok("init", "--org", "lost", "--service", service, "--enroll", enroll, "--ca", str(pki / "ca.pem"),
-            "--release-key", str(pki / "release.pub"))  # fmt: skip
+    lost.ok("init", "--org", "lost", "--service", service, "--enroll", enroll, "--ca", str(pki_dir / "ca.pem"),
+            "--release-key", str(pki_dir / "release.pub"))  # fmt: skip
     started = time.monotonic()
-    refused = node.refused(
-        "enroll", "--token", "x" * 32, code="COORDINATOR_UNREACHABLE", BARFED_NODE_RETRY_FOR_S="4",
-        BARFED_NODE_CALL_TIMEOUT_S="1",
-    )  # fmt: skip
-    stderr = " ".join(refused.split())  # the console wraps long lines
-    assert f"the coordinator at {enroll} did not answer" in stderr and "retrying in" in stderr
+    quick = lost.refused("enroll", "--token", "x" * 32, code="COORDINATOR_UNREACHABLE")
+    assert time.monotonic() - started < 10 and f"the coordinator at {enroll} did not answer" in quick
+    started = time.monotonic()
+    waited = lost.refused("enroll", "--token", "x" * 32, "--wait", code="COORDINATOR_UNREACHABLE",
+                          BARFED_NODE_RETRY_FOR_S="4")  # fmt: skip
+    assert f"enroll: the coordinator at {enroll} does not answer; retrying in" in waited
+    assert f"the coordinator at {enroll} did not answer (connection refused" in waited
+    assert str(lost.home / "node.toml") in waited and waited.count("retrying in") >= 2
     assert time.monotonic() - started < 60
-    assert not (node.home / "org.pem").exists()
+    assert not (lost.home / "org.pem").exists() and not (lost.home / "enrollment.json").exists()

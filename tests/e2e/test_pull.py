@@ -17,6 +17,7 @@ import time
 
 import anyio
 import pytest
+from rich import filesize
 
 from coordinator.api.app import create_app
 from coordinator.api.uvicorn_server import ApiServer
@@ -69,6 +70,8 @@ def test_pull_stable_then_load_it_and_pin_the_key(published, tmp_path):
         assert "AutoModelForCausalLM.from_pretrained" in first.stdout
         assert {p.name: p.read_bytes() for p in target.iterdir()} == release_files(settings)
         assert not (tmp_path / "model.partial").exists()
+        for name, data in release_files(settings).items():  # off a terminal: a plain line as each file ends
+            assert f"{name}: {filesize.decimal(len(data))} in " in first.stderr, first.stderr
 
         # The stored pin is used next time (no new pin), by commit id; the same target again is already done.
         commit = state.commit_id(state.resolve(coordinator.registry, "r1"))

@@ -35,3 +35,9 @@ def test_no_field_carries_opaque_objects(message):
             assert field.message_type.full_name.startswith("barfed.v1."), field.full_name
         if field.type == field.TYPE_BYTES:
             assert field.name == "data" and message.name in ("Chunk", "FileChunk"), field.full_name
+
+
+def test_a_submission_carries_its_experts_status_now():
+    """`barfed node status` shows an operator's later QUARANTINED (…), not only the ACCEPTED verdict."""
+    field = barfed_pb2.Submission.DESCRIPTOR.fields_by_name["expert_status"]
+    assert field.type == field.TYPE_STRING

@@ -1,10 +1,10 @@
-"""`barfed pull --api`: plain http only to a coordinator on loopback."""
+"""`barfed pull --api`: plain http only to a coordinator on loopback; `--ca` must be a PEM certificate."""
 
 from __future__ import annotations
 
 import pytest
 
-from barfed.pull_api import check_api
+from barfed.pull_api import check_api, trusting
 from protocol.errors import BarFedError
 
 
@@ -18,3 +18,12 @@ def test_plain_http_off_loopback_and_other_schemes_are_refused(api, code):
     with pytest.raises(BarFedError) as err:
         check_api(api)
     assert err.value.code == code
+
+
+def test_a_ca_that_is_no_pem_certificate_is_bad_ca(tmp_path):
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    for ca in (tmp_path / "ca.pem", tmp_path / "missing.pem"):
+        with pytest.raises(BarFedError) as err:
+            trusting(ca)
+        assert err.value.code == "BAD_CA" and str(ca) in err.value.message
+    assert trusting(None) is True
