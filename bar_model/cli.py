@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -64,15 +65,23 @@ def train_expert_command(
     recipe: Annotated[str, typer.Option(help="named expert recipe (tiny, micro) or a TOML file")] = "tiny",
     base: Annotated[Path | None, typer.Option(help="dense base, when --anchor is dense")] = None,
 ) -> None:
-    """Train one domain expert with BAR's progressive unfreezing; rerun the same command to resume."""
+    """Train one domain expert with BAR's progressive unfreezing; rerun the same command to resume. Each stage logs
+    one line as it ends, with its time; progress bars only on a terminal."""
     from bar_model.expert import expert_card, train_expert
-    from bar_model.recipe import load_expert_recipe
+    from bar_model.recipe import STAGE_ORDER, load_expert_recipe
 
-    train_expert(anchor, domain, stages, out, load_expert_recipe(recipe), base_dir=base)
-    card = expert_card(out)
-    for stage, summary in card["stage_summaries"].items():
-        console.print(f"{stage}: {summary['steps']} steps in {summary['wall_s']}s, last loss {summary['last_loss']}")
-    console.print(f"expert written to {out}")
+    train_expert(anchor, domain, stages, out, load_expert_recipe(recipe), base_dir=base, progress=sys.stderr.isatty())
+    summaries = expert_card(out)["stage_summaries"]
+    losses = ", ".join(
+        f"{stage} {_loss(summaries[stage]['first_loss'])} → {_loss(summaries[stage]['last_loss'])}"
+        for stage in STAGE_ORDER
+        if stage in summaries
+    )
+    console.print(f"expert written to {out} (loss {losses})", soft_wrap=True)
+
+
+def _loss(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
 
 
 @app.command("merge")
@@ -125,7 +134,7 @@ def eval_command(
     checkpoint: Annotated[Path, typer.Argument(help="any dense, 2-expert or merged checkpoint")],
     domains: Annotated[str, typer.Option(help="comma-separated domains")] = ",".join(CORE_DOMAINS),
     n: Annotated[int, typer.Option(help="held-out problems per domain", min=1)] = 100,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(help="which held-out problems are drawn (the same seed, the same problems)")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
     """Print per-domain scores (0-100) of a checkpoint."""

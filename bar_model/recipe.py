@@ -7,17 +7,37 @@ file can be passed by path. Unknown keys are errors, so a typo never silently fa
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from protocol.errors import BarFedError
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 STAGE_ORDER = ("mid", "sft", "rl")
+TRACKERS = {"tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",), "wandb": ("wandb",)}  # → modules
+Tracker = Literal["tensorboard", "mlflow", "wandb"]
+
+
+def installed_trackers(report_to: list[str]) -> list[str]:
+    """``report_to`` itself, or TRACKER_NOT_INSTALLED for the first tracker whose package is missing (checked
+    without importing it)."""
+    for tracker in report_to:
+        if not any(importlib.util.find_spec(module) for module in TRACKERS[tracker]):
+            raise BarFedError(
+                "TRACKER_NOT_INSTALLED",
+                f"report_to names {tracker}, which is not installed; `pip install {tracker}`, or drop it.",
+            )
+    return report_to
+
+
+# Experiment trackers the Trainer reports to: how a run is watched, not what it trains, so they are left out of a
+# recipe's dump (its digest, the expert card) and a node may override them (BARFED_NODE_REPORT_TO).
+Trackers = Annotated[list[Tracker], AfterValidator(installed_trackers)]
 
 
 class _Strict(BaseModel):
@@ -53,6 +73,7 @@ class LoopRecipe(_Strict):
     save_steps: int = Field(default=100, gt=0)
     activation_checkpointing: bool = False  # trade compute for memory on large models
     shared_lr_scale: float = Field(default=1.0, ge=0, le=1, description="LR factor for tensors all experts share")
+    report_to: Trackers = Field(default=[], exclude=True, description="experiment trackers; none by default")
 
 
 class PretrainRecipe(LoopRecipe):
@@ -108,9 +129,34 @@ class ExpertRecipe(_Strict):
         description="leading layers whose domain FFN stays the anchor's, frozen in every stage; a merged "
         "model's router cannot tell domains apart from a token's first layer, so there it computes the anchor",
     )
+    report_to: Trackers = Field(
+        default=[], exclude=True, description="experiment trackers every stage reports to (tensorboard, mlflow, wandb)"
+    )
     mid: MidRecipe
     sft: SftRecipe
     rl: RlRecipe
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stages_report(cls, data):
+        """Each stage reports where the recipe does, unless its own table names its trackers (an unknown tracker is
+        refused once, at the top)."""
+        trackers = data.get("report_to") if isinstance(data, dict) else None
+        if isinstance(trackers, list) and all(isinstance(t, str) and t in TRACKERS for t in trackers):
+            data = {**data}
+            for stage in STAGE_ORDER:
+                if isinstance(data.get(stage), dict):
+                    data[stage] = {"report_to": data["report_to"], **data[stage]}
+        return data
+
+    def reporting_to(self, report_to: list[str]) -> ExpertRecipe:
+        """The same recipe with every stage reporting to ``report_to`` (validated, installed) instead."""
+        try:  # the dump leaves trackers out, so every stage takes these
+            return type(self).model_validate({**self.model_dump(), "report_to": report_to})
+        except ValidationError:
+            raise BarFedError(
+                "UNKNOWN_TRACKER", f"report_to {report_to!r}: name trackers among {', '.join(TRACKERS)}, or none."
+            ) from None
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()

@@ -19,7 +19,7 @@ from pathlib import Path
 import datasets
 import torch
 from datasets import Dataset
-from transformers import PrinterCallback, TrainerCallback
+from transformers import PrinterCallback, ProgressCallback, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 
 from bar_model.domains import Domain, Example
@@ -69,6 +69,14 @@ class StepReport(TrainerCallback):
             self.on_step(state.global_step, state.max_steps)
 
 
+class BarOnly(ProgressCallback):
+    """Transformers' progress bar without the log dict it writes under it at every logging step: a run's losses
+    are in its summary, and in the experiment tracker the recipe's ``report_to`` names."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs) -> None:
+        pass
+
+
 def use_bf16() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
@@ -102,7 +110,7 @@ def _args(loop: LoopRecipe, work_dir: Path, seed: int, progress: bool) -> dict:
         "save_total_limit": 1,
         "seed": seed,
         "data_seed": seed,
-        "report_to": [],
+        "report_to": list(loop.report_to),  # trackers write under output_dir (TensorBoard: runs/), or their own place
         "bf16": use_bf16(),
         "dataloader_num_workers": 0,
         "dataloader_pin_memory": torch.cuda.is_available(),
@@ -129,8 +137,9 @@ def build_trainer(
         groups = freeze.param_groups(args.weight_decay, args.learning_rate)
         optimizers = (torch.optim.AdamW(groups, lr=args.learning_rate, weight_decay=0.0), None)
     trainer = trainer_cls(model=model, args=args, optimizers=optimizers, **kwargs)
-    if args.disable_tqdm:  # without a bar the Trainer prints every log dict instead; the summary says enough
-        trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(PrinterCallback)  # without a bar the Trainer prints every log dict instead
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(BarOnly())
     if on_step is not None:
         trainer.add_callback(StepReport(on_step))
     trainer.z_loss = RouterZLoss(model) if z_loss_coef > 0 else None

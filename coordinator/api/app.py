@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from coordinator.api import errors
+from coordinator.api import docs, errors
 from coordinator.api.routes import audit, downloads, experts, health, hub, jobs, keys, metrics, orgs, releases
 from coordinator.runtime import Runtime
 
@@ -21,11 +21,13 @@ def create_app(runtime: Runtime) -> FastAPI:
         description="Operate a federation: organizations, experts, releases, jobs and the audit log. "
         "Authenticate with `Authorization: Bearer <token>` (`barfed coordinator tokens create`).",
         responses=errors.ERROR_RESPONSES,
+        docs_url=None,  # /docs and /redoc come from coordinator/api/docs.py, with their assets served here
         redoc_url=None,
     )
     app.state.runtime = runtime
     errors.install(app)
     app.include_router(health.router)
+    docs.install(app)
     metrics.install(app)  # /metrics, and the middleware counting every request
     for resource in (orgs, experts, releases, jobs, audit):
         app.include_router(resource.router, prefix="/v1")

@@ -3,8 +3,8 @@
 ``InProcessWorker`` runs Celery's own WorkController (thread pool) on a thread: the same consumer, acks and
 task code as ``celery worker``, started in a fraction of a second, which matters to tests that start many
 coordinators. ``WorkerProcess`` is what ``barfed coordinator serve`` runs: ``celery -A coordinator.tasks.celery_app
-worker`` as a child, restarted when it dies, killed with its parent (PR_SET_PDEATHSIG), so a killed coordinator
-leaves no orphan holding a lease.
+worker`` as a child (through `run_worker`, which first applies the parent's logging), restarted when it dies, killed
+with its parent (PR_SET_PDEATHSIG), so a killed coordinator leaves no orphan holding a lease.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
+import logging.config
 import os
 import signal
 import subprocess
@@ -21,12 +22,14 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from celery import Celery
+from celery import Celery, signals
 from celery.concurrency.thread import TaskPool as ThreadTaskPool
 
 from coordinator.settings import CoordinatorSettings
 
 log = logging.getLogger(__name__)
+LOG_CONFIG_ENV = "BARFED_LOG_CONFIG"  # a logging dictConfig (JSON) that the `barfed` command exports
+PARENT_ENV = "BARFED_WORKER_PARENT"  # the supervising coordinator's pid: the child dies with it
 
 
 class AppThreadPool(ThreadTaskPool):
@@ -72,20 +75,26 @@ class InProcessWorker:
         self._thread.join(timeout)
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGKILL when the coordinator dies (Linux); elsewhere the lease still expires."""
+def _die_with_parent(parent: int) -> None:
+    """In the child, first thing: SIGKILL when the coordinator dies (Linux; elsewhere the lease still expires), or
+    exit now if it died before this ran. Done here rather than between fork and exec: with no preexec_fn, Python
+    spawns with vfork, which runs no fork handler, so gRPC's (and its log line) stay out of it."""
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
-        pass
+        return
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def worker_command(concurrency: int, loglevel: str = "INFO") -> list[str]:
+    """``celery --quiet -A coordinator.tasks.celery_app worker …`` (no banner), through `run_worker`."""
     return [
         sys.executable,
-        "-m",
-        "celery",
+        "-c",
+        f"from {__name__} import run_worker; run_worker()",
+        "--quiet",
         "-A",
         "coordinator.tasks.celery_app",
         "worker",
@@ -100,6 +109,34 @@ def worker_command(concurrency: int, loglevel: str = "INFO") -> list[str]:
         "--hostname",
         f"barfed-{uuid.uuid4().hex[:8]}@%h",
     ]
+
+
+def run_worker() -> None:
+    """The worker child: the logging configuration its parent exported, if any (then Celery sets up none of its
+    own, so its lines and its SecurityWarning follow our format and level), then Celery's command line."""
+    if PARENT_ENV in os.environ:
+        _die_with_parent(int(os.environ.pop(PARENT_ENV)))
+    config = os.environ.get(LOG_CONFIG_ENV)
+    if config:
+        logging.config.dictConfig(json.loads(config))
+        signals.setup_logging.connect(_keep_logging, weak=False)
+    from celery.__main__ import main
+
+    sys.argv = ["celery", *sys.argv[1:]]
+    main()
+
+
+def _keep_logging(**_kwargs) -> None:
+    """A receiver of Celery's setup_logging signal: with one, Celery leaves the process's logging alone."""
+
+
+def _relay(stdout) -> None:
+    """What the child prints rather than logs (Celery's "Warm shutdown" notice, a library's print) as our log
+    lines, at DEBUG: chatter, and never a line in another format."""
+    with stdout:
+        for line in stdout:
+            if line.strip():
+                log.debug("worker's stdout: %s", line.rstrip())
 
 
 class WorkerProcess:
@@ -123,17 +160,23 @@ class WorkerProcess:
         env["BARFED_COORD_JOB_LEASE_S"] = str(self.settings.job_lease_s)
         env["BARFED_COORD_WORKER_CONCURRENCY"] = str(self.settings.worker_concurrency)
         env["BARFED_COORD_TASK_IMPORTS"] = json.dumps(self.settings.task_imports)
+        env.setdefault("GRPC_VERBOSITY", "ERROR")  # gRPC's C core logs past Python's logging
+        env[PARENT_ENV] = str(os.getpid())
         return env
 
     def _spawn(self) -> subprocess.Popen:
         self.starts += 1
         log.info("starting worker (start %d)", self.starts)
-        return subprocess.Popen(
+        process = subprocess.Popen(
             worker_command(self.settings.worker_concurrency),
-            env=self._env(),
-            preexec_fn=_die_with_parent,  # only prctl runs between fork and exec
+            env=self._env(),  # with $BARFED_LOG_CONFIG when the `barfed` command set one up
             stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            text=True,
+            errors="replace",
         )
+        threading.Thread(target=_relay, args=(process.stdout,), name="worker-stdout", daemon=True).start()
+        return process
 
     def start(self) -> WorkerProcess:
         self._thread.start()

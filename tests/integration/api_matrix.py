@@ -287,6 +287,7 @@ MATRIX: dict[str, Entry] = {
     "GET /openapi.json": Entry(public(), fixed("/openapi.json")),
     "GET /docs": Entry(public(), fixed("/docs")),
     "GET /docs/oauth2-redirect": Entry(public(), fixed("/docs/oauth2-redirect")),
+    "GET /redoc": Entry(public(), fixed("/redoc")),
     # organizations and enrollments
     "POST /v1/orgs": Entry(
         allowed(("admin",), 201),

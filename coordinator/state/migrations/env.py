@@ -1,4 +1,7 @@
-"""Alembic environment: migrations run against the URL the coordinator passes in (or alembic.ini's)."""
+"""Alembic environment: migrations run against the URL the coordinator passes in (or alembic.ini's).
+
+No ``fileConfig`` here, unlike Alembic's template: migrations run inside a configured process (`barfed`'s logging,
+barfed/logs.py), whose format and level their lines follow; reconfiguring would undo it."""
 
 from alembic import context
 from sqlalchemy import engine_from_config, pool
