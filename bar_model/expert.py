@@ -35,6 +35,7 @@ from protocol.fingerprint import anchor_fingerprint
 from protocol.layout import STAGES
 
 log = logging.getLogger(__name__)
+TRACKER_LOGS = "tracker-logs"  # <expert>/tracker-logs/<stage>/: what report_to's trackers wrote locally
 
 
 def resolve_anchor(anchor_dir: Path, partial: Path, base_dir: Path | None) -> Path:
@@ -172,6 +173,7 @@ def train_expert(
         summary = _run_stage(stage, model, tokenizer, domain, recipe, work, progress, on_step)
         summaries[stage] = summary
         on_main_process(_save_stage, model.to(dtype), tokenizer, stage_dir, summary)
+        on_main_process(_keep_tracker_logs, work, partial / TRACKER_LOGS / stage)
         on_main_process(shutil.rmtree, work, ignore_errors=True)
         previous_dir = stage_dir
         log.info("stage %s done in %.1fs", stage, summary["wall_s"])
@@ -214,12 +216,22 @@ def _save_stage(model, tokenizer, stage_dir: Path, summary: dict) -> None:
         write_json(staging / STAGE_CARD, summary)
 
 
+def _keep_tracker_logs(work: Path, keep: Path) -> None:
+    """A tracker's local files (TensorBoard's ``runs/`` under the stage's work dir) outlive the stage's checkpoints."""
+    if (work / "runs").is_dir():
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(keep, ignore_errors=True)
+        shutil.move(work / "runs", keep)
+
+
 def _publish(last_stage: Path, partial: Path, out_dir: Path, card: dict) -> None:
-    """The last stage's model plus every stage's checkpoint, as one directory, in one rename."""
+    """The last stage's model plus every stage's checkpoint (and trackers' logs), as one directory, in one rename."""
     with atomic_directory(out_dir) as staging:
         for item in last_stage.iterdir():
             if item.is_file() and item.name != STAGE_CARD:
                 _link(item, staging / item.name)
         shutil.copytree(partial / "stages", staging / "stages", copy_function=_link)
+        if (partial / TRACKER_LOGS).is_dir():
+            shutil.copytree(partial / TRACKER_LOGS, staging / TRACKER_LOGS, copy_function=_link)
         write_json(staging / EXPERT_CARD, card)
     shutil.rmtree(partial, ignore_errors=True)

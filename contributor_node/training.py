@@ -33,12 +33,21 @@ class TrainingPlan:
 
 
 def plan_training(
-    home: NodeHome, domain: str, version: int, from_version: int | None, recipe: str, stages: str
+    home: NodeHome,
+    domain: str,
+    version: int,
+    from_version: int | None,
+    recipe: str,
+    stages: str,
+    report_to: list[str] | None = None,
 ) -> TrainingPlan:
-    """What `train` would do; EXPERT_EXISTS when v``version`` was trained with another recipe or stages."""
+    """What `train` would do; EXPERT_EXISTS when v``version`` was trained with another recipe or stages.
+    ``report_to`` (the node's setting) replaces the recipe's trackers; it is no part of what the recipe trains."""
     our_anchor(home)
     start = training_start(home, domain, version, from_version)
     chosen = load_expert_recipe(recipe)
+    if report_to is not None:
+        chosen = chosen.reporting_to(report_to)
     plan = TrainingPlan(home, domain, version, start, chosen, parse_stages(stages), done=False)
     if not plan.out.exists():
         return plan

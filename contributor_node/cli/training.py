@@ -42,7 +42,9 @@ def train(
     settings = node_settings(ctx)
     home = NodeHome(settings.home)
     domain = home.granted_domain(domain)
-    plan = training.plan_training(home, domain, version, from_version, recipe or settings.recipe, stages)
+    plan = training.plan_training(
+        home, domain, version, from_version, recipe or settings.recipe, stages, settings.report_to
+    )
     if plan.done:
         console.print(f"{domain} expert already trained (v{version}): {plan.out}")
         return

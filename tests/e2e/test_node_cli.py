@@ -225,7 +225,8 @@ def federation(micro, tmp_path_factory):
         assert "is here and current" in node.ok("fetch-anchor")
         again = node.ok(*_init_args(coordinator, ORG))  # a rerun of init on an enrolled node: not "enroll" again
         assert "kept key" in again and "next: barfed node train" in again and "enroll" not in again
-        assert "expert trained" in node.ok("train", "--stages", "mid,sft,rl")
+        # The node's tracker setting reaches training (the recipe names none); its logs stay with the expert.
+        assert "expert trained" in node.ok("train", "--stages", "mid,sft,rl", BARFED_NODE_REPORT_TO="tensorboard")
         assert "already trained" in node.ok("train")
         yield Federation(coordinator, registry, node, root)
     finally:
@@ -234,7 +235,8 @@ def federation(micro, tmp_path_factory):
 
 
 def test_train_left_its_progress_record_done(federation):
-    """training.json, which a watcher (the demo) reads, ends done with the last stage's figures."""
+    """training.json, which a watcher (the demo) reads, ends done with the last stage's figures; the trackers
+    BARFED_NODE_REPORT_TO named (TensorBoard) left every stage's event files in the expert."""
     from bar_model.recipe import load_expert_recipe
 
     record = json.loads((federation.node.home / "training.json").read_text())
@@ -242,6 +244,8 @@ def test_train_left_its_progress_record_done(federation):
     assert (record["domain"], record["version"], record["done"]) == (DOMAIN, 1, True)
     assert (record["stage"], record["step"], record["total"]) == ("rl", steps, steps)
     assert record["stage_started_at"] <= record["updated_at"] <= time.time()
+    logs = federation.node.home / "experts" / DOMAIN / "tracker-logs"
+    assert {p.parent.parent.name for p in logs.glob("*/*/events.out.tfevents.*")} == {"mid", "sft", "rl"}
 
 
 def test_package_submit_accepted_then_r1(federation):
