@@ -67,6 +67,8 @@ def diff_rows(r1: dict, r2: dict, diff: dict, manifest: dict) -> list[list]:
 
 def show(console: Console, columns: dict[str, dict[str, float]], rows: list[list], profile: Profile) -> None:
     console.print(score_table(columns, title=f"held-out score (0-100), {profile.eval_examples} problems each"))
+    if profile.scores_note:
+        console.print(f"    {profile.scores_note}", highlight=False)
     for row in rows:
         console.print(f"    {row[0]}: {row[1]} → {row[2]} ({row[3]})", highlight=False)
 
@@ -86,6 +88,7 @@ def write_report(
         + f"; code v2 {profile.improved_recipe}; router recipe {profile.router_recipe}, "
         f"{profile.eval_examples} held-out problems per domain; {total:.0f} s in all on {os.cpu_count()} CPU cores.",
         f"Files: {work}. The release users pulled: {stable}.",
+        *([profile.scores_note] if profile.scores_note else []),
     ]
     return report.write_report(
         work / "report.html",

@@ -116,7 +116,8 @@ def test_quick_demo_runs_the_federation_and_resumes(tmp_path):
         AutoModelForCausalLM.from_pretrained(releases / name)  # stock transformers, no remote code
     pulled = work / "user" / "stable"
     assert (pulled / "model.sig").is_file() and _model_signing_verify(pulled, public_key).returncode == 0
-    assert (work / "report.html").read_text().count("<svg") == 1
+    report = (work / "report.html").read_text()
+    assert report.count("<svg") == 1 and "scores near 0 are expected" in report  # --quick says why they are 0
     for org in ORGS:
         assert (work / "nodes" / org / "org.key").stat().st_mode & 0o077 == 0
 
