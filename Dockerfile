@@ -6,6 +6,8 @@
 #
 # torch goes in first, pinned, from TORCH_INDEX, so `pip install .` keeps it (the project asks only torch>=2.6)
 # and a CPU image never downloads CUDA libraries. docker-compose.yml builds this file; see README, "Deploy".
+# One image for every service, so it installs the extras of both roles compose runs (pyproject.toml): `coordinator`
+# (serve, the Celery workers, release builds) and `node` (the organizations' nodes).
 FROM python:3.11-slim
 
 ARG TORCH=torch==2.13.0
@@ -19,13 +21,13 @@ ENV PYTHONUNBUFFERED=1 \
 RUN pip install --no-cache-dir "$TORCH" ${TORCH_INDEX:+--index-url "$TORCH_INDEX"}
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY protocol ./protocol
 COPY bar_model ./bar_model
 COPY contributor_node ./contributor_node
 COPY coordinator ./coordinator
 COPY barfed ./barfed
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir ".[node,coordinator]"
 
 # Non-root. The directories docker-compose.yml mounts named volumes on exist here, owned by this user, so a new
 # volume starts with that owner: the coordinator's home (keys, registry files, blob store, jobs), its releases,

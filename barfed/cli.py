@@ -5,6 +5,7 @@ unknown option, a missing argument; Click's message), 1 a bug (a traceback)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -12,13 +13,80 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape  # a message's [text] is text: pip's "bar-federation[node]"
+from typer.core import TyperGroup
 
 from bar_model.cli import app as model_app
 from contributor_node.cli import app as node_app
 from coordinator.cli import app as coordinator_app
 from protocol.errors import BarFedError
 
-app = typer.Typer(help="BAR Federation: train experts separately, merge them together.", no_args_is_help=True)
+# Installs per role (pyproject.toml): the base runs `barfed pull`; every other command needs extras, known here by
+# the modules our code imports from them, so a missing one is one line before any of them is imported.
+EXTRA_MODULES = {
+    "node": ("torch", "transformers", "trl", "datasets", "accelerate", "tokenizers", "safetensors", "grpc"),
+    "coordinator": (
+        "fastapi",
+        "fastapi_offline",
+        "uvicorn",
+        "prometheus_client",
+        "celery",
+        "kombu",
+        "redis",
+        "sqlalchemy",
+        "alembic",
+    ),
+}
+COMMAND_EXTRAS = {
+    "node": ("node",),
+    "model": ("node",),
+    "coordinator": ("node", "coordinator"),  # release builds merge, route and evaluate with the node's stack
+    "demo": ("node", "coordinator"),
+}
+
+
+def require_extras(command: str | None) -> None:
+    """MISSING_EXTRA with the pip command when ``barfed <command>`` cannot run in this install (and the modules, when
+    an extra is there only in part): a pull-only install would otherwise end in an ImportError deep in the command."""
+    lacking = {}
+    for extra in COMMAND_EXTRAS.get(command or "", ()):
+        missing = [module for module in EXTRA_MODULES[extra] if not installed(module)]
+        if missing:
+            lacking[extra] = missing
+    if lacking:
+        partly = [m for extra, missing in lacking.items() if len(missing) < len(EXTRA_MODULES[extra]) for m in missing]
+        named = f" ({', '.join(partly)} not installed)" if partly else ""
+        raise BarFedError(
+            "MISSING_EXTRA",
+            f"barfed {command} needs the {' and '.join(lacking)} extra{'s' if len(lacking) > 1 else ''}{named}: "
+            f'pip install "bar-federation[{",".join(lacking)}]"',
+        )
+
+
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported, found without importing it (so ``barfed --help`` stays fast)."""
+    if module in sys.modules:  # loaded already (kombu's replaces itself by a module without __spec__)
+        return True
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a finder that refuses it: not usable here
+        return False
+
+
+class RootGroup(TyperGroup):
+    """`barfed`: a command whose extra is not installed ends before anything runs, even settings (its help still
+    shows, so a user can see what installing it would bring)."""
+
+    def resolve_command(self, ctx, args):
+        name, command, rest = super().resolve_command(ctx, args)
+        if "--help" not in rest and not ctx.resilient_parsing:  # resilient: shell completion, which must not fail
+            require_extras(name)
+        return name, command, rest
+
+
+app = typer.Typer(
+    cls=RootGroup, help="BAR Federation: train experts separately, merge them together.", no_args_is_help=True
+)
 app.add_typer(model_app, name="model")
 app.add_typer(coordinator_app, name="coordinator")
 app.add_typer(node_app, name="node")
@@ -101,7 +169,7 @@ def main() -> None:
     try:
         status = app(standalone_mode=False)  # Click's errors come here, to get their own status
     except BarFedError as exc:
-        err_console.print(f"[bold red]error[/] [{exc.code}] {exc.message}", highlight=False)
+        err_console.print(f"[bold red]error[/] [{exc.code}] {escape(exc.message)}", highlight=False)
         sys.exit(2)
     except UsageError as exc:
         exc.show()

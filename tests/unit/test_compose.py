@@ -452,6 +452,9 @@ def test_nodes_wait_for_the_coordinator_and_read_its_ca_from_the_public_volume()
 # -- the Dockerfile --------------------------------------------------------------------------------------------------
 
 
+PROJECT_INSTALL = re.search(r"pip install [^\n]*?\"?\.(?:\[([\w,-]+)\])?\"?\s*$", DOCKERFILE, re.M)
+
+
 def test_the_dockerfile_builds_what_the_compose_file_runs():
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert dockerfile_instruction("FROM")[0].split()[1] == "python:3.11-slim"
@@ -467,7 +470,7 @@ def test_the_dockerfile_builds_what_the_compose_file_runs():
     assert user not in ("root", "0")
     entry = dockerfile_entrypoint()
     assert entry == ["barfed"] and "barfed" in pyproject["project"]["scripts"]
-    assert re.search(r"pip install [^\n]*\.\s*$", DOCKERFILE, re.M), "the project itself is pip-installed"
+    assert PROJECT_INSTALL, "the project itself is pip-installed"
     copied = {line.split()[1].rstrip("/") for line in dockerfile_instruction("COPY")}
     copied |= {w for line in dockerfile_instruction("COPY") for w in line.split()[1:-1]}
     for pattern in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]:
@@ -481,6 +484,19 @@ def test_the_dockerfile_builds_what_the_compose_file_runs():
         assert set((service.get("build") or {}).get("args", {})) <= set(args), f"{name}: unknown build args"
         for target in named_volumes(service).values():
             assert target in DOCKERFILE, f"{name}: the image does not create {target} for its user"
+
+
+def test_the_image_installs_the_extras_of_every_command_the_compose_file_runs():
+    """One image runs every service, so it holds each role's extra (pyproject.toml), as `barfed` checks them."""
+    from barfed.cli import COMMAND_EXTRAS
+
+    installed = set((PROJECT_INSTALL.group(1) or "").split(",")) if PROJECT_INSTALL else set()
+    needed = {"coordinator"} if any(c[0] == "celery" for _, c in COMMANDS) else set()
+    for _, command in COMMANDS:
+        if command[0] == "barfed":
+            group = next(word for word in command[1:] if not word.startswith("-"))
+            needed |= set(COMMAND_EXTRAS.get(group, ()))
+    assert needed == {"node", "coordinator"} and needed <= installed, f"the image installs {installed or 'no extra'}"
 
 
 # -- secrets by file -------------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ def loaded_after(statement: str) -> set[str]:
     "statement",
     [
         "from barfed.cli import app",
+        "from barfed.pull import pull",
         "from contributor_node.identity import NodeIdentity",
         "from contributor_node.client import CoordinatorClient",
         "from contributor_node.setup import initialize",
@@ -34,6 +35,13 @@ def loaded_after(statement: str) -> set[str]:
 )
 def test_the_root_command_and_the_network_commands_load_no_ml_library(statement):
     assert loaded_after(statement) == set()
+
+
+def test_looking_for_each_commands_extra_imports_none_of_it():
+    """`barfed node …` checks its extra is installed before it runs (barfed/cli.py) by finding modules, not loading
+    them, so the check costs no import."""
+    check = "from barfed.cli import COMMAND_EXTRAS, require_extras\nfor name in COMMAND_EXTRAS: require_extras(name)"
+    assert loaded_after(check) == set()
 
 
 def test_a_rerun_of_train_or_package_with_nothing_to_do_loads_no_ml_library():
