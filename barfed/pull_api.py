@@ -128,5 +128,6 @@ def transport_error(api: str, exc: httpx.HTTPError) -> BarFedError:
     if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
         return BarFedError("TLS_FAILED", f"{api}'s certificate is not trusted: pass the federation's CA with --ca.")
     return BarFedError(
-        "UNREACHABLE", f"cannot reach the coordinator at {api} ({type(exc).__name__}: {text[:200]}); rerun to resume."
+        "COORDINATOR_UNREACHABLE",
+        f"cannot reach the coordinator at {api} ({type(exc).__name__}: {text[:200]}); rerun to resume.",
     )

@@ -19,10 +19,19 @@ def initialize(home: Path, org: str, service: str, enroll: str, ca: Path, releas
     """Create or update the node at ``home``: its key's path and fingerprint, and whether the key is new."""
     pki.check_org_id(org)
     pins = {}
-    for name, path, load in (("ca.pem", ca, pki.load_certificate), ("release.pub", release_key, pki.load_public_key)):
+    checks = (
+        ("ca.pem", ca, pki.load_certificate, "BAD_CA", "--ca", "CA certificate"),
+        ("release.pub", release_key, pki.load_public_key, "BAD_RELEASE_KEY", "--release-key", "release public key"),
+    )
+    for name, path, load, code, option, what in checks:
         if not path.is_file():
             raise BarFedError("FILE_NOT_FOUND", f"{path} does not exist; give the file the operator handed over.")
-        load(path.read_bytes())
+        try:
+            load(path.read_bytes())
+        except BarFedError as exc:  # pki's message says what is wrong, not which file: name it, and what to give
+            raise BarFedError(
+                code, f"{option} {path} is not a PEM {what} ({exc.message}); give the {name} the operator handed over."
+            ) from None
         pins[name] = path.read_bytes()
     config = home / CONFIG_FILE
     if config.is_file():

@@ -23,7 +23,10 @@ ANCHOR_FILES = (".json", ".safetensors", ".jinja")
 
 
 def initialize(settings: CoordinatorSettings, anchor: Path | None = None) -> str | None:
-    """Create what is missing (keys, schema, anchor); returns the anchor fingerprint when there is one."""
+    """Create what is missing (keys, schema, anchor); returns the anchor fingerprint when there is one. An anchor
+    that cannot be published is refused first, so that nothing is created for it."""
+    if anchor is not None:
+        check_anchor(Path(anchor))
     settings.home.mkdir(parents=True, exist_ok=True)
     keys = CoordinatorKeys(settings.pki_dir)
     if not keys.exists():
@@ -38,13 +41,18 @@ def initialize(settings: CoordinatorSettings, anchor: Path | None = None) -> str
     return None
 
 
-def publish_anchor(settings: CoordinatorSettings, keys: CoordinatorKeys, source: Path) -> None:
+def check_anchor(source: Path) -> None:
+    """NOT_A_CHECKPOINT or WRONG_ARCHITECTURE unless ``source`` is a 2-expert FlexOlmo checkpoint."""
     config = read_config(source)
     if config.get("model_type") != "flex_olmo" or config.get("num_experts") != 2:
         raise BarFedError(
             "WRONG_ARCHITECTURE",
             f"{source} is not a 2-expert FlexOlmo anchor; build one with `barfed model init-anchor`.",
         )
+
+
+def publish_anchor(settings: CoordinatorSettings, keys: CoordinatorKeys, source: Path) -> None:
+    check_anchor(source)
     if settings.anchor_dir.exists():
         if anchor_fingerprint(settings.anchor_dir) == anchor_fingerprint(source):
             return

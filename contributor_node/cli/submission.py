@@ -174,6 +174,7 @@ def watch(
                 )
             else:
                 channels = f" [{', '.join(event.channels)}]" if event.channels else ""
-                console.print(f"{event.name}{channels} published {published} UTC: {', '.join(event.domains)}")
+                line = f"{event.name}{channels} published {published} UTC: {', '.join(event.domains)}"
+                console.print(line, markup=False, highlight=False)  # "[stable]" is text, not a Rich style
             if once:
                 break

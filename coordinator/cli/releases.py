@@ -189,10 +189,10 @@ def rebuild(
     home: HomeOption = None,
 ) -> None:
     """Re-run a release's build from its release.json and compare every file's digest with the published one."""
-    from coordinator.release.rebuild import rebuild as do_rebuild
-    from coordinator.state import releases as state
+    with runtime_for(home) as runtime:  # the home is checked first: a refusal takes a second, not torch's import
+        from coordinator.release.rebuild import rebuild as do_rebuild
+        from coordinator.state import releases as state
 
-    with runtime_for(home) as runtime:
         number = state.resolve(runtime.registry, release).number
         report = do_rebuild(runtime, number, scratch or runtime.settings.home / f"rebuild-r{number}")
     digests = table("file", "digest")

@@ -41,9 +41,10 @@ def serve(
     ] = None,
 ) -> None:
     """Serve gRPC and the REST API, sweep jobs and supervise a `celery worker` subprocess, until interrupted."""
+    settings = settings_for(home, api_listen=api_listen)  # checked before the servers' imports
     from coordinator.serve import run
 
-    run(settings_for(home, api_listen=api_listen), worker="none" if no_worker else "process")
+    run(settings, worker="none" if no_worker else "process")
 
 
 def audit_verify(home: HomeOption = None) -> None:
