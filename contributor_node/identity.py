@@ -73,8 +73,10 @@ class NodeIdentity:
         if cert.not_valid_after_utc <= now:
             raise BarFedError(
                 "CERT_EXPIRED",
-                f"this node's certificate expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC; ask the operator "
-                "for a new invitation and run `barfed node enroll --token NEW --wait` (the key stays the same).",
+                f"this node's certificate is valid until {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC and this "
+                f"machine's clock says {now:%Y-%m-%d %H:%M} UTC; if the clock is wrong, set it right (e.g. NTP); "
+                "if it is right, ask the operator for a new invitation and run "
+                "`barfed node enroll --token NEW --wait` (the key stays the same).",
             )
         if cert.not_valid_before_utc > now:
             raise BarFedError(

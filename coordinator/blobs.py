@@ -78,6 +78,25 @@ class BlobStore:
         fsync_dir(target.parent)
         return target
 
+    def probe_rename(self, staging: Path) -> None:
+        """Rename a small file from ``staging`` into the store and remove it: what every commit does. Catches a
+        staging area on another filesystem (EXDEV) or a read-only store before a node uploads gigabytes."""
+        staging.mkdir(parents=True, exist_ok=True)
+        source = staging / f".probe-{os.getpid()}-{threading.get_ident()}"
+        target = self.root / source.name
+        try:
+            source.write_bytes(b"probe")
+            os.replace(source, target)
+        except OSError as exc:
+            raise BarFedError(
+                "BLOB_STORE_UNUSABLE",
+                f"a file cannot be moved from staging {staging} into the blob store {self.root} ({exc.strerror}); "
+                "put both on one writable filesystem (staging lives inside the blob directory by default).",
+            ) from None
+        finally:
+            source.unlink(missing_ok=True)
+            target.unlink(missing_ok=True)
+
     def delete(self, digest: str) -> None:
         self.path(digest).unlink(missing_ok=True)
 

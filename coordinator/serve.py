@@ -44,6 +44,7 @@ async def serve(
 ) -> None:
     """Serve until SIGINT/SIGTERM (or until ``stop`` is set, for an embedded coordinator)."""
     runtime = Runtime.from_settings(settings, dispatcher=Dispatcher(make_app(settings), settings))
+    runtime.blobs.probe_rename(settings.staging_dir)  # refuse to start where no commit could succeed
     uploads = Uploads(runtime.registry, settings, runtime.blobs)
     ports = GrpcPorts(FederationService(runtime, uploads), settings, runtime.keys)
     api = ApiServer(runtime, create_app(runtime))
@@ -72,6 +73,7 @@ async def serve(
         while True:
             await asyncio.sleep(EXPIRY_INTERVAL_S)
             await asyncio.to_thread(uploads.expire)
+            await asyncio.to_thread(uploads.collect_orphans)
 
     async def auto_build() -> None:
         """Queue the build that accepted or withdrawn experts call for (debounced), and send it at once."""

@@ -54,6 +54,16 @@ class CoordinatorSettings(BaseSettings):
     max_pending_submissions_per_org: int = Field(default=4, gt=0, description="committed, not yet verified")
     min_free_bytes: int = Field(default=512 * MiB, ge=0, description="disk kept free; uploads beyond it are refused")
     session_ttl_s: int = Field(default=24 * 3600, gt=0, description="abandoned upload sessions are removed after")
+    upload_idle_s: int = Field(
+        default=15 * 60,
+        gt=0,
+        description="an upload with no chunk made durable for this long expires (its reservation freed)",
+    )
+    org_quota_bytes: int = Field(
+        default=512 * GiB,
+        gt=0,
+        description="bytes one organization may hold: open uploads' reservations plus its unrejected submissions",
+    )
     enroll_message_bytes: int = Field(
         default=64 * 1024, ge=16 * 1024, le=1 * MiB, description="largest message the anonymous enrollment port reads"
     )
@@ -128,7 +138,8 @@ class CoordinatorSettings(BaseSettings):
 
     @property
     def staging_dir(self) -> Path:
-        return self.home / "staging"
+        """Inside the blob store, so a commit's rename from staging never crosses filesystems (EXDEV)."""
+        return self.blob_dir / ".staging"
 
     @property
     def anchor_dir(self) -> Path:

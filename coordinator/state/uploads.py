@@ -26,6 +26,7 @@ from coordinator.state.models import (
     Submission,
     UploadFile,
     UploadSession,
+    utcnow,
 )
 
 PENDING_STATES = ("RECEIVED", "VERIFYING")
@@ -83,6 +84,31 @@ class Creating:
         )
         return sum(int(outstanding) for expires_at, outstanding in rows if expires_at > self.now)
 
+    def org_reserved_bytes(self) -> int:
+        """Bytes this organization's unexpired open sessions may still write."""
+        rows = self.session.execute(
+            select(UploadSession.expires_at, func.sum(UploadFile.size - UploadFile.committed))
+            .join(UploadFile, UploadFile.session_id == UploadSession.id)
+            .where(UploadSession.state == "open", UploadSession.org_id == self.org_id)
+            .group_by(UploadSession.id, UploadSession.expires_at)
+        )
+        return sum(int(outstanding) for expires_at, outstanding in rows if expires_at > self.now)
+
+    def org_stored_bytes(self) -> int:
+        """Bytes of this organization's committed uploads whose submission was not rejected (their blobs stay)."""
+        return int(
+            self.session.scalar(
+                select(func.coalesce(func.sum(UploadFile.size), 0))
+                .join(UploadSession, UploadFile.session_id == UploadSession.id)
+                .join(Submission, Submission.id == UploadSession.submission_id)
+                .where(
+                    UploadSession.org_id == self.org_id,
+                    UploadSession.state == "committed",
+                    Submission.state != "REJECTED",
+                )
+            )
+        )
+
     def insert(self, session_id: str, domain: str, version: int, expires_at, files: list[tuple[str, int, str]]):
         self.session.add(
             UploadSession(id=session_id, org_id=self.org_id, domain=domain, version=version, expires_at=expires_at)
@@ -134,11 +160,18 @@ def load(registry: Registry, session_id: str) -> tuple[UploadSession | None, lis
         return upload, list(files)
 
 
-def record_durable(registry: Registry, session_id: str, lengths: dict[str, int]) -> None:
-    """Bytes of each file now fsynced to staging (what a resuming client may rely on)."""
+def record_durable(
+    registry: Registry, session_id: str, lengths: dict[str, int], idle_s: int | None = None, ttl_s: int | None = None
+) -> None:
+    """Bytes of each file now fsynced to staging (what a resuming client may rely on); progress keeps the session
+    alive for ``idle_s`` more seconds, never past ``ttl_s`` after its creation."""
     with registry.session() as session:
         for path, length in lengths.items():
             session.get(UploadFile, (session_id, path)).committed = length
+        if idle_s is not None and ttl_s is not None:
+            upload = session.get(UploadSession, session_id)
+            now = utcnow()
+            upload.expires_at = min(upload.created_at + dt.timedelta(seconds=ttl_s), now + dt.timedelta(seconds=idle_s))
 
 
 @dataclass
@@ -213,3 +246,21 @@ def expired_open(registry: Registry, now: dt.datetime) -> list[str]:
             for s in session.scalars(select(UploadSession).where(UploadSession.state == "open"))
             if s.expires_at < now
         ]
+
+
+def referenced_digests(registry: Registry) -> set[str]:
+    """Blob digests something still needs: an expert, a submission not rejected, or an open upload's declaration."""
+    with registry.session() as session:
+        needed: set[str] = set()
+        for files in session.scalars(select(Expert.files)):
+            needed.update(files.values())
+        for files in session.scalars(select(Submission.files).where(Submission.state != "REJECTED")):
+            needed.update(files.values())
+        needed.update(
+            session.scalars(
+                select(UploadFile.sha256)
+                .join(UploadSession, UploadFile.session_id == UploadSession.id)
+                .where(UploadSession.state == "open")
+            )
+        )
+        return needed

@@ -62,12 +62,27 @@ def check_sessions(tx: Creating, limits: CoordinatorSettings) -> None:
         )
 
 
+def check_quota(tx: Creating, declared_bytes: int, limits: CoordinatorSettings) -> None:
+    """One organization may hold at most ``org_quota_bytes`` (open reservations plus what it stores), so no
+    organization can reserve the disk away from the others."""
+    reserved, stored = tx.org_reserved_bytes(), tx.org_stored_bytes()
+    if reserved + stored + declared_bytes > limits.org_quota_bytes:
+        raise BarFedError(
+            "ORG_QUOTA_EXCEEDED",
+            f"organization {tx.org_id} would hold {reserved + stored + declared_bytes} bytes ({stored} stored, "
+            f"{reserved} reserved by open uploads, {declared_bytes} declared now) against its quota of "
+            f"{limits.org_quota_bytes} (org_quota_bytes); finish or abandon open uploads, or ask the operator.",
+        )
+
+
 def check_disk(tx: Creating, declared_bytes: int, free_bytes: int, limits: CoordinatorSettings) -> None:
     """Free space minus what open sessions may still write must cover this upload and ``min_free_bytes``."""
     reserved = tx.reserved_bytes()
     if free_bytes - reserved - declared_bytes < limits.min_free_bytes:
+        pending = "wait for open uploads to finish or expire, or " if reserved else ""
         raise BarFedError(
             "INSUFFICIENT_STORAGE",
-            f"the coordinator cannot reserve {declared_bytes} bytes now ({free_bytes} free, {reserved} promised to "
-            "open uploads); try again when uploads under way have finished or expired.",
+            f"the coordinator cannot reserve {declared_bytes} bytes now: {free_bytes} bytes free, {reserved} "
+            f"reserved by open uploads, and min_free_bytes={limits.min_free_bytes} kept free; {pending}"
+            "ask the operator to free disk space or lower min_free_bytes.",
         )

@@ -87,9 +87,11 @@ class Uploads:
                 return existing  # the node lost its session id; same declaration, same session
             admission.check_sessions(tx, self.settings)
             free = shutil.disk_usage(self.settings.staging_dir).free  # read under the disk lock
+            admission.check_quota(tx, total, self.settings)
             admission.check_disk(tx, total, free, self.settings)
             session_id = str(uuid.uuid4())
-            expires_at = now + dt.timedelta(seconds=self.settings.session_ttl_s)
+            # an idle reservation lapses after upload_idle_s; each durable checkpoint extends it (up to the ttl)
+            expires_at = now + dt.timedelta(seconds=min(self.settings.upload_idle_s, self.settings.session_ttl_s))
             tx.insert(session_id, domain, version, expires_at, [(f.path, f.size, f.sha256) for f in files])
         return session_id
 
@@ -133,7 +135,9 @@ class Uploads:
             self.staging,
             chunk_bytes=self.settings.chunk_bytes,
             sync_every_bytes=self.settings.sync_every_bytes,
-            record_durable=lambda lengths: records.record_durable(self.registry, upload.id, lengths),
+            record_durable=lambda lengths: records.record_durable(
+                self.registry, upload.id, lengths, self.settings.upload_idle_s, self.settings.session_ttl_s
+            ),
             discard=lambda code: self._fail(upload.id, org_id, code, ""),
             release=lambda: self._locks.release(upload.id),
         )
@@ -209,6 +213,15 @@ class Uploads:
             finally:
                 self._locks.release(session_id)
         return expired
+
+    def collect_orphans(self) -> int:
+        """Delete blobs nothing references (e.g. kept for a session that then failed); returns how many. Runs
+        under the store's lock, which commits and rejections also take, so no digest changes hands meanwhile."""
+        with self.blobs.lock:
+            orphans = self.blobs.digests() - records.referenced_digests(self.registry)
+            for digest in orphans:
+                self.blobs.delete(digest)
+        return len(orphans)
 
 
 __all__ = ["DISCARDED", "PENDING_STATES", "ChunkWriter", "Declared", "Uploads"]

@@ -12,6 +12,8 @@ call when the upload must be discarded and when the stream is over (the session'
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import threading
 from collections.abc import Callable
@@ -86,7 +88,17 @@ class ChunkWriter:
                     "declare the true sizes in a new upload.",
                 )
             fh = self._handle(path)
-            fh.write(data)
+            try:
+                fh.write(data)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                self._drop_to_durable(path)
+                raise BarFedError(
+                    "INSUFFICIENT_STORAGE",
+                    f"the coordinator's disk filled while writing {path}; the upload is kept, ask for its progress "
+                    "and resume from there once the operator has freed space.",
+                ) from None
             self._hash[path].update(data)
             self.length[path] += len(data)
             self._unsynced += len(data)
@@ -94,6 +106,18 @@ class ChunkWriter:
                 self._wait_for_checkpoint()
                 self._checkpointing = self._syncer.submit(self._checkpoint, self._written())
                 self._unsynced = 0
+
+    def _drop_to_durable(self, path: str) -> None:
+        """Forget what was written to ``path`` past its durable length (a failed write left it partial)."""
+        self._wait_for_checkpoint()
+        fh = self._handles.pop(path)
+        self._hash.pop(path, None)
+        with contextlib.suppress(OSError):  # flushing what is buffered may fail again; truncation removes it
+            fh.close()
+        staged = self.staging.path(self.session_id, path)
+        if staged.exists():
+            os.truncate(staged, self.durable[path])
+        self.length[path] = self.durable[path]
 
     def _written(self) -> dict[str, tuple[int, int, object]]:
         """path -> (file descriptor, length, hash state) of what was written since the last checkpoint."""

@@ -9,7 +9,6 @@ heartbeat file (coordinator/tasks/heartbeat.py). The checks run at once, each bo
 from __future__ import annotations
 
 import logging
-import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -68,10 +67,8 @@ def _database(rt: Runtime) -> str:
 
 
 def _blobs(rt: Runtime) -> str:
-    with tempfile.NamedTemporaryFile(dir=rt.settings.blob_dir, prefix=".readyz-") as probe:
-        probe.write(b"ok")
-        probe.flush()
-    return "writable"
+    rt.blobs.probe_rename(rt.settings.staging_dir)  # what a commit does, not merely "writable"
+    return "rename from staging works"
 
 
 def _broker(app) -> str:
