@@ -1,6 +1,7 @@
 """Real workers killed with SIGKILL in the middle of a job, on SQLite and PostgreSQL: a `celery worker` subprocess
-on the local Redis, and `barfed coordinator serve` (embedded broker, its supervised worker) killed and restarted.
-Either way a new worker takes the job over when its lease runs out and finishes it exactly once.
+on the local Redis, and `barfed coordinator serve` (embedded broker, its supervised worker) killed and restarted;
+and a private Redis killed and restarted under a running job. Every job finishes exactly once: a new worker takes
+a job over when its lease runs out, and the sweeper sends again what a dead broker lost.
 
 The slow job is this module's own handler: workers import the module through the ``task_imports`` setting, which
 registers it (product code has no test handler).
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -266,3 +268,72 @@ def test_the_supervisor_restarts_a_dead_worker_and_it_runs_jobs(tmp_path):
         supervisor.stop()
         registry.dispose()
     assert supervisor.process.poll() == 0  # a warm shutdown on SIGTERM, not killed with its supervisor thread
+
+
+def _redis_server(port: int, log) -> subprocess.Popen:
+    process = subprocess.Popen(
+        ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=log,
+        stderr=log,
+    )
+    _wait(lambda: _accepts(port) or process.poll() is not None, 30, "redis-server to listen")
+    assert process.poll() is None, "redis-server exited"
+    return process
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # a broker fault: one database shows it
+def test_a_redis_restart_mid_job_loses_no_job(db_url, tmp_path):
+    """A private Redis killed with SIGKILL (no persistence: every queued message is gone) while a worker runs a
+    job, and a second job created while it is down: once Redis is back, the worker finishes the first job once and
+    the sweeper sends the second again, with no operator's hand."""
+    from coordinator.state import jobs
+    from coordinator.state.db import Registry
+    from coordinator.tasks.celery_app import make_app
+    from coordinator.tasks.dispatch import Dispatcher, Sweeper
+    from coordinator.tasks.worker import worker_command
+
+    port = _free_port()
+    log = open(tmp_path / "workers.log", "ab")  # noqa: SIM115
+    redis_server = _redis_server(port, log)
+    settings = _settings(tmp_path, db_url, broker_url=f"redis://127.0.0.1:{port}/0", task_queue="barfed-restart")
+    registry = Registry(settings.db_url)
+    with registry.session() as session:
+        first_job = jobs.ensure(session, KIND, "before").id
+    worker = subprocess.Popen(worker_command(1, "WARNING"), env=_env(settings), cwd=REPO, stdout=log, stderr=log)
+    dispatcher = Dispatcher(make_app(settings), settings)
+    sweeper = Sweeper(dispatcher, registry, settings.sweep_interval_s).start()
+    try:
+        _wait(lambda: _job_at_step(registry, first_job, "s2"), 60, "the worker to reach step s2")
+        redis_server.send_signal(signal.SIGKILL)
+        redis_server.wait()
+        with registry.session() as session:
+            second_job = jobs.ensure(session, KIND, "during").id  # its message cannot be sent now
+        time.sleep(2)
+        redis_server = _redis_server(port, log)
+        back = time.monotonic()
+        for job_id in (first_job, second_job):
+            _wait(lambda job_id=job_id: _done(registry, job_id), 90, f"job {job_id} to finish")
+            finishes = (settings.home / "jobs" / str(job_id) / "finishes.log").read_text().split()
+            assert len(finishes) == 1, finishes
+        print(f"both jobs done {time.monotonic() - back:.1f} s after Redis came back")
+    finally:
+        sweeper.stop()
+        dispatcher.close()
+        if worker.poll() is None:
+            worker.terminate()
+            worker.wait(timeout=30)
+        redis_server.kill()
+        redis_server.wait()
+        registry.dispose()
+        log.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
