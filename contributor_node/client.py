@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 
 from contributor_node.partial_anchor import PartialAnchor
-from contributor_node.retry import CoordinatorUnreachable, backoff_delays, unreachable_cause
+from contributor_node.retry import CoordinatorUnavailable, CoordinatorUnreachable, backoff_delays, unreachable_cause
 from protocol.errors import BarFedError
 from protocol.package import MANIFEST_FILE, file_sha256, read_package
 from protocol.signing import verify_directory
@@ -33,6 +33,8 @@ RETRYABLE = (
     grpc.StatusCode.INTERNAL,
     grpc.StatusCode.UNKNOWN,
 )
+RESUMABLE = ("OFFSET_MISMATCH", "SESSION_BUSY", "UPLOAD_STALLED")  # the upload goes on from the durable offsets
+KEEPALIVE_MS = 60_000  # during a call, ping a coordinator that sent nothing this long (it allows one per 10 s)
 SERVICE_CONFIG = json.dumps(
     {
         "methodConfig": [
@@ -53,10 +55,12 @@ TERMINAL = {pb.ACCEPTED, pb.REJECTED, pb.QUARANTINED, pb.DEPRECATED, pb.OPTED_OU
 
 
 def error_from(exc: grpc.RpcError, address: str, timeout: float | None) -> BarFedError:
-    """The project error a coordinator's status carries, or COORDINATOR_UNREACHABLE saying why."""
+    """The project error a coordinator's status carries (retryable when the status is UNAVAILABLE), or
+    COORDINATOR_UNREACHABLE saying why."""
     code = dict(exc.trailing_metadata() or ()).get(ERROR_KEY)
     if code:
-        return BarFedError(code, exc.details() or "")
+        coded = CoordinatorUnavailable if exc.code() == grpc.StatusCode.UNAVAILABLE else BarFedError
+        return coded(code, exc.details() or "")
     return CoordinatorUnreachable(address, unreachable_cause(exc.code().name, exc.details() or "", timeout))
 
 
@@ -85,6 +89,8 @@ class CoordinatorClient:
             ("grpc.max_reconnect_backoff_ms", 10_000),  # a coordinator back from a restart is found within 10 s
             ("grpc.max_receive_message_length", 8 * 1024**2),
             ("grpc.max_send_message_length", 8 * 1024**2),
+            ("grpc.keepalive_time_ms", KEEPALIVE_MS),  # a coordinator gone without a word ends the call
+            ("grpc.keepalive_timeout_ms", 20_000),
         ]
         if plaintext_org is not None:
             self.channel = grpc.insecure_channel(address, options=options)
@@ -220,7 +226,7 @@ class CoordinatorClient:
     ) -> str:
         """Upload and commit ``package``; resumes after interruptions; returns the submission id.
 
-        ``on_chunk(path, offset, size)`` is called before each chunk is sent (progress display). The package's
+        ``on_chunk(path, offset, nbytes)`` is called before each chunk is sent (progress, speed cap). The package's
         structure and sizes are checked first. Its digests are left to the coordinator, which hashes every byte
         as it arrives and discards an upload that does not match (hashing here too cost the shared machine as
         much CPU as the TLS did); only when it reports ``DIGEST_MISMATCH`` does the node hash its own files, to
@@ -276,7 +282,7 @@ class CoordinatorClient:
                     log.warning("upload %s ended (%s); starting a new one", session_id, error.code)
                     session_id, max_chunk_bytes = create()
                     continue
-                if exc.code() not in RETRYABLE and error.code not in ("OFFSET_MISMATCH", "SESSION_BUSY"):
+                if exc.code() not in RETRYABLE and error.code not in RESUMABLE:
                     raise error from None
                 delay = next(delays)
                 log.warning("upload interrupted (%s); resuming in %.1fs (attempt %d)", error.code, delay, attempt)
@@ -310,7 +316,7 @@ class CoordinatorClient:
                 offset = entry.committed
                 while data := fh.read(chunk_bytes):
                     if on_chunk is not None:
-                        on_chunk(entry.path, offset, entry.size)
+                        on_chunk(entry.path, offset, len(data))
                     yield pb.Chunk(session_id=session_id, path=entry.path, offset=offset, data=data)
                     offset += len(data)
 

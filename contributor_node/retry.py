@@ -4,7 +4,9 @@ A long-running command (submit, enroll --wait, watch, the anchor download) retri
 full jitter, so nodes cut off at the same moment do not all come back at the same moment, for up to
 ``retry_for_s``. A person waiting at a prompt (status, enroll without --wait, fetch-anchor's "is it current") gets
 one short timeout and a couple of quick retries instead. Either way COORDINATOR_UNREACHABLE then names the address
-tried, why it failed (connection refused, a TLS failure, a timeout) and where the address is configured."""
+tried, why it failed (connection refused, a TLS failure, a timeout) and where the address is configured. A
+coordinator that answers UNAVAILABLE with a code (DATABASE_UNAVAILABLE: its database is restarting) is waited for
+the same way, and named by its own code if it never recovers."""
 
 from __future__ import annotations
 
@@ -29,6 +31,10 @@ class CoordinatorUnreachable(BarFedError):
     def __init__(self, address: str, cause: str, advice: str = ADVICE) -> None:
         super().__init__("COORDINATOR_UNREACHABLE", f"the coordinator at {address} did not answer ({cause}); {advice}")
         self.address, self.cause = address, cause
+
+
+class CoordinatorUnavailable(BarFedError):
+    """A coded refusal with gRPC status UNAVAILABLE: the coordinator is up but cannot serve for a moment."""
 
 
 def unreachable_cause(status: str, details: str, timeout: float | None) -> str:
@@ -90,7 +96,13 @@ class Retrying:
         the cause."""
         return {"timeout": self.call_timeout_s, "wait_for_ready": False, "retries": False}
 
-    def gave_up(self, exc: BarFedError, tries: int, elapsed: float) -> CoordinatorUnreachable:
+    def gave_up(self, exc: BarFedError, tries: int, elapsed: float) -> BarFedError:
+        if isinstance(exc, CoordinatorUnavailable):
+            return BarFedError(
+                exc.code,
+                f"{exc.message.rstrip('.')} ({tries} {'try' if tries == 1 else 'tries'} in {elapsed:.1f}s at "
+                f"{self.address}); rerun later: the command resumes.",
+            )
         cause = getattr(exc, "cause", exc.message)
         return CoordinatorUnreachable(
             self.address,
@@ -117,7 +129,7 @@ class Patience:
         self.delays = backoff_delays(cap=30.0)
 
     def failed(self, exc: BarFedError) -> None:
-        if exc.code != "COORDINATOR_UNREACHABLE":
+        if exc.code != "COORDINATOR_UNREACHABLE" and not isinstance(exc, CoordinatorUnavailable):
             raise exc
         self.tries += 1
         delay, now = next(self.delays), time.monotonic()

@@ -58,10 +58,9 @@ def upload(
     throttle = Throttle(settings.max_bytes_per_s)
     sent: dict[str, int] = {}
 
-    def on_chunk(path: str, offset: int, size: int) -> None:
-        chunk = min(settings.chunk_bytes or size, size - offset)
-        throttle.wait(chunk)
-        sent[path] = offset + chunk
+    def on_chunk(path: str, offset: int, nbytes: int) -> None:
+        throttle.wait(nbytes)
+        sent[path] = offset + nbytes
         if on_sent is not None:
             on_sent(sum(sent.values()))
 

@@ -28,6 +28,7 @@ from coordinator.state.db import Registry
 from coordinator.state.models import Enrollment
 from protocol import pki
 from protocol.errors import BarFedError
+from protocol.text import is_plain
 
 MAX_CSR_BYTES = 8 * 1024  # a P-256 CSR in PEM is about 500 bytes
 MAX_TOKEN_CHARS = 128  # tokens are 43 characters
@@ -39,9 +40,36 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _printable(text: str, *, allow_newlines: bool = False) -> bool:
-    allowed = "\n\r\t" if allow_newlines else ""
-    return all(c.isprintable() or c in allowed for c in text)
+ANCHOR_DOMAIN = "general"  # the anchor's own slot: no organization publishes it
+
+
+def known_domains() -> list[str]:
+    """The domains an organization may be granted: bar_model's (`barfed model domains`), which a node can train
+    and the coordinator can score, the anchor's own excepted."""
+    from bar_model.domains import domain_names
+
+    return [name for name in domain_names() if name != ANCHOR_DOMAIN]
+
+
+def check_known_domains(domains: list[str]) -> None:
+    """Refuse granting no domain, or one not `known_domains`: the operator's entry points (`orgs invite`, REST
+    invite and assign) check this, so a typo fails there and not later on the organization's node."""
+    if not domains:
+        raise BarFedError(
+            "NO_DOMAINS",
+            "name at least one domain the organization may publish (--domains math,code); "
+            "`barfed model domains` lists them.",
+        )
+    known = set(known_domains())
+    unknown = sorted(set(domains) - known)
+    if unknown:
+        core = ", ".join(sorted(name for name in known if not name.startswith("p-")))
+        named = ", ".join(repr(name[:64]) for name in unknown[:5])
+        raise BarFedError(
+            "UNKNOWN_DOMAIN",
+            f"{named}: not a domain this coordinator knows; choose among {core} or a parametric p-* domain "
+            "(`barfed model domains` lists them all).",
+        )
 
 
 def invite(registry: Registry, org_id: str, domains: list[str], actor: str = "admin") -> str:
@@ -55,14 +83,14 @@ def invite(registry: Registry, org_id: str, domains: list[str], actor: str = "ad
 def check_request(org_id: str, csr_pem: str, token: str, contact: str) -> None:
     """Size and character checks of an enrollment request, before anything parses or stores it."""
     pki.check_org_id(org_id)
-    if len(csr_pem) > MAX_CSR_BYTES or not csr_pem.isascii() or not _printable(csr_pem, allow_newlines=True):
+    if len(csr_pem) > MAX_CSR_BYTES or not csr_pem.isascii() or not is_plain(csr_pem, newlines=True):
         raise BarFedError(
             "CSR_INVALID",
             f"the certificate request must be PEM text of at most {MAX_CSR_BYTES} bytes; send the CSR the node made.",
         )
     if not token or len(token) > MAX_TOKEN_CHARS or not token.isascii() or not token.isprintable():
         raise BarFedError("BAD_ENROLLMENT_TOKEN", "the enrollment token is not valid for this organization.")
-    if len(contact) > MAX_CONTACT_CHARS or not _printable(contact):
+    if len(contact) > MAX_CONTACT_CHARS or not is_plain(contact):
         raise BarFedError(
             "BAD_CONTACT", f"the contact must be at most {MAX_CONTACT_CHARS} printable characters on one line."
         )

@@ -25,7 +25,8 @@ CODE_KIND = {
         (
             *("OFFSET_MISMATCH", "UPLOAD_INCOMPLETE", "SESSION_CLOSED", "SESSION_EXPIRED", "VERSION_NOT_NEWER"),
             *("BAD_TRANSITION", "BAD_JOB_STATE", "JOB_NOT_ACTIVE", "NOTHING_TO_ROLL_BACK", "NOT_PENDING"),
-            *("NOTHING_CHANGED", "NOT_INITIALIZED", "DATABASE_UNREACHABLE"),
+            *("NOTHING_CHANGED", "NOT_INITIALIZED", "DATABASE_UNREACHABLE", "EXPERT_NO_LONGER_ACCEPTED"),
+            *("UPLOAD_STALLED", "SESSION_TAKEN_OVER"),  # an upload stream ended so its session is free again
         ),
         "FAILED_PRECONDITION",
     ),
@@ -47,12 +48,14 @@ CODE_KIND = {
     "UNKNOWN_ORG": "NOT_FOUND",
     "JOB_NOT_RETRYABLE": "FAILED_PRECONDITION",
     **dict.fromkeys(("DOMAIN_TAKEN", "RELEASE_EXISTS"), "ALREADY_EXISTS"),
-    "RELEASE_UNVERIFIED": "INTERNAL",  # a published release on disk no longer matches its signature
+    "DATABASE_UNAVAILABLE": "UNAVAILABLE",  # an outage, not a bug: the caller retries shortly
+    # a published release on disk no longer matches its signature: refused (409) until the operator restores it
+    "RELEASE_UNVERIFIED": "FAILED_PRECONDITION",
     "INTERNAL_ERROR": "INTERNAL",  # a bug, logged with its traceback; everything else is INVALID_ARGUMENT
 }
 
 
 def kind_of(code: str) -> str:
     """UNAUTHENTICATED, PERMISSION_DENIED, NOT_FOUND, FAILED_PRECONDITION, RESOURCE_EXHAUSTED, ALREADY_EXISTS,
-    INTERNAL, or INVALID_ARGUMENT for every other code (the caller's input was wrong)."""
+    UNAVAILABLE, INTERNAL, or INVALID_ARGUMENT for every other code (the caller's input was wrong)."""
     return CODE_KIND.get(code, "INVALID_ARGUMENT")

@@ -35,6 +35,27 @@ class CoordinatorSettings(BaseSettings):
     api_insecure_http: bool = Field(
         default=False, description="serve the REST API as plain HTTP; loopback only, and only when asked for by name"
     )
+    api_max_body_bytes: int = Field(
+        default=1 * MiB,
+        ge=1024,
+        description="largest REST request body (every route takes small JSON; experts upload over gRPC); larger is 413",
+    )
+    api_max_connections: int = Field(
+        default=256,
+        gt=0,
+        description="REST connections held at once, TLS handshakes included; more are closed as they are accepted",
+    )
+    api_read_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="seconds a REST client has to finish its TLS handshake, a request's head, and then its body",
+    )
+    api_keep_alive_s: int = Field(
+        default=75,
+        gt=0,
+        description="an idle REST connection is closed after this (announced as Keep-Alive: timeout=N); longer than "
+        "clients' own pool expiry (httpx 5 s, aiohttp 15 s), so a client never reuses one the server is closing",
+    )
     public_releases: bool = Field(default=False, description="release downloads need no token")
     hub_repo: str = Field(
         default="barfed/federation",
@@ -58,6 +79,21 @@ class CoordinatorSettings(BaseSettings):
         default=15 * 60,
         gt=0,
         description="an upload with no chunk made durable for this long expires (its reservation freed)",
+    )
+    upload_read_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="an upload stream that sends nothing for this long is ended (UPLOAD_STALLED) and gives its "
+        "session up; the node resumes from the durable offsets",
+    )
+    grpc_keepalive_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="the gRPC servers ping a connection this often, so a client that vanished without closing it "
+        "(frozen, on a dead link) is found and its calls end",
+    )
+    grpc_keepalive_timeout_s: float = Field(
+        default=10.0, gt=0, description="a connection whose peer does not answer a ping this long is closed"
     )
     org_quota_bytes: int = Field(
         default=512 * GiB,

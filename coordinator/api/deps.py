@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from coordinator.runtime import Runtime
 from coordinator.state import tokens
@@ -15,6 +16,7 @@ from protocol.errors import BarFedError
 
 ROLES = tokens.ROLES
 READ_ALL = ("admin", "operator", "auditor")  # who may read every resource
+PRINCIPAL = "principal"  # where a request's scope["state"] keeps the principal found before its body was read
 
 bearer = HTTPBearer(auto_error=False, description="an API token from `barfed coordinator tokens create`")
 
@@ -43,16 +45,26 @@ def dispatch(request: Request, job_id: int) -> None:
     runtime(request).dispatch(job_id)
 
 
-def optional_principal(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-) -> Principal | None:
-    """The caller's principal, or None without an Authorization header; a bad token is refused either way."""
-    if credentials is None:
-        if request.headers.get("authorization"):
-            raise BarFedError("BAD_TOKEN", "the Authorization header must be `Bearer <token>`.")
+def authenticate(runtime: Runtime, authorization: str | None) -> Principal | None:
+    """The principal of an ``Authorization: Bearer`` header, or None without one; anything else is refused."""
+    if not authorization:
         return None
-    row = tokens.authenticate(runtime(request).registry, credentials.credentials)
+    scheme, token = get_authorization_scheme_param(authorization)
+    if scheme.lower() != "bearer" or not token:
+        raise BarFedError("BAD_TOKEN", "the Authorization header must be `Bearer <token>`.")
+    row = tokens.authenticate(runtime.registry, token)
     return Principal(row.id, row.role, row.org_id)
+
+
+def optional_principal(
+    request: Request,
+    _scheme: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],  # the OpenAPI document's scheme
+) -> Principal | None:
+    """The caller's principal, or None without an Authorization header; a bad token is refused either way. A
+    request with a body was authenticated before it was read (coordinator/api/body_guard.py): reuse that."""
+    if PRINCIPAL in request.scope.get("state", {}):
+        return request.scope["state"][PRINCIPAL]
+    return authenticate(runtime(request), request.headers.get("authorization"))
 
 
 def current_principal(principal: Annotated[Principal | None, Depends(optional_principal)]) -> Principal:

@@ -4,30 +4,37 @@ numbers (a value the database cannot hold is refused with 422 here, not failed o
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Annotated, Generic, TypeVar
 
 from fastapi import Path, Query
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from coordinator.state.models import as_utc
 from coordinator.state.orgs import DOMAIN_NAME, MAX_DOMAINS
 from protocol.pki import ORG_ID
+from protocol.text import RULE, is_plain
 
 ORG_ID_PATTERN = ORG_ID.pattern  # protocol/pki.py check_org_id
 INT32 = 2**31 - 1  # the registry's integer columns
 MAX_LIMIT = 500
 MAX_OFFSET = 10**9
-LINE = r"^[^\x00-\x1f\x7f]*$"  # one line of text: no control characters (PostgreSQL refuses NUL in text)
+# One line of text, as the document can state it: no C0/C1 controls (PostgreSQL refuses NUL), line separators, or
+# zero-width, bidirectional and BOM format characters; `Plain` adds the rest of protocol/text.py's rule.
+LINE = r"^[^\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]*$"
 
 OrgId = Annotated[str, Field(pattern=ORG_ID_PATTERN, min_length=2, max_length=63)]
 DomainName = Annotated[str, Field(pattern=DOMAIN_NAME, min_length=1, max_length=64)]
+# A dict keyed by domain: pydantic states a key's pattern only as patternProperties, which admits other keys.
+DOMAIN_KEYS = {"propertyNames": {"pattern": DOMAIN_NAME, "minLength": 1, "maxLength": 64}}
 Version = Annotated[int, Field(ge=1, le=INT32)]
 
 
 class Strict(BaseModel):
-    """Request bodies refuse fields they do not know, so a misspelled option is an error, not a silent default."""
+    """Request bodies refuse fields they do not know, so a misspelled option is an error, not a silent default,
+    and values of another JSON type than the document states (``"force": 0``, ``"version": "3"``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class FromRow(BaseModel):
@@ -37,8 +44,17 @@ class FromRow(BaseModel):
     model_config = ConfigDict(from_attributes=True, populate_by_name=True)
 
 
+def _plain(text: str) -> str:
+    if not is_plain(text):
+        raise ValueError(f"{RULE} (the gRPC API's rule too)")
+    return text
+
+
+Plain = Annotated[str, AfterValidator(_plain)]
+
+
 class ReasonBody(Strict):
-    reason: str = Field(min_length=1, max_length=512, pattern=LINE, description="why, for the audit log")
+    reason: Plain = Field(min_length=1, max_length=512, pattern=LINE, description=f"why, for the audit log: {RULE}")
 
 
 # Path and query parameters
@@ -51,6 +67,16 @@ Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"at most this many
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="skip this many items: the previous page's next_offset")]
 
 
+ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _iso(value: object) -> object:
+    """A time as the document states it (ISO 8601): pydantic would also read ``0.5`` as Unix seconds."""
+    if isinstance(value, str) and not ISO_DATE.match(value):
+        raise ValueError("give an ISO 8601 time such as 2026-01-31T12:00:00Z")
+    return value
+
+
 def _utc(value: dt.datetime | None) -> dt.datetime | None:
     """A time as UTC (naive ones are UTC, as the registry stores every time); one UTC cannot hold is refused."""
     try:
@@ -61,8 +87,9 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
 
 Since = Annotated[
     dt.datetime | None,
+    BeforeValidator(_iso),
     AfterValidator(_utc),
-    Query(description="only items created at or after this time (ISO 8601; naive times are UTC)"),
+    Query(description="only items created at or after this time (ISO 8601, not Unix seconds; naive times are UTC)"),
 ]
 DomainQuery = Annotated[str | None, Query(pattern=DOMAIN_NAME, max_length=64)]
 OrgQuery = Annotated[str | None, Query(pattern=ORG_ID_PATTERN, max_length=63)]

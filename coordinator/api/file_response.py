@@ -5,6 +5,10 @@ Starlette's FileResponse streams from disk in 64 KiB reads (never the whole file
 ETag we hand it, so a stale ETag gets the whole file. ``X-Barfed-Sha256`` carries the digest too, for clients
 that check what they got without parsing ETags. The digest comes from the caller (a release's signature), so
 nothing is hashed per request.
+
+A Range that is malformed (400 ``BAD_RANGE``) or outside the file (416 ``RANGE_NOT_SATISFIABLE``, with
+``Content-Range: bytes */size``) is refused here as the JSON every other refusal is (Starlette answers text/plain),
+and `FILE_RESPONSES` documents every content type and status a file route answers.
 """
 
 from __future__ import annotations
@@ -13,12 +17,30 @@ from pathlib import Path
 
 from fastapi import Request, Response
 from fastapi.responses import FileResponse
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
+from coordinator.api.errors import ErrorBody, error_response
 from protocol.errors import BarFedError
 
 SHA256_HEADER = "x-barfed-sha256"
 # Immutable content addressed by its digest, but behind a token unless releases are public: private caches only.
 CACHE_CONTROL = "private, max-age=0, must-revalidate"
+# JSON files as JSON; every other file as bytes, whatever its name suggests to mimetypes (.sig, .txt, .safetensors)
+MEDIA_TYPES = {".json": "application/json"}
+OCTETS = "application/octet-stream"
+_FILE = {media: {} for media in (OCTETS, *MEDIA_TYPES.values())}
+FILE_RESPONSES = {
+    200: {"content": _FILE, "description": "the file (ETag and X-Barfed-Sha256: sha256)"},
+    206: {"content": {**_FILE, "multipart/byteranges": {}}, "description": "the requested range (several: multipart)"},
+    304: {"description": "If-None-Match matched the file's ETag"},
+    400: {"model": ErrorBody, "description": "BAD_RANGE: the Range header is malformed; or another bad request"},
+    409: {
+        "model": ErrorBody,
+        "description": "RELEASE_UNVERIFIED: the release's files on this coordinator no longer match its signature; "
+        "nothing is served until the operator restores them",
+    },
+    416: {"model": ErrorBody, "description": "RANGE_NOT_SATISFIABLE: the range is outside the file"},
+}
 
 
 def etag_of(sha256: str) -> str:
@@ -47,4 +69,25 @@ def file_response(request: Request, path: Path, sha256: str, size: int) -> Respo
             "RELEASE_UNVERIFIED",
             f"{path.name} on this coordinator is not the size its release signed; the operator must restore it.",
         )
-    return FileResponse(path, headers=headers, stat_result=stat)
+    response = FileResponse(path, headers=headers, stat_result=stat, media_type=MEDIA_TYPES.get(path.suffix, OCTETS))
+    return _range_refusal(request, response, size) or response
+
+
+def _range_refusal(request: Request, response: FileResponse, size: int) -> Response | None:
+    """The JSON refusal of a Range that ``response`` would refuse, with the same conditions as Starlette's."""
+    http_range, if_range = request.headers.get("range"), request.headers.get("if-range")
+    if http_range is None or request.method not in ("GET", "HEAD"):
+        return None
+    if if_range is not None and not response._should_use_range(if_range):
+        return None  # a stale copy: the whole file comes back, the Range is not looked at
+    try:
+        FileResponse._parse_range_header(http_range, size)
+    except MalformedRangeHeader as exc:
+        return error_response(400, "BAD_RANGE", f"{exc.content.rstrip('.')}; send `Range: bytes=START-END` or none.")
+    except RangeNotSatisfiable:
+        refused = error_response(
+            416, "RANGE_NOT_SATISFIABLE", f"the range is outside the file's {size} bytes; ask for a range within it."
+        )
+        refused.headers["content-range"] = f"bytes */{size}"
+        return refused
+    return None

@@ -28,13 +28,17 @@ Reason = Annotated[str, typer.Option(help="why, for the audit log")]
 @orgs.command("invite")
 def invite(
     org_id: OrgArgument,
-    domains: Annotated[str, typer.Option(help="comma-separated domains the org may publish")],
+    domains: Annotated[str, typer.Option(help="comma-separated domains the org may publish (`barfed model domains`)")],
     home: HomeOption = None,
 ) -> None:
     """Invite an organization; prints the one-time enrollment token to hand it out of band."""
+    from coordinator.enrollment import check_known_domains
     from coordinator.enrollment import invite as do_invite
 
-    token = do_invite(registry_for(home), org_id, [d.strip() for d in domains.split(",") if d.strip()])
+    registry = registry_for(home)  # the home first: a typo in a domain is the second thing to fix
+    granted = [d.strip() for d in domains.split(",") if d.strip()]
+    check_known_domains(granted)
+    token = do_invite(registry, org_id, granted)
     typer.echo(token)
 
 

@@ -4,8 +4,11 @@ The wire types allow more than any layer behind them can hold (a ``uint32`` vers
 the registry's 2^31-1, a ``uint64`` release number against a 32-bit column, strings with NUL that PostgreSQL
 cannot store), so each request, and each message of a request stream, is checked against `BOUNDS` before a
 handler sees it. `RequestBounds` is a server interceptor doing that for every method, and turning anything a
-handler lets escape into an ``INTERNAL`` status with a code (logged), never ``UNKNOWN``. The fuzz test checks
-that `BOUNDS` names every field of every request message of the committed protocol.
+handler lets escape into an ``INTERNAL`` status with a code (logged), never ``UNKNOWN``. Bytes that are no message
+at all are decoded into `Undecodable` rather than raised inside gRPC (which would answer ``UNKNOWN`` with the
+parser's text and log a traceback), so they too are refused with a code (``BAD_MESSAGE``, one log line), after the
+enrollment port's gate has counted the call. The fuzz test checks that `BOUNDS` names every field of every
+request message of the committed protocol.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ import logging
 from dataclasses import dataclass
 
 import grpc
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
-from coordinator.grpc.errors import abort
+from coordinator.grpc.errors import abort, outage
 from protocol.errors import BarFedError
+from protocol.text import is_plain
 from protocol.v1 import barfed_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -89,7 +93,7 @@ BOUNDS: dict[str, dict[str, Number | Text | Blob | Items]] = {
 
 
 def _odd(text: str, newlines: bool) -> bool:
-    return not all(c.isprintable() or (newlines and c in "\n\r\t") for c in text)
+    return not is_plain(text, newlines=newlines)  # the same rule as the REST API's (protocol/text.py)
 
 
 def check(message: Message) -> None:
@@ -121,7 +125,40 @@ REQUEST_TYPES = {  # method -> request message, from the committed service descr
 }
 
 
+@dataclass(frozen=True)
+class Undecodable:
+    """What a request's bytes decode to when they are not a message of the method's type."""
+
+    reason: str
+
+
+def _tolerant(deserializer):
+    """``deserializer`` returning `Undecodable` instead of raising, so the call reaches the interceptor."""
+
+    def decode(raw: bytes):
+        try:
+            return deserializer(raw)
+        except DecodeError as exc:
+            return Undecodable(" ".join(str(exc).split()))
+
+    return decode
+
+
+def admissible(request, method: str, peer: str) -> None:
+    """Refuse an undecodable request (``BAD_MESSAGE``, logged in one line) or one outside `BOUNDS`."""
+    if isinstance(request, Undecodable):
+        log.warning("%s: BAD_MESSAGE from %s: %s", method, peer, request.reason)
+        raise BarFedError(
+            "BAD_MESSAGE",
+            f"the request is not a well-formed barfed.v1.{REQUEST_TYPES.get(method, method)} message; send it with "
+            "a barfed client of this protocol version.",
+        )
+    check(request)
+
+
 async def _internal(context: grpc.aio.ServicerContext, method: str, exc: BaseException) -> None:
+    if (error := outage(method, exc)) is not None:
+        await abort(context, error)
     log.error("%s failed unexpectedly: %s: %s", method, type(exc).__name__, exc, exc_info=exc)
     await abort(
         context,
@@ -144,6 +181,8 @@ class RequestBounds(grpc.aio.ServerInterceptor):
             return None
         method = handler_call_details.method.rsplit("/", 1)[-1]
         gate = self.gate
+        if handler.request_deserializer is not None:
+            handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
 
         def admitted(context):
             return gate.admit(context.peer()) if gate is not None else _NoGate()
@@ -154,7 +193,7 @@ class RequestBounds(grpc.aio.ServerInterceptor):
             async def unary_unary(request, context):
                 try:
                     with admitted(context):
-                        check(request)
+                        admissible(request, method, context.peer())
                         return await inner(request, context)
                 except BarFedError as exc:
                     await abort(context, exc)
@@ -170,7 +209,7 @@ class RequestBounds(grpc.aio.ServerInterceptor):
             async def unary_stream(request, context):
                 try:
                     with admitted(context):
-                        check(request)
+                        admissible(request, method, context.peer())
                         async for response in inner(request, context):
                             yield response
                 except BarFedError as exc:
@@ -184,15 +223,15 @@ class RequestBounds(grpc.aio.ServerInterceptor):
         if handler.stream_unary is not None:
             inner = handler.stream_unary
 
-            async def checked(requests):
+            async def checked(requests, peer):
                 async for request in requests:
-                    check(request)
+                    admissible(request, method, peer)
                     yield request
 
             async def stream_unary(request_iterator, context):
                 try:
                     with admitted(context):
-                        return await inner(checked(request_iterator), context)
+                        return await inner(checked(request_iterator, context.peer()), context)
                 except BarFedError as exc:
                     await abort(context, exc)
                 except grpc.aio.AbortError:

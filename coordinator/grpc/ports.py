@@ -32,11 +32,31 @@ def server_credentials(keys: CoordinatorKeys, *, client_auth: bool) -> grpc.Serv
     )
 
 
-def service_server() -> grpc.aio.Server:
+def keepalive(settings: CoordinatorSettings) -> list[tuple[str, int]]:
+    """Ping every connection, with or without calls and however long no data flowed, so a peer that stopped
+    answering (frozen, unplugged) is closed within ``grpc_keepalive_s + grpc_keepalive_timeout_s`` and its calls
+    end (an upload stream then gives its session up). Clients may ping too: the nodes do every
+    `contributor_node.client.KEEPALIVE_MS` during a call, and pings that come more often than the server allows
+    would make it close the connection (``too_many_pings``), so it allows one every 10 s."""
+    return [
+        ("grpc.keepalive_time_ms", round(settings.grpc_keepalive_s * 1000)),
+        ("grpc.keepalive_timeout_ms", round(settings.grpc_keepalive_timeout_s * 1000)),
+        ("grpc.http2.ping_timeout_ms", round(settings.grpc_keepalive_timeout_s * 1000)),  # else a minute
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ]
+
+
+def service_server(settings: CoordinatorSettings) -> grpc.aio.Server:
     """The authenticated port: messages up to 8 MiB, for upload chunks."""
     return grpc.aio.server(
         interceptors=[RequestBounds()],
-        options=[("grpc.max_receive_message_length", MESSAGE_BYTES), ("grpc.max_send_message_length", MESSAGE_BYTES)],
+        options=[
+            ("grpc.max_receive_message_length", MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MESSAGE_BYTES),
+            *keepalive(settings),
+        ],
     )
 
 
@@ -53,6 +73,7 @@ def enrollment_server(settings: CoordinatorSettings) -> grpc.aio.Server:
             ("grpc.max_send_message_length", MESSAGE_BYTES),
             ("grpc.max_concurrent_streams", 16),
             ("grpc.max_metadata_size", 16 * 1024),
+            *keepalive(settings),
         ],
     )
 
@@ -61,7 +82,7 @@ class GrpcPorts:
     """Both servers with the service added and their ports bound (port 0 picks a free one)."""
 
     def __init__(self, service: FederationService, settings: CoordinatorSettings, keys: CoordinatorKeys) -> None:
-        self.server, self.enroll_server = service_server(), enrollment_server(settings)
+        self.server, self.enroll_server = service_server(settings), enrollment_server(settings)
         barfed_pb2_grpc.add_FederationServicer_to_server(service, self.server)
         barfed_pb2_grpc.add_FederationServicer_to_server(service, self.enroll_server)
         if settings.insecure_plaintext:

@@ -16,6 +16,7 @@ import grpc
 
 from coordinator import enrollment, metrics
 from coordinator.grpc.errors import abort, reports_errors
+from coordinator.grpc.streams import Holder, Holders
 from coordinator.runtime import Runtime
 from coordinator.state import experts as experts_state
 from coordinator.state import jobs
@@ -50,7 +51,8 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
     def __init__(self, runtime: Runtime, uploads: Uploads) -> None:
         self.runtime, self.uploads = runtime, uploads
         self.settings, self.registry, self.keys = runtime.settings, runtime.registry, runtime.keys
-        self._anchor: pb.AnchorManifest | None = None
+        self.holders = Holders(self.settings.upload_read_timeout_s)
+        self._anchor: asyncio.Future | None = None  # the manifest, computed once for every caller
 
     # -- identity ----------------------------------------------------------------------------
 
@@ -97,7 +99,7 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
     async def FetchAnchor(self, request, context):
         try:
             await self._org(context)
-            manifest = await asyncio.to_thread(self._anchor_manifest)
+            manifest = await self._anchor_manifest()
             if request.fingerprint and request.fingerprint != manifest.fingerprint:
                 raise BarFedError("ANCHOR_MISMATCH", f"the current anchor is {manifest.fingerprint}.")
         except BarFedError as exc:
@@ -118,18 +120,29 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
                     yield pb.AnchorPart(chunk=pb.FileChunk(path=path.name, offset=offset, data=data))
                     offset += len(data)
 
-    def _anchor_manifest(self) -> pb.AnchorManifest:
-        """Fingerprint, sizes and digests of the published anchor, computed once (it never changes in place)."""
+    async def _anchor_manifest(self) -> pb.AnchorManifest:
+        """Fingerprint, sizes and digests of the published anchor (it never changes in place), hashed once: the
+        first caller starts the hashing and every caller, the first included, awaits that one computation, so
+        concurrent first callers neither hash the anchor again nor hold the shared threads. A failure (no anchor
+        yet) is not kept: the next caller tries again."""
         if self._anchor is None:
-            anchor = self.settings.anchor_dir
-            if not (anchor / "config.json").is_file():
-                raise BarFedError("NO_ANCHOR", "this coordinator publishes no anchor yet.")
-            files = sorted(p for p in anchor.iterdir() if p.is_file())
-            self._anchor = pb.AnchorManifest(
-                fingerprint=anchor_fingerprint(anchor),
-                files=[pb.FileDeclaration(path=p.name, size=p.stat().st_size, sha256=file_sha256(p)) for p in files],
-            )
-        return self._anchor
+            self._anchor = asyncio.ensure_future(asyncio.to_thread(self._hash_anchor))
+            self._anchor.add_done_callback(self._forget_failure)
+        return await asyncio.shield(self._anchor)  # a caller that goes away leaves the hashing to the others
+
+    def _forget_failure(self, computed: asyncio.Future) -> None:
+        if (computed.cancelled() or computed.exception() is not None) and self._anchor is computed:
+            self._anchor = None
+
+    def _hash_anchor(self) -> pb.AnchorManifest:
+        anchor = self.settings.anchor_dir
+        if not (anchor / "config.json").is_file():
+            raise BarFedError("NO_ANCHOR", "this coordinator publishes no anchor yet.")
+        files = sorted(p for p in anchor.iterdir() if p.is_file())
+        return pb.AnchorManifest(
+            fingerprint=anchor_fingerprint(anchor),
+            files=[pb.FileDeclaration(path=p.name, size=p.stat().st_size, sha256=file_sha256(p)) for p in files],
+        )
 
     # -- uploads -----------------------------------------------------------------------------
 
@@ -156,15 +169,17 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
 
     async def WriteChunks(self, request_iterator, context):
         """Chunks are written in order, one at a time, while the next one is received (so the network and the
-        disk and hash work overlap); a chunk's error surfaces when the next one arrives or the stream ends."""
+        disk and hash work overlap); a chunk's error surfaces when the next one arrives or the stream ends. A
+        stream that goes silent, or that its organization's next stream takes over, ends (`streams`)."""
         writer = None
         writing: asyncio.Future | None = None
+        holder = Holder()
         try:
             org = await self._org(context)
             received = 0
-            async for chunk in request_iterator:
+            while (chunk := await self.holders.next_chunk(request_iterator, holder)) is not None:
                 if writer is None:
-                    writer = await self._open_writer(org, chunk.session_id)
+                    writer = await self._claim(org, chunk.session_id, holder)
                 elif chunk.session_id != writer.session_id:
                     raise BarFedError("MIXED_SESSIONS", "one WriteChunks stream carries chunks of one session only.")
                 data = chunk.data  # each read of a bytes field copies it
@@ -179,21 +194,38 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
             if writing is not None:
                 await writing
         except BarFedError as exc:
-            await _settle(writing)
-            if writer is not None:
-                await asyncio.to_thread(writer.close)
+            await self._let_go(writer, writing, holder)
             await abort(context, exc)
             return None
         except BaseException:
-            await _settle(writing)
-            if writer is not None:  # the client vanished: keep what was received, durably
-                await asyncio.to_thread(writer.close)
+            await self._let_go(writer, writing, holder)  # the client vanished: keep what was received, durably
             raise
         if writer is None:
             return pb.UploadProgress()
-        await asyncio.to_thread(writer.close)
+        await self._let_go(writer, None, holder)
         upload, files = await asyncio.to_thread(self.uploads.progress, org, writer.session_id)
         return self._progress(upload, files)
+
+    async def _claim(self, org: str, session_id: str, holder: Holder):
+        """The session's writer; a session another stream holds is taken over from it (the same organization's,
+        as the ownership check comes first)."""
+        try:
+            writer = await self._open_writer(org, session_id)
+        except BarFedError as exc:
+            if exc.code != "SESSION_BUSY" or not await self.holders.take_over(session_id):
+                raise
+            writer = await self._open_writer(org, session_id)  # from the offsets the holder made durable
+        self.holders.hold(writer.session_id, holder)
+        return writer
+
+    async def _let_go(self, writer, writing: asyncio.Future | None, holder: Holder) -> None:
+        """End a stream's work: the chunk being written settles, the rest is made durable, the session is freed."""
+        await _settle(writing)
+        if writer is not None:
+            try:
+                await asyncio.to_thread(writer.close)
+            finally:
+                self.holders.release(writer.session_id, holder)
 
     async def _open_writer(self, org: str, session_id: str):
         """Claim the session in a thread; if this stream is cancelled meanwhile, release the claim when it lands."""

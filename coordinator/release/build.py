@@ -2,7 +2,9 @@
 
 Every step writes its output under the job's directory and is skipped when that output exists, so a retried
 job (its worker killed, the coordinator restarted) continues where it stopped; router training itself resumes
-from its last checkpoint. Plain functions: the Celery task that runs a build is a thin wrapper around
+from its last checkpoint. The plan is kept too, so an expert may leave ACCEPTED while the build runs: the registry
+then refuses the release, which is withdrawn, the job fails with EXPERT_NO_LONGER_ACCEPTED and the same request
+is queued again, to be planned afresh. Plain functions: the Celery task that runs a build is a thin wrapper around
 ``build_release``.
 """
 
@@ -13,6 +15,7 @@ import json
 import logging
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,6 +34,7 @@ from coordinator.release.manifest import BuiltModel, release_manifest
 from coordinator.release.numbering import ReleaseNumber
 from coordinator.release.plan import load_plan, plan_experts, save_plan, unchanged
 from coordinator.runtime import Runtime
+from coordinator.state import jobs
 from coordinator.state import releases as state
 from protocol.errors import BarFedError
 from protocol.layout import ANCHOR_SLOT
@@ -205,6 +209,8 @@ def _record(runtime: Runtime, request: BuildRequest, final: Path) -> dict:
     try:
         moved = publish.record(runtime.registry, final, manifest, request.actor)
     except BarFedError as exc:
+        if exc.code == "EXPERT_NO_LONGER_ACCEPTED":
+            raise _withdrawn(runtime, request, final, exc) from None
         if exc.code != "RELEASE_EXISTS":
             raise
         moved = state.channels_of(runtime.registry, manifest.number)
@@ -217,3 +223,15 @@ def _record(runtime: Runtime, request: BuildRequest, final: Path) -> dict:
     publish.announce(runtime.settings.announce_redis_url, event)
     table = {d: s.model_dump() for d, s in manifest.eval.items()}
     return {**event, "eval": table, "gate": manifest.gate, "wall_s": manifest.wall_s}
+
+
+def _withdrawn(runtime: Runtime, request: BuildRequest, final: Path, refused: BarFedError) -> BarFedError:
+    """The registry refused the release (an expert left ACCEPTED after the plan): its directory goes, and the same
+    request is queued again (once per job), so a fresh plan builds what is ACCEPTED now."""
+    publish.withdraw(final)
+    key = f"recheck-{request.job_id if request.job_id is not None else uuid.uuid4().hex[:12]}"
+    params = {"pins": request.pins, "force": request.force, "actor": request.actor}
+    rebuild = jobs.queue(runtime.registry, "build", key, params)
+    runtime.dispatch(rebuild.id)
+    log.warning("%s: %s; rebuild queued as job %s", final.name, refused.message, rebuild.id)
+    return BarFedError(refused.code, f"{refused.message} The same build is queued again as job {rebuild.id}.")

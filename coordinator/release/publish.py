@@ -4,7 +4,8 @@ The directory is assembled under a staging name, ``release.json`` is written int
 release key signs it in the model-signing format, everything is fsynced, and one rename makes it
 ``releases/r<N>``; only then is the row written (with the channel moves and the audit entry), so no reader
 ever sees a release that is not complete and signed. The rename is also the lock on the number: a build that
-finds ``r<N>`` taken by another job takes the next number and signs again.
+finds ``r<N>`` taken by another job takes the next number and signs again. The row's transaction refuses a
+release one of whose experts left ACCEPTED since the plan (EXPERT_NO_LONGER_ACCEPTED): its directory is withdrawn.
 """
 
 from __future__ import annotations
@@ -72,6 +73,15 @@ def move_into_place(staging: Path, final: Path) -> bool:
         raise
     fsync_dir(final.parent)
     return True
+
+
+def withdraw(final: Path) -> None:
+    """Take away a release directory the registry refused: renamed out of sight in one step, then deleted."""
+    hidden = final.with_name(f".{final.name}.withdrawn")
+    shutil.rmtree(hidden, ignore_errors=True)
+    os.rename(final, hidden)
+    fsync_dir(final.parent)
+    shutil.rmtree(hidden, ignore_errors=True)
 
 
 def owned_by(final: Path, job_id: int | None) -> bool:

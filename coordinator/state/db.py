@@ -10,7 +10,11 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
+
+from protocol.errors import BarFedError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -36,6 +40,23 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def unavailable(exc: BaseException) -> BarFedError | None:
+    """DATABASE_UNAVAILABLE when ``exc``, or what it was raised from, says the database cannot serve now (a refused
+    or cut connection, a server shutting down, a pool with no connection to give): retrying shortly helps, unlike
+    for a bug. None for anything else."""
+    for _ in range(8):  # the chain of causes, bounded
+        if exc is None:
+            return None
+        if isinstance(exc, OperationalError | PoolTimeout) or (
+            isinstance(exc, DBAPIError) and exc.connection_invalidated
+        ):
+            return BarFedError(
+                "DATABASE_UNAVAILABLE", "the coordinator cannot reach its database at the moment; retry shortly."
+            )
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def alembic_config(url: str) -> Config:

@@ -2,7 +2,8 @@
 
 A release row is written only after its directory is complete, signed and renamed into place, in the same
 transaction that moves ``latest`` (and ``stable`` the first time) and records the audit entry, so whoever
-lists releases never sees one that is not all there.
+lists releases never sees one that is not all there. That transaction also re-reads the state of every expert the
+release holds (its plan was made long before) and refuses it unless all are still ACCEPTED.
 """
 
 from __future__ import annotations
@@ -95,10 +96,12 @@ def next_number(registry: Registry) -> int:
 
 
 def insert_release(registry: Registry, release: Release, actor: str) -> list[str]:
-    """Record a published release and move its channels; returns the channels now pointing at it."""
+    """Record a published release and move its channels; returns the channels now pointing at it. Refused with
+    EXPERT_NO_LONGER_ACCEPTED, and nothing written, when one of its experts is no longer ACCEPTED."""
     with registry.session() as session:
         if session.get(Release, release.number) is not None:
             raise BarFedError("RELEASE_EXISTS", f"r{release.number} is already published.")
+        _still_accepted(session, release)
         session.add(release)
         session.flush()
         moved = list(AUTO_CHANNELS)
@@ -119,6 +122,23 @@ def insert_release(registry: Registry, release: Release, actor: str) -> list[str
             channels=moved,
         )
         return moved
+
+
+def _still_accepted(session: Session, release: Release) -> None:
+    """Every expert of ``release`` is ACCEPTED now, read FOR SHARE (PostgreSQL; SQLite's BEGIN IMMEDIATE serialises
+    writers already): a quarantine either committed before and is seen here, or waits for this transaction."""
+    for ref in release.experts:
+        status = session.scalar(
+            select(Expert.status)
+            .where(Expert.domain == ref["domain"], Expert.version == ref["version"])
+            .with_for_update(read=True)
+        )
+        if status != "ACCEPTED":
+            raise BarFedError(
+                "EXPERT_NO_LONGER_ACCEPTED",
+                f"{ref['domain']} v{ref['version']} is {status or 'no longer in the registry'} now, so "
+                f"r{release.number}, planned with it, was not published.",
+            )
 
 
 def _move(session: Session, name: str, number: int, actor: str, kind: str = "move") -> None:

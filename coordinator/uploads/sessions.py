@@ -7,7 +7,8 @@ checked against its declared size and sha256 (hashed as it streams in) and moved
 then does a submission exist.
 
 One stream or commit works on a session at a time: a second one is told ``SESSION_BUSY`` at once rather
-than made to wait, so no caller can pile threads up behind a stalled stream. This module is the session's
+than made to wait, so no caller can pile threads up behind a stalled stream (a new stream of the organization
+takes a session a stream holds over instead, `coordinator.grpc.streams`). This module is the session's
 life (create, write, commit, fail, expire); what is declared, who may upload what, staged bytes and the
 chunk writer each live in their own module, and every SQL statement in `coordinator.state.uploads`.
 """

@@ -25,7 +25,7 @@ from coordinator.runtime import Runtime
 from coordinator.setup import initialize
 from coordinator.state import audit, jobs, tokens
 from coordinator.state import releases as release_state
-from coordinator.state.models import ApiToken, Base, Expert, Submission, utcnow
+from coordinator.state.models import ApiToken, Base, Domain, Expert, Submission, utcnow
 from coordinator.tasks.heartbeat import heartbeat_dir
 from protocol import pki
 from protocol.release import ReleaseManifest, RouterRun, write_manifest
@@ -71,6 +71,14 @@ class World:
 
     def fresh(self, prefix: str) -> str:
         return f"{prefix}-{next(self._names)}"
+
+    def fresh_domain(self) -> str:
+        """A domain the coordinator knows (the REST API grants no other) that no organization owns yet."""
+        from bar_model.domains import domain_names
+
+        with self.registry.session() as session:
+            owned = set(session.scalars(select(Domain.name)))
+        return next(name for name in domain_names() if name.startswith("p-") and name not in owned)
 
     def invited_org(self) -> str:
         org = self.fresh("org-new")
@@ -291,14 +299,14 @@ MATRIX: dict[str, Entry] = {
     # organizations and enrollments
     "POST /v1/orgs": Entry(
         allowed(("admin",), 201),
-        lambda w: Call("/v1/orgs", json={"org": w.fresh("org-invited"), "domains": [w.fresh("dom")]}),
+        lambda w: Call("/v1/orgs", json={"org": w.fresh("org-invited"), "domains": [w.fresh_domain()]}),
         changes=True,
     ),
     "GET /v1/orgs": Entry(allowed(READ_ALL), fixed("/v1/orgs")),
     "GET /v1/orgs/{org}": Entry(allowed(READ_ALL), fixed(f"/v1/orgs/{ORG}")),
     "POST /v1/orgs/{org}/domains": Entry(
         allowed(("admin",)),
-        lambda w: Call(f"/v1/orgs/{w.invited_org()}/domains", json={"domains": [w.fresh("dom")]}),
+        lambda w: Call(f"/v1/orgs/{w.invited_org()}/domains", json={"domains": [w.fresh_domain()]}),
         changes=True,
     ),
     "POST /v1/orgs/{org}/revoke": Entry(

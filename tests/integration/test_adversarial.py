@@ -482,6 +482,8 @@ def not_a_session_id(w):
 
 
 def second_stream_on_a_busy_session(w):
+    """Still one writer per session: the organization's second stream takes the session over, the first ends
+    with SESSION_TAKEN_OVER once what it sent is durable, and the second continues where it stopped."""
     import threading
 
     files = {p.name: p.read_bytes() for p in sorted(w.good.iterdir())}
@@ -490,29 +492,36 @@ def second_stream_on_a_busy_session(w):
     session = stub.CreateUpload(pb.CreateUploadRequest(domain="test-vowels", version=2, files=declared), timeout=30)
     first = next(iter(files))
     hold, sent = threading.Event(), threading.Event()
+    outcome: dict = {}
 
     def slow_stream():
         yield pb.Chunk(session_id=session.session_id, path=first, offset=0, data=files[first][:10])
         sent.set()
         hold.wait(timeout=30)
 
-    holder = threading.Thread(target=lambda: _swallow(lambda: stub.WriteChunks(slow_stream(), timeout=60)))
+    def first_stream():
+        try:
+            stub.WriteChunks(slow_stream(), timeout=60)
+            outcome["code"] = "OK"
+        except grpc.RpcError as exc:
+            outcome["code"] = code_of(exc)
+
+    holder = threading.Thread(target=first_stream)
     holder.start()
     try:
         sent.wait(timeout=30)  # a probe sent before the holder's first chunk could claim the session itself
         time.sleep(0.2)
-        for _ in range(100):  # until the first stream holds the session
-            try:
-                stub.WriteChunks(
+        for _ in range(100):  # until a probe finds the first stream holding the session
+            _swallow(
+                lambda: stub.WriteChunks(
                     iter([pb.Chunk(session_id=session.session_id, path=first, offset=10, data=files[first][10:20])]),
                     timeout=30,
                 )
-                time.sleep(0.05)
-            except grpc.RpcError as exc:
-                if code_of(exc) == "SESSION_BUSY":
-                    return "SESSION_BUSY"
-                time.sleep(0.05)
-        return "NEVER_BUSY"
+            )
+            holder.join(timeout=0.05)
+            if not holder.is_alive():
+                return outcome["code"]
+        return "NEVER_TAKEN_OVER"
     finally:
         hold.set()
         holder.join()
@@ -610,7 +619,7 @@ CASES = {
     zeroed_shared_tensor: ("DRIFT_EXCEEDED",),
     nested_path: ("BAD_PATH",),
     not_a_session_id: ("UNKNOWN_SESSION",),
-    second_stream_on_a_busy_session: ("SESSION_BUSY",),
+    second_stream_on_a_busy_session: ("SESSION_TAKEN_OVER",),
     bad_signature: ("SIGNATURE_INVALID", "SIGNATURE_MALFORMED"),
     garbage_signature: ("SIGNATURE_MALFORMED",),
     signed_by_another_key: ("SIGNATURE_WRONG_KEY",),

@@ -11,16 +11,16 @@ from coordinator.state import tokens
 from protocol import pki
 from protocol.errors import BarFedError
 
-from .api_matrix import ORG, OTHER_DOMAIN
+from .api_matrix import ORG
 
 pytestmark = pytest.mark.integration
 
 
 def test_invite_enroll_approve(world):
     admin = TestClient(world.app, headers=world.headers["admin"])
-    invited = admin.post("/v1/orgs", json={"org": "acme-labs", "domains": ["acme-math", "acme-code"]})
+    invited = admin.post("/v1/orgs", json={"org": "acme-labs", "domains": ["math", "code"]})
     assert invited.status_code == 201, invited.text
-    assert invited.json()["domains"] == ["acme-code", "acme-math"]
+    assert invited.json()["domains"] == ["code", "math"]
     token = invited.json()["token"]
 
     csr = pki.make_csr(pki.generate_private_key(), "acme-labs").decode()
@@ -40,7 +40,7 @@ def test_invite_enroll_approve(world):
 
 def test_reject_with_reason(world):
     admin = TestClient(world.app, headers=world.headers["admin"])
-    token = admin.post("/v1/orgs", json={"org": "shady-labs", "domains": []}).json()["token"]
+    token = admin.post("/v1/orgs", json={"org": "shady-labs", "domains": ["safety"]}).json()["token"]
     csr = pki.make_csr(pki.generate_private_key(), "shady-labs").decode()
     pending = enrollment.enroll(world.registry, "shady-labs", csr, token)
     rejected = admin.post(f"/v1/enrollments/{pending.id}/reject", json={"reason": "unknown contact"})
@@ -52,19 +52,21 @@ def test_list_show_and_domains(world):
     orgs = {row["id"]: row for row in admin.get("/v1/orgs").json()}
     assert orgs[ORG]["status"] == "active" and orgs[ORG]["domains"] == ["alpha-math"]
 
-    added = admin.post(f"/v1/orgs/{ORG}/domains", json={"domains": ["alpha-tools"]})
-    assert added.json()["domains"] == ["alpha-math", "alpha-tools"]
-    taken = admin.post(f"/v1/orgs/{ORG}/domains", json={"domains": ["alpha-more", OTHER_DOMAIN]})
+    added = admin.post(f"/v1/orgs/{ORG}/domains", json={"domains": ["tool_use"]})
+    assert added.json()["domains"] == ["alpha-math", "tool_use"]
+    admin.post("/v1/orgs", json={"org": "taken-labs", "domains": ["code"]})
+    taken = admin.post(f"/v1/orgs/{ORG}/domains", json={"domains": ["math", "code"]})
     assert (taken.status_code, taken.json()["code"]) == (409, "DOMAIN_TAKEN")
-    assert admin.get(f"/v1/orgs/{ORG}").json()["domains"] == ["alpha-math", "alpha-tools"]  # nothing assigned
+    assert admin.get(f"/v1/orgs/{ORG}").json()["domains"] == ["alpha-math", "tool_use"]  # nothing assigned
 
     for body in ({"domains": ["Not A Domain"]}, {"domains": []}, {"domains": ["x"] * 65}, {"domain": ["x"]}):
         refused = admin.post(f"/v1/orgs/{ORG}/domains", json=body)
         assert (refused.status_code, refused.json()["code"]) == (422, "BAD_REQUEST"), body
-    assert admin.post("/v1/orgs", json={"org": "-bad", "domains": []}).status_code == 422
-    twice = admin.post("/v1/orgs", json={"org": "twice-labs", "domains": ["twice", "twice"]})
-    assert twice.status_code == 201 and twice.json()["domains"] == ["twice"]
-    assert admin.post(f"/v1/orgs/{ORG}/domains", json={"domains": ["again", "again"]}).json()["domains"][0] == "again"
+    assert admin.post("/v1/orgs", json={"org": "-bad", "domains": ["safety"]}).status_code == 422
+    twice = admin.post("/v1/orgs", json={"org": "twice-labs", "domains": ["safety", "safety"]})
+    assert twice.status_code == 201 and twice.json()["domains"] == ["safety"]
+    again = admin.post(f"/v1/orgs/{ORG}/domains", json={"domains": ["p-reverse", "p-reverse"]})
+    assert again.json()["domains"] == ["alpha-math", "p-reverse", "tool_use"]
     missing = admin.get("/v1/orgs/no-such-org")
     assert (missing.status_code, missing.json()["code"]) == (404, "UNKNOWN_ORG")
 
@@ -84,5 +86,5 @@ def test_revoke_stops_certificate_key_and_tokens(world):
     with pytest.raises(BarFedError) as err:
         tokens.create(world.registry, "org", "test", org_id=ORG)
     assert err.value.code == "ORG_REVOKED"
-    again = admin.post("/v1/orgs", json={"org": ORG, "domains": []})
+    again = admin.post("/v1/orgs", json={"org": ORG, "domains": ["p-reverse"]})
     assert (again.status_code, again.json()["code"]) == (403, "ORG_REVOKED")

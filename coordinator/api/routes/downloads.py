@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel
 
 from coordinator.api.deps import ROLES, OptionalPrincipal, Principal, runtime
-from coordinator.api.file_response import file_response
+from coordinator.api.file_response import FILE_RESPONSES, file_response
 from coordinator.release import signed_files
 from coordinator.state import releases
 from protocol.errors import BarFedError
@@ -76,14 +76,6 @@ def _serve(request: Request, name: str, path: str) -> Response:
     response = file_response(request, disk_path, entry.sha256, entry.size)
     response.headers["x-barfed-release"] = f"r{release.number}"
     return response
-
-
-FILE_RESPONSES = {
-    200: {"content": {"application/octet-stream": {}}, "description": "the file (ETag and X-Barfed-Sha256: sha256)"},
-    206: {"content": {"application/octet-stream": {}}, "description": "the requested range"},
-    304: {"description": "If-None-Match matched the file's ETag"},
-    416: {"description": "the range is outside the file"},
-}
 
 
 def _file_route(path: str, summary: str):

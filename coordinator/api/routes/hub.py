@@ -32,7 +32,7 @@ from fastapi.routing import APIRoute
 
 from coordinator.api.deps import CurrentRuntime
 from coordinator.api.errors import status_of
-from coordinator.api.file_response import etag_of, file_response
+from coordinator.api.file_response import FILE_RESPONSES, etag_of, file_response
 from coordinator.api.routes.downloads import DOWNLOAD
 from coordinator.release.signed_files import FileEntry, file_path, release_dir, release_files
 from coordinator.state import releases as state
@@ -240,12 +240,7 @@ def model_info(repo_id: RepoId, runtime: CurrentRuntime, blobs: bool = False, ex
 
 RESOLVE = {
     "response_class": Response,
-    "responses": {
-        200: {"content": {"application/octet-stream": {}}, "description": "the file"},
-        206: {"content": {"application/octet-stream": {}}, "description": "the requested range"},
-        304: {"description": "If-None-Match matched the file's ETag"},
-        416: {"description": "the range is outside the file"},
-    },
+    "responses": FILE_RESPONSES,
     **READ,
 }
 RESOLVE_PATH = "/{repo_id:path}/resolve/{revision}/{filename:path}"

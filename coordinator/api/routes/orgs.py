@@ -19,9 +19,22 @@ from coordinator.state import orgs as state
 router = APIRouter(tags=["organizations"])
 
 
+KNOWN = "each a domain the coordinator knows (`barfed model domains`; UNKNOWN_DOMAIN, 400, otherwise)"
+
+
+def _known(schema: dict) -> None:
+    """The document lists the known domains, read when it is generated (bar_model registers them at import)."""
+    schema["items"]["enum"] = enrollment.known_domains()
+
+
 class InviteBody(Strict):
     org: OrgId
-    domains: list[DomainName] = Field(default_factory=list, max_length=MAX_DOMAINS)
+    domains: list[DomainName] = Field(
+        min_length=1,
+        max_length=MAX_DOMAINS,
+        description=f"the domains it may publish, {KNOWN}",
+        json_schema_extra=_known,
+    )
 
 
 class Invitation(BaseModel):
@@ -39,7 +52,7 @@ class Org(BaseModel):
 
 
 class DomainsBody(Strict):
-    domains: list[DomainName] = Field(min_length=1, max_length=MAX_DOMAINS)
+    domains: list[DomainName] = Field(min_length=1, max_length=MAX_DOMAINS, description=KNOWN, json_schema_extra=_known)
 
 
 class EnrollmentOut(FromRow):
@@ -57,6 +70,7 @@ def _org(org, domains: list[str]) -> Org:
 
 @router.post("/orgs", status_code=201, response_model=Invitation, summary="Invite an organization", **allow("admin"))
 def invite(body: InviteBody, runtime: CurrentRuntime, principal: CurrentPrincipal) -> Invitation:
+    enrollment.check_known_domains(body.domains)
     token = enrollment.invite(runtime.registry, body.org, body.domains, actor=principal.actor)
     _, domains = state.get_org(runtime.registry, body.org)
     return Invitation(org=body.org, domains=domains, token=token)
@@ -76,6 +90,7 @@ def show_org(org: OrgPath, runtime: CurrentRuntime) -> Org:
     "/orgs/{org}/domains", response_model=Org, summary="Let an organization publish more domains", **allow("admin")
 )
 def assign_domains(org: OrgPath, body: DomainsBody, runtime: CurrentRuntime, principal: CurrentPrincipal) -> Org:
+    enrollment.check_known_domains(body.domains)
     state.assign_domains(runtime.registry, org, body.domains, principal.actor)
     return _org(*state.get_org(runtime.registry, org))
 

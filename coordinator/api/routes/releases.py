@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from coordinator.api.deps import ROLES, CurrentPrincipal, CurrentRuntime, OptionalPrincipal, allow, dispatch, runtime
-from coordinator.api.fields import DomainName, Strict, Version
+from coordinator.api.fields import DOMAIN_KEYS, DomainName, Strict, Version
 from coordinator.api.routes.jobs import JobOut
 from coordinator.release import actions
 from coordinator.state import releases as store
@@ -43,7 +43,10 @@ READ = {
 
 class BuildBody(Strict):
     pins: dict[DomainName, Version] = Field(
-        default_factory=dict, max_length=actions.MAX_PINS, description="domain → the ACCEPTED version to build from"
+        default_factory=dict,
+        max_length=actions.MAX_PINS,
+        description="domain → the ACCEPTED version to build from",
+        json_schema_extra=DOMAIN_KEYS,
     )
     force: bool = Field(default=False, description="publish even if the gate refuses (the audit log names you)")
 
@@ -68,7 +71,12 @@ class ReleaseOut(BaseModel):
 
 
 class PromoteBody(Strict):
-    channel: str = Field(pattern=store.CHANNEL_NAME, max_length=32, description="any channel but latest")
+    channel: str = Field(
+        pattern=store.CHANNEL_NAME,
+        max_length=32,
+        description="any channel but latest (which always follows the newest release): BAD_CHANNEL (400)",
+        json_schema_extra={"not": {"const": "latest"}},
+    )
 
 
 class ChannelMoveOut(BaseModel):
