@@ -13,21 +13,26 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from coordinator.state.models import as_utc
 from coordinator.state.orgs import DOMAIN_NAME, MAX_DOMAINS
 from protocol.pki import ORG_ID
-from protocol.text import RULE, is_plain
+from protocol.text import PLAIN_PATTERN, RULE, is_plain
 
 ORG_ID_PATTERN = ORG_ID.pattern  # protocol/pki.py check_org_id
 INT32 = 2**31 - 1  # the registry's integer columns
 MAX_LIMIT = 500
 MAX_OFFSET = 10**9
-# One line of text, as the document can state it: no C0/C1 controls (PostgreSQL refuses NUL), line separators, or
-# zero-width, bidirectional and BOM format characters; `Plain` adds the rest of protocol/text.py's rule.
-LINE = r"^[^\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff]*$"
+LINE = PLAIN_PATTERN  # one line of plain text (protocol/text.py), as the document states it
 
 OrgId = Annotated[str, Field(pattern=ORG_ID_PATTERN, min_length=2, max_length=63)]
 DomainName = Annotated[str, Field(pattern=DOMAIN_NAME, min_length=1, max_length=64)]
 # A dict keyed by domain: pydantic states a key's pattern only as patternProperties, which admits other keys.
 DOMAIN_KEYS = {"propertyNames": {"pattern": DOMAIN_NAME, "minLength": 1, "maxLength": 64}}
-Version = Annotated[int, Field(ge=1, le=INT32)]
+
+
+def _integral(value: object) -> object:
+    """JSON has numbers, not integers: ``3.0`` is the integer the document's ``type: integer`` allows."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Version = Annotated[int, Field(ge=1, le=INT32), BeforeValidator(_integral)]
 
 
 class Strict(BaseModel):
@@ -54,7 +59,12 @@ Plain = Annotated[str, AfterValidator(_plain)]
 
 
 class ReasonBody(Strict):
-    reason: Plain = Field(min_length=1, max_length=512, pattern=LINE, description=f"why, for the audit log: {RULE}")
+    reason: Plain = Field(
+        min_length=1,
+        max_length=512,
+        json_schema_extra={"pattern": LINE},  # validated by `Plain`, whose refusal says the rule in words
+        description=f"why, for the audit log: {RULE}",
+    )
 
 
 # Path and query parameters

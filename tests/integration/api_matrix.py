@@ -28,10 +28,11 @@ from coordinator.state import releases as release_state
 from coordinator.state.models import ApiToken, Base, Domain, Expert, Submission, utcnow
 from coordinator.tasks.heartbeat import heartbeat_dir
 from protocol import pki
-from protocol.release import ReleaseManifest, RouterRun, write_manifest
+from protocol.release import write_manifest
 from protocol.signing import sign_directory
 
 from .conftest import make_settings
+from .fake_release import stub_manifest
 
 ROLE_CALLERS = ("admin", "operator", "auditor", "org", "other_org")  # other_org: an org token of another org
 BAD_CALLERS = ("anonymous", "malformed", "expired", "revoked")  # no token, not a token, expired, revoked
@@ -151,35 +152,9 @@ def add_expert(registry, org: str, domain: str, version: int, state: str = "ACCE
 
 def add_release(runtime: Runtime, number: int, experts: list[dict]) -> None:
     """A release directory holding only its release.json (no model files), recorded as a publish records it."""
-    from protocol.release import ReleaseExpert
-
     final = runtime.settings.releases_dir / f"r{number}"
     final.mkdir(parents=True)
-    manifest = ReleaseManifest(
-        name=f"r{number}",
-        number=number,
-        parent=number - 1 or None,
-        anchor_fingerprint="sha256:" + "0" * 64,
-        experts=[ReleaseExpert(**e, files={"expert.json": "0" * 64}) for e in experts],
-        router=RouterRun(
-            recipe={},
-            seed=0,
-            steps=0,
-            threads=1,
-            incremental=number > 1,
-            trained_rows=[],
-            frozen_rows=[],
-            kept_rows=[],
-            examples=0,
-        ),
-        eval={e["domain"]: {"score": 50.0 + number} for e in experts},
-        eval_examples=8,
-        gate={"tolerances": {}, "regressions": [], "forced_by": None},
-        project_version="test",
-        job_id=None,
-        built_at=dt.datetime.now(dt.UTC),
-        wall_s={},
-    )
+    manifest = stub_manifest(number, experts)
     write_manifest(final, manifest)
     publish.record(runtime.registry, final, manifest, "test")
 

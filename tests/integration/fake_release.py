@@ -4,15 +4,44 @@ benchmarks, where what matters is how the server serves a release's files, not h
 
 from __future__ import annotations
 
-import json
+import datetime as dt
 from pathlib import Path
 
 from coordinator.runtime import Runtime
 from coordinator.state import releases as state
 from coordinator.state.models import Release
 from protocol.package import file_sha256
-from protocol.release import RELEASE_FILE
+from protocol.release import RELEASE_FILE, ReleaseExpert, ReleaseManifest, RouterRun, write_manifest
 from protocol.signing import sign_directory
+
+
+def stub_manifest(number: int, experts: list[dict]) -> ReleaseManifest:
+    """A valid release.json for ``experts`` (domain, version, org, package_digest), with nothing built."""
+    return ReleaseManifest(
+        name=f"r{number}",
+        number=number,
+        parent=number - 1 or None,
+        anchor_fingerprint="sha256:" + "0" * 64,
+        experts=[ReleaseExpert(**e, files={"expert.json": "0" * 64}) for e in experts],
+        router=RouterRun(
+            recipe={},
+            seed=0,
+            steps=0,
+            threads=1,
+            incremental=number > 1,
+            trained_rows=[],
+            frozen_rows=[],
+            kept_rows=[],
+            examples=0,
+        ),
+        eval={e["domain"]: {"score": 50.0 + number} for e in experts},
+        eval_examples=8,
+        gate={"tolerances": {}, "regressions": [], "forced_by": None},
+        project_version="test",
+        job_id=None,
+        built_at=dt.datetime.now(dt.UTC),
+        wall_s={},
+    )
 
 
 def publish_fake_release(runtime: Runtime, number: int, files: dict[str, bytes | int]) -> Path:
@@ -27,7 +56,7 @@ def publish_fake_release(runtime: Runtime, number: int, files: dict[str, bytes |
                 fh.truncate(content)
         else:
             path.write_bytes(content)
-    (directory / RELEASE_FILE).write_text(json.dumps({"name": f"r{number}", "number": number, "test": True}))
+    write_manifest(directory, stub_manifest(number, []))
     sign_directory(directory, runtime.keys.release_key_path)
     release = Release(number=number, manifest_sha256=file_sha256(directory / RELEASE_FILE), domains=[], experts=[])
     state.insert_release(runtime.registry, release, "test")

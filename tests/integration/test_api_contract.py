@@ -70,7 +70,8 @@ def test_since_is_a_time_not_a_number(world, path):
 def test_a_build_refuses_a_boolean_that_is_not_one(world):
     admin = _admin(world)
     queued = len(admin.get("/v1/jobs").json())
-    for body in ({"force": 0}, {"force": 1}, {"force": "true"}, {"pins": {DOMAIN: "1"}}, {"pins": {DOMAIN: 1.0}}):
+    # (a version of 1.0 is the integer JSON Schema's `integer` allows; 1.5 is not)
+    for body in ({"force": 0}, {"force": 1}, {"force": "true"}, {"pins": {DOMAIN: "1"}}, {"pins": {DOMAIN: 1.5}}):
         refused = admin.post("/v1/releases/builds", json=body)
         assert (refused.status_code, refused.json()["code"]) == (422, "BAD_REQUEST"), body
     assert len(admin.get("/v1/jobs").json()) == queued  # nothing was queued

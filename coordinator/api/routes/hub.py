@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi import Path as PathParam
@@ -57,7 +57,15 @@ LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\n
 RepoId = Annotated[str, PathParam(min_length=1, max_length=200, description="the federation's repo id")]
 Revision = Annotated[str, PathParam(min_length=1, max_length=64, description="rN, a channel, a commit id or main")]
 RepoPath = Annotated[str, PathParam(min_length=1, max_length=1000, description="a file's path in the release")]
-Expand = Annotated[list[str] | None, Query(max_length=40, description="only these properties")]
+# The properties the Hub's `expand` knows (huggingface_hub's ExpandModelProperty_T), and ours: an unknown one is
+# refused (422), as the Hub refuses it, rather than silently answered with less.
+EXPAND_PROPERTIES = Literal[
+    "author", "baseModels", "cardData", "childrenModelCount", "config", "createdAt", "disabled", "downloads",
+    "downloadsAllTime", "evalResults", "gated", "gguf", "inference", "inferenceProviderMapping", "lastModified",
+    "library_name", "likes", "mask_token", "model-index", "pipeline_tag", "private", "resourceGroup", "safetensors",
+    "sha", "siblings", "spaces", "tags", "transformersInfo", "trendingScore", "usedStorage", "widgetData", "barfed",
+]  # fmt: skip
+Expand = Annotated[list[EXPAND_PROPERTIES] | None, Query(max_length=40, description="only these properties")]
 
 
 def hub_error(code: str, message: str, commit: str | None = None) -> JSONResponse:
