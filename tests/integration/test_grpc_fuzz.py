@@ -2,7 +2,9 @@
 
 Every request message of protocol/v1 is generated from its descriptor (so a new field is fuzzed the day it
 is added): extreme integers of each wire type, empty, long, NUL-carrying and other odd strings, real ids
-mixed in so the handlers get past their first check, repeated fields up to past their bounds. Every call
+mixed in so the handlers get past their first check, repeated fields up to past their bounds; a quarter of the
+examples go as bytes, the serialised request truncated, with a byte changed or with bytes spliced in, so the
+decoder meets what is no message at all. Every call
 ends in a status that is not UNKNOWN and, unless the transport itself refused it, carries a code in the
 ``barfed-error-code`` trailer; nothing is logged with a traceback; and after each example the coordinator
 still answers on both ports. SQLite and PostgreSQL (PostgreSQL refuses NUL in text and 64-bit numbers in
@@ -65,6 +67,7 @@ class Surface:
     enrollment_id: str
     valid: list  # real values the strategies mix in
     problems: list  # log records with a traceback or at ERROR
+    channels: dict  # "service" and "anonymous": raw channels for requests sent as bytes
 
 
 class _Recorder(logging.Handler):
@@ -125,7 +128,8 @@ def surface(request, micro, tmp_path_factory):
                     "latest",
                 ]
                 try:
-                    yield Surface(federation, client.stub, anonymous, approved, valid, problems)
+                    channels = {"service": client.channel, "anonymous": enroll_channel}
+                    yield Surface(federation, client.stub, anonymous, approved, valid, problems, channels)
                 finally:
                     enroll_channel.close()
         registry.dispose()
@@ -209,6 +213,40 @@ def _call(surface: Surface, method: str, request) -> None:
         rpc(request, timeout=10)
 
 
+def _call_raw(surface: Surface, method: str, payloads: list[bytes]) -> None:
+    """``payloads`` as the request bytes of ``method``, with no serializer in between."""
+    channel = surface.channels["anonymous" if method in ENROLL_METHODS else "service"]
+    descriptor = SERVICE.methods_by_name[method]
+    path, raw = f"/barfed.v1.Federation/{method}", {"request_serializer": None, "response_deserializer": None}
+    if descriptor.client_streaming:
+        channel.stream_unary(path, **raw)(iter(payloads), timeout=10)
+    elif descriptor.server_streaming:
+        stream = channel.unary_stream(path, **raw)(payloads[0], timeout=2)
+        next(stream, None)
+        stream.cancel()
+    else:
+        channel.unary_unary(path, **raw)(payloads[0], timeout=10)
+
+
+@st.composite
+def _mangled(draw, request) -> list[bytes]:
+    """The request's bytes, truncated, with one byte changed, or with bytes spliced in (b"\\x0a\\xff" among them)."""
+    payloads = [m.SerializeToString() for m in (request if isinstance(request, list) else [request])]
+    mangled = []
+    for data in payloads:
+        at = draw(st.integers(0, len(data)))
+        how = draw(st.sampled_from(("truncate", "change", "splice")))
+        if how == "truncate":
+            data = data[:at]
+        elif how == "change" and data:
+            at = min(at, len(data) - 1)
+            data = data[:at] + bytes([data[at] ^ draw(st.integers(1, 255))]) + data[at + 1 :]
+        else:
+            data = data[:at] + draw(st.one_of(st.just(b"\x0a\xff"), st.binary(min_size=1, max_size=8))) + data[at:]
+        mangled.append(data)
+    return mangled
+
+
 def _judge(exc: grpc.RpcError) -> None:
     code, details = exc.code(), exc.details() or ""
     assert code != grpc.StatusCode.UNKNOWN, f"UNKNOWN: {details[:300]}"
@@ -252,7 +290,10 @@ def test_no_request_ends_in_unknown_or_a_traceback(surface, method):
     def run(data):
         request = data.draw(_requests(method, surface.valid))
         try:
-            _call(surface, method, request)
+            if data.draw(st.integers(0, 3)) == 0:
+                _call_raw(surface, method, data.draw(_mangled(request)))
+            else:
+                _call(surface, method, request)
         except grpc.RpcError as exc:
             _judge(exc)
         _healthy(surface)
