@@ -97,6 +97,27 @@ def federation(micro, db_url, tmp_path):
     registry.dispose()
 
 
+@pytest.fixture
+def uploads(db_url, tmp_path):
+    """``uploads(**settings)``: (registry, Uploads) on a fresh home, closed after the test."""
+    from coordinator.blobs import BlobStore
+    from coordinator.state.db import Registry
+    from coordinator.uploads.sessions import Uploads
+
+    def make(**overrides):
+        settings = make_settings(tmp_path, db_url, **overrides)
+        settings.staging_dir.mkdir(parents=True, exist_ok=True)
+        registry = Registry(settings.db_url)
+        made.append((registry, Uploads(registry, settings, BlobStore(settings.blob_dir))))
+        return made[-1]
+
+    made: list = []
+    yield make
+    for registry, up in made:
+        up.close()
+        registry.dispose()
+
+
 @pytest.fixture(scope="session")
 def packages(micro_expert, micro_math, tmp_path_factory):
     """Unsigned-for-now expert sources: the test-vowels and math micro experts (packages are built per org)."""

@@ -18,8 +18,7 @@ import pytest
 
 from coordinator.blobs import BlobStore
 from coordinator.enrollment import EnrollmentGate, invite
-from coordinator.state.db import Registry
-from coordinator.uploads.sessions import Declared, Uploads
+from coordinator.uploads.sessions import Declared
 from protocol.errors import BarFedError
 from protocol.package import MANIFEST_FILE, SIGNATURE_FILE
 from tests.integration.conftest import make_settings
@@ -54,22 +53,6 @@ def _all_at_once(calls) -> list:
 
     with ThreadPoolExecutor(max_workers=len(calls)) as pool:
         return list(pool.map(run, calls))
-
-
-@pytest.fixture
-def uploads(db_url, tmp_path):
-    def make(**overrides):
-        settings = make_settings(tmp_path, db_url, **overrides)
-        settings.staging_dir.mkdir(parents=True, exist_ok=True)
-        registry = Registry(settings.db_url)
-        made.append((registry, Uploads(registry, settings, BlobStore(settings.blob_dir))))
-        return made[-1]
-
-    made: list = []
-    yield make
-    for registry, up in made:
-        up.close()
-        registry.dispose()
 
 
 def test_concurrent_creates_never_exceed_the_session_limit(uploads):

@@ -9,9 +9,8 @@ import pytest
 
 from coordinator.blobs import BlobStore
 from coordinator.enrollment import invite
-from coordinator.state.db import Registry
 from coordinator.state.models import utcnow
-from coordinator.uploads.sessions import Declared, Uploads
+from coordinator.uploads.sessions import Declared
 from protocol.errors import BarFedError
 from protocol.package import MANIFEST_FILE, SIGNATURE_FILE
 from tests.integration.conftest import make_settings
@@ -26,22 +25,6 @@ def _declare(tag: str, weights: int) -> list[Declared]:
         Declared(SIGNATURE_FILE, 16, hashlib.sha256(tag.encode() + b"s").hexdigest()),
     ]
     return [*files, Declared("model.safetensors", weights, hashlib.sha256(tag.encode() + b"w").hexdigest())]
-
-
-@pytest.fixture
-def uploads(db_url, tmp_path):
-    def make(**overrides):
-        settings = make_settings(tmp_path, db_url, **overrides)
-        settings.staging_dir.mkdir(parents=True, exist_ok=True)
-        registry = Registry(settings.db_url)
-        made.append((registry, Uploads(registry, settings, BlobStore(settings.blob_dir))))
-        return made[-1]
-
-    made: list = []
-    yield make
-    for registry, up in made:
-        up.close()
-        registry.dispose()
 
 
 def test_one_organization_cannot_reserve_past_its_quota_and_others_still_upload(uploads):
