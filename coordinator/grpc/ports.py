@@ -44,6 +44,9 @@ def keepalive(settings: CoordinatorSettings) -> list[tuple[str, int]]:
         ("grpc.http2.ping_timeout_ms", round(settings.grpc_keepalive_timeout_s * 1000)),  # else a minute
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
+        # a flow-control (BDP) ping in flight to a peer that froze must not hold the keepalive ping back: with
+        # grpc's default of one ping in flight the keepalive never went out and the peer was never found
+        ("grpc.http2.max_inflight_pings", 8),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ]
 

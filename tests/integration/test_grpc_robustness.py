@@ -306,8 +306,10 @@ FROZEN_CLIENT = textwrap.dedent(
 
 def test_a_frozen_client_releases_its_session_within_seconds(serve_with, packages, tmp_path):
     """A client process that stops answering (SIGSTOP: its connection stays open, nothing answers a ping) is found
-    by the server's keepalive, and its stream ends."""
-    with serve_with(grpc_keepalive_s=1.0, grpc_keepalive_timeout_s=1.0) as federation:
+    by the server's keepalive, and its stream ends. It freezes right after sending, when the server's flow-control
+    ping to it is likely still unanswered (that ping once held the keepalive ping back); the read timeout is far
+    longer than the test waits, so only keepalive can free the session."""
+    with serve_with(grpc_keepalive_s=1.0, grpc_keepalive_timeout_s=1.0, upload_read_timeout_s=600) as federation:
         acme = federation.enroll("acme-labs", ["test-vowels"])
         package = _package(acme, packages["test-vowels"], tmp_path / "pkg")
         with acme.client(federation.address.service) as client:
@@ -324,9 +326,8 @@ def test_a_frozen_client_releases_its_session_within_seconds(serve_with, package
             )
             try:
                 assert process.stdout.readline().strip() == "sent"
-                _wait_until_durable(client, session.session_id)
-                assert _commit_code(client, session.session_id) == "SESSION_BUSY"  # the stream holds it
                 process.send_signal(signal.SIGSTOP)
+                _wait_until_durable(client, session.session_id)
                 code, took = _until_released(client, session.session_id, timeout=60)
             finally:
                 process.kill()
