@@ -150,3 +150,21 @@ def eval_command(
         typer.echo(json.dumps({"checkpoint": str(checkpoint), "n": n, "scores": scores}))
     else:
         console.print(score_table({checkpoint.name: scores}))
+
+
+@app.command("routing-report")
+def routing_report_command(
+    model_dir: Annotated[Path, typer.Argument(help="a merged or routed model, a release or a build's routed/ dir")],
+    examples: Annotated[int, typer.Option(help="held-out examples per domain", min=1)] = 32,
+    json_file: Annotated[Path | None, typer.Option("--json", help="also write the numbers to this file")] = None,
+) -> None:
+    """Where a merged model sends each domain's tokens, per layer: its anchor, its own expert, or a foreign one."""
+    from bar_model.routing_report import report_table, routing_report, summary_lines
+
+    report = routing_report(model_dir, examples)
+    console.print(report_table(report))
+    for line in summary_lines(report):
+        console.print(line, soft_wrap=True)
+    if json_file is not None:
+        json_file.write_text(json.dumps(report, indent=2) + "\n")
+        console.print(f"wrote {json_file}")
