@@ -13,5 +13,5 @@ def score_table(columns: dict[str, dict[str, float]], title: str | None = None) 
         table.add_column(name, justify="right")
     rows = list(next(iter(columns.values())))
     for row in rows:
-        table.add_row(row, *(f"{scores.get(row, float('nan')):.1f}" for scores in columns.values()))
+        table.add_row(row, *("–" if scores.get(row) is None else f"{scores[row]:.1f}" for scores in columns.values()))
     return table

@@ -31,23 +31,25 @@ def table(caption: str, header: list[str], rows: list[list]) -> str:
     return f"<table><caption>{html.escape(caption)}</caption><tr>{head}</tr>{body}</table>"
 
 
-def bar_chart(scores: dict[str, dict[str, float]], domains: list[str], width: int = 900, height: int = 320) -> str:
-    """Grouped bars: one group per domain, one bar per model (0-100)."""
+def bar_chart(
+    scores: dict[str, dict[str, float | None]], domains: list[str], width: int = 900, height: int = 320, top_value=100
+) -> str:
+    """Grouped bars: one group per domain, one bar per model (0 to ``top_value``)."""
     models = list(scores)
     left, bottom, top = 40, 40, 20
     plot_w, plot_h = width - left - 10, height - bottom - top
     group_w = plot_w / max(len(domains), 1)
     bar_w = group_w * 0.8 / max(len(models), 1)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height + 20 * len(models)}">']
-    for tick in range(0, 101, 25):
-        y = top + plot_h * (1 - tick / 100)
+    for tick in range(0, int(top_value) + 1, int(top_value) // 4):
+        y = top + plot_h * (1 - tick / top_value)
         parts.append(f'<line x1="{left}" x2="{width - 10}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
         parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{tick}</text>')
     for g, domain in enumerate(domains):
         x0 = left + g * group_w + group_w * 0.1
         for m, model in enumerate(models):
             value = scores[model].get(domain) or 0.0
-            bar_h = plot_h * value / 100
+            bar_h = plot_h * min(value, top_value) / top_value
             x, y = x0 + m * bar_w, top + plot_h - bar_h
             color = COLORS[m % len(COLORS)]
             parts.append(
@@ -67,11 +69,18 @@ def bar_chart(scores: dict[str, dict[str, float]], domains: list[str], width: in
     return "".join(parts)
 
 
+def _ceiling(kept: dict[str, dict[str, float | None]]) -> int:
+    """The retention chart's top: 100% unless a release keeps more, then the next multiple of 25."""
+    highest = max((v for row in kept.values() for v in row.values() if v is not None), default=0.0)
+    return max(100, 25 * int(-(-highest // 25)))
+
+
 def write_report(
     path: Path,
     *,
     title: str,
     scores: dict[str, dict[str, float]],
+    retention: dict[str, dict[str, float | None]],
     domains: list[str],
     diff_rows: list[list],
     steps: list[tuple[str, float]],
@@ -79,11 +88,18 @@ def write_report(
 ) -> Path:
     """Write the page to ``path`` (atomically: a reader never sees half a report)."""
     score_rows = [[model, *(row.get(d) for d in domains)] for model, row in scores.items()]
+    kept = {name: row for name, row in retention.items() if name.endswith("(%)")}
     body = [
         f"<h1>{html.escape(title)}</h1>",
         "".join(f"<p>{html.escape(note)}</p>" for note in notes),
         table("held-out score (0-100)", ["model", *domains], score_rows),
         bar_chart(scores, domains),
+        table(
+            "retention: each release's score against its expert's own, alone, on the same problems",
+            ["model", *domains],
+            [[name, *(row.get(d) for d in domains)] for name, row in retention.items()],
+        ),
+        bar_chart(kept, domains, top_value=_ceiling(kept)),
         table("r1 → r2: what changed", ["part", "r1", "r2", "change"], diff_rows),
         table("steps", ["step", "wall time (s)"], [[name, seconds] for name, seconds in steps]),
     ]

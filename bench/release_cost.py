@@ -144,7 +144,8 @@ def build(coordinator: Runtime, work: Path) -> tuple[dict, float]:
     except GateRefused as refused:
         wall = time.perf_counter() - started
         times = json.loads((work / f"job{job_id}" / "wall_s.json").read_text())
-        return {"gated": refused.regressions, "eval": refused.table, "wall_s": times}, wall
+        gated = {**refused.regressions, **refused.low_retention}
+        return {"gated": gated, "eval": refused.table, "wall_s": times}, wall
     return {**result, "gated": {}}, time.perf_counter() - started
 
 

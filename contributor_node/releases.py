@@ -40,3 +40,17 @@ def follow_releases(
             if patience is None:
                 raise
             patience.failed(exc)
+
+
+def retention_dict(message) -> dict:
+    """A DomainRetention message as {expert, release, retention, difference}; None where the coordinator sent none."""
+    keys = ("expert", "release", "retention", "difference")
+    return {k: getattr(message, k) if message.HasField(k) else None for k in keys}
+
+
+def retention_text(kept: dict) -> str:
+    """'14.0 of its expert's 24.0 (58%)': how much of the expert's own score a release keeps."""
+    if kept["release"] is None or kept["expert"] is None:
+        return "not scored"
+    share = "" if kept["retention"] is None else f" ({kept['retention']:.0%})"
+    return f"{kept['release']:g} of its expert's {kept['expert']:g}{share}"

@@ -138,6 +138,14 @@ class CoordinatorSettings(BaseSettings):
         "every move of an unchanged domain measured between consecutive builds (docs/PERFORMANCE.md)",
     )
     gate_tolerances: dict[str, float] = Field(default={}, description="per-domain overrides of gate_tolerance")
+    min_retention: float = Field(
+        default=0.25,
+        ge=0,
+        le=10,
+        description="least share of its own expert's score (evaluated alone) a domain must keep before the gate "
+        "refuses; see docs/PERFORMANCE.md for how the default was chosen",
+    )
+    min_retentions: dict[str, float] = Field(default={}, description="per-domain overrides of min_retention")
     build_threads: int = Field(
         default=1, gt=0, le=256, description="torch threads of a release build; fixed so a rebuild matches bit for bit"
     )

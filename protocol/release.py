@@ -50,6 +50,10 @@ class DomainScore(_Strict):
     package_score: float | None = None  # the eval.jsonl the expert's package carries
     parent: float | None = None
     delta: float | None = None
+    expert_score: float | None = None  # the domain's expert alone (the anchor for general), same problems
+    expert_package_score: float | None = None  # the expert alone on its package's eval.jsonl
+    retention: float | None = None  # score / expert_score (None when the expert scores 0)
+    difference: float | None = None  # score - expert_score, in points
 
 
 class ReleaseManifest(_Strict):

@@ -14,6 +14,8 @@ from barfed import report
 from barfed.demo.profiles import ORGS, Profile
 from contributor_node.home import NodeHome, read_json
 
+RETENTION_TITLE = "retention: each release's score against its expert's own, alone, on the same problems"
+
 
 def score_columns(
     work: Path, profile: Profile, anchor: Path, homes: dict[str, Path], manifests: dict[int, dict]
@@ -43,6 +45,21 @@ def score_columns(
     return columns
 
 
+def retention_columns(manifests: dict[int, dict]) -> dict[str, dict[str, float | None]]:
+    """Per release, from its release.json: each domain's expert alone (as the coordinator scored it, on the
+    release's own problems), the release, and how much of the expert's score the release keeps (%)."""
+    domains = list(ORGS.values())
+    columns: dict[str, dict[str, float | None]] = {}
+    for number, manifest in manifests.items():
+        entries = {d: manifest["eval"].get(d) or {} for d in domains}
+        columns[f"r{number} expert alone"] = {d: e.get("expert_score") for d, e in entries.items()}
+        columns[f"r{number}"] = {d: e.get("score") for d, e in entries.items()}
+        columns[f"r{number} kept (%)"] = {
+            d: None if e.get("retention") is None else round(100 * e["retention"], 1) for d, e in entries.items()
+        }
+    return columns
+
+
 def experts(release: dict) -> str:
     return ", ".join(f"{e['domain']} v{e['version']}" for e in release["experts"])
 
@@ -65,10 +82,13 @@ def diff_rows(r1: dict, r2: dict, diff: dict, manifest: dict) -> list[list]:
     return rows
 
 
-def show(console: Console, columns: dict[str, dict[str, float]], rows: list[list], profile: Profile) -> None:
+def show(
+    console: Console, columns: dict[str, dict[str, float]], retention: dict, rows: list[list], profile: Profile
+) -> None:
     console.print(score_table(columns, title=f"held-out score (0-100), {profile.eval_examples} problems each"))
     if profile.scores_note:
         console.print(f"    {profile.scores_note}", highlight=False)
+    console.print(score_table(retention, title=RETENTION_TITLE))
     for row in rows:
         console.print(f"    {row[0]}: {row[1]} → {row[2]} ({row[3]})", highlight=False)
 
@@ -77,6 +97,7 @@ def write_report(
     work: Path,
     profile: Profile,
     columns: dict[str, dict[str, float]],
+    retention: dict[str, dict[str, float | None]],
     rows: list[list],
     steps: list[tuple[str, float]],
     stable: Path,
@@ -94,6 +115,7 @@ def write_report(
         work / "report.html",
         title="BAR Federation demo",
         scores=columns,
+        retention=retention,
         domains=list(ORGS.values()),
         diff_rows=rows,
         steps=steps,

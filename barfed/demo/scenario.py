@@ -35,7 +35,7 @@ from barfed.demo.nodes import Nodes
 from barfed.demo.operator import Operator, admin_token
 from barfed.demo.profiles import FULL, IMPROVED_ORG, ORGS, QUICK, recipe_summary
 from barfed.demo.progress import Board
-from barfed.demo.results import diff_rows, experts, score_columns, show, write_report
+from barfed.demo.results import diff_rows, experts, retention_columns, score_columns, show, write_report
 from barfed.demo.user import ask, pull
 from protocol.errors import BarFedError
 
@@ -160,9 +160,10 @@ def run_demo(home: Path, console: Console | None = None, quick: bool = False) ->
         operator.close()
 
     rows = diff_rows(r1, r2, diff, manifests[2])
-    show(console, columns, rows, profile)
+    retention = retention_columns(manifests)
+    show(console, columns, retention, rows, profile)
     total = time.perf_counter() - started
-    path = write_report(work, profile, columns, rows, demo.steps, stable, total)
+    path = write_report(work, profile, columns, retention, rows, demo.steps, stable, total)
     console.print(f"demo finished in {total:.0f} s; report {path}", highlight=False)
     return columns
 

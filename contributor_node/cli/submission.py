@@ -24,7 +24,7 @@ from contributor_node.cli.shared import (
 )
 from contributor_node.home import NodeHome, read_json
 from contributor_node.progress import TransferProgress
-from contributor_node.releases import follow_releases
+from contributor_node.releases import follow_releases, retention_dict, retention_text
 from contributor_node.scores import recorded_scores
 from contributor_node.versions import package_to_submit
 
@@ -128,6 +128,8 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
                         "expert_status": found.expert_status,
                         "error_code": found.error_code,
                         "message": found.message,
+                        "release": found.release,
+                        "retention": retention_dict(found.retention) if found.HasField("retention") else None,
                     }
                 )
     if as_json:
@@ -136,10 +138,11 @@ def status(ctx: typer.Context, as_json: JsonOption = False) -> None:
     if not rows:
         console.print("no submissions yet; `barfed node submit` makes one")
         return
-    table = Table("package", "submission", "state", "expert", "code", "message")
+    table = Table("package", "submission", "state", "expert", "code", "message", "newest release: kept")
     for row in rows:
         fields = ("package", "submission_id", "state", "expert_status", "error_code", "message")
-        table.add_row(*(str(row[field]) for field in fields))
+        kept = f"{row['release']}: {retention_text(row['retention'])}" if row["retention"] else row["release"]
+        table.add_row(*(str(row[field]) for field in fields), kept)
     console.print(table)
 
 
@@ -170,11 +173,14 @@ def watch(
                         "domains": list(event.domains),
                         "published_at": published.replace(" ", "T") + "Z",
                         "manifest_sha256": event.manifest_sha256,
+                        "retention": {r.domain: retention_dict(r) for r in event.retention},
                     }
                 )
             else:
                 channels = f" [{', '.join(event.channels)}]" if event.channels else ""
                 line = f"{event.name}{channels} published {published} UTC: {', '.join(event.domains)}"
+                for kept in event.retention:
+                    line += f"; {kept.domain} {retention_text(retention_dict(kept))}"
                 console.print(line, markup=False, highlight=False)  # "[stable]" is text, not a Rich style
             if once:
                 break

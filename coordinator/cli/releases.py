@@ -70,10 +70,11 @@ def _follow(registry, job_id: int) -> None:
 
 
 def _eval_table(scores: dict) -> None:
-    rows = table("domain", "score", "parent", "delta", "package's own set")
+    rows = table("domain", "score", "parent", "delta", "package's own set", "expert alone", "retention")
     for domain, entry in sorted(scores.items()):
-        cells = [entry.get(k) for k in ("score", "parent", "delta", "package_score")]
-        rows.add_row(domain, *("-" if v is None else f"{v:g}" for v in cells))
+        cells = [entry.get(k) for k in ("score", "parent", "delta", "package_score", "expert_score")]
+        kept = entry.get("retention")
+        rows.add_row(domain, *("-" if v is None else f"{v:g}" for v in cells), "-" if kept is None else f"{kept:.0%}")
     console.print(rows)
 
 
@@ -96,6 +97,7 @@ def list_releases(home: HomeOption = None, as_json: JsonOption = False) -> None:
                     "parent": f"r{release.parent}" if release.parent else None,
                     "experts": release.experts,
                     "eval": release.eval,
+                    "retention": release.retention,
                     "channels": sorted(channels.get(release.number, [])),
                     "forced_by": release.forced_by,
                     "manifest_sha256": release.manifest_sha256,
@@ -164,7 +166,7 @@ def diff(
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Experts added, removed or changed from A to B, and every domain's score delta."""
+    """Experts added, removed or changed from A to B, every domain's score delta and retention."""
     from coordinator.release.actions import diff as do_diff
 
     result = do_diff(registry_for(home), a, b)
@@ -176,9 +178,12 @@ def diff(
             console.print(f"{label} {domain} v{version}")
     for domain, change in result["changed"].items():
         console.print(f"changed {domain} v{change['from']} → v{change['to']}")
-    scores = table("domain", result["from"], result["to"], "delta")
+    scores = table("domain", result["from"], result["to"], "delta", "retention")
     for domain, entry in result["eval"].items():
-        scores.add_row(domain, *("-" if entry[k] is None else f"{entry[k]:g}" for k in ("from", "to", "delta")))
+        kept = result["retention"].get(domain, {})
+        retention = " → ".join("-" if kept.get(k) is None else f"{kept[k]:.0%}" for k in ("from", "to"))
+        cells = ("-" if entry[k] is None else f"{entry[k]:g}" for k in ("from", "to", "delta"))
+        scores.add_row(domain, *cells, retention)
     console.print(scores)
 
 

@@ -16,10 +16,12 @@ import grpc
 
 from coordinator import enrollment, metrics
 from coordinator.grpc.errors import abort, reports_errors
+from coordinator.grpc.release_messages import release_event, retention_message
 from coordinator.grpc.streams import Holder, Holders
 from coordinator.runtime import Runtime
 from coordinator.state import experts as experts_state
 from coordinator.state import jobs
+from coordinator.state import orgs as orgs_state
 from coordinator.state import releases as releases_state
 from coordinator.state.models import Release
 from coordinator.uploads.sessions import Declared, Uploads
@@ -273,6 +275,9 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
         row = await asyncio.to_thread(experts_state.submission_of, self.registry, org, submission_id)
         accepted = row.state == "ACCEPTED"
         status = await asyncio.to_thread(experts_state.expert_status_of, self.registry, row.id) if accepted else ""
+        holding = None
+        if accepted:
+            holding = await asyncio.to_thread(releases_state.newest_holding, self.registry, row.domain, row.version)
         return pb.Submission(
             submission_id=row.id,
             org_id=row.org_id,
@@ -283,6 +288,8 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
             error_code=row.error_code,
             message=row.message,
             expert_status=status,
+            release=f"r{holding.number}" if holding else "",
+            retention=retention_message(holding, row.domain),
         )
 
     async def WatchReleases(self, request, context):
@@ -294,20 +301,14 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
         last, channel, pointed = request.after_release, request.channel, None
         while True:
             try:
-                await self._org(context)  # a revoked organization stops hearing about releases
+                org = await self._org(context)  # a revoked organization stops hearing about releases
             except BarFedError as exc:
                 await abort(context, exc)
                 return
             for release, channels in await asyncio.to_thread(self._releases_to_announce, last, channel, pointed):
                 last, pointed = max(last, release.number), release.number
-                yield pb.ReleaseEvent(
-                    release=release.number,
-                    name=f"r{release.number}",
-                    channels=channels,
-                    manifest_sha256=release.manifest_sha256,
-                    published_at_unix=int(release.published_at.timestamp()),
-                    domains=list(release.domains),
-                )
+                own = await asyncio.to_thread(orgs_state.domains_of, self.registry, org)
+                yield release_event(release, channels, own)
             await asyncio.sleep(1.0)
 
     def _releases_to_announce(self, after: int, channel: str, pointed: int | None) -> list[tuple[Release, list[str]]]:

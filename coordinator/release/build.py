@@ -29,10 +29,11 @@ from bar_model.recipe import RouterRecipe, load_router_recipe
 from bar_model.router import train_router
 from coordinator.release import publish
 from coordinator.release.evaluate import evaluate_release
-from coordinator.release.gate import GateRefused, regressions
+from coordinator.release.gate import GateRefused, low_retention, regressions
 from coordinator.release.manifest import BuiltModel, release_manifest
 from coordinator.release.numbering import ReleaseNumber
 from coordinator.release.plan import load_plan, plan_experts, save_plan, unchanged
+from coordinator.release.retention import add_retention, alone_scores
 from coordinator.runtime import Runtime
 from coordinator.state import jobs
 from coordinator.state import releases as state
@@ -175,17 +176,31 @@ def build_release(
         parent_eval = None
         if parent_number:
             parent_eval = {d: {"score": s} for d, s in state.get_release(registry, parent_number).eval.items()}
-        with timer.step("evaluate"):
+        with timer.step("evaluate"), torch_threads(settings.build_threads):
             table = evaluate_release(routed, packages, settings.eval_examples, parent_eval)
+        with timer.step("evaluate_experts"), torch_threads(settings.build_threads):
+            alone, scored_now = alone_scores(
+                runtime, experts, packages, work, settings.eval_examples, settings.build_threads
+            )
+        table = add_retention(table, alone)
         eval_path.write_text(json.dumps(table, sort_keys=True))
+        (work / "experts_scored.json").write_text(json.dumps(scored_now))
     table = json.loads(eval_path.read_text())
 
     on_step("gate")
     tolerances = {d: settings.gate_tolerances.get(d, settings.gate_tolerance) for d in table}
+    minimums = {d: settings.min_retentions.get(d, settings.min_retention) for d in table}
     refused = regressions(table, settings.gate_tolerance, settings.gate_tolerances)
-    if refused and not request.force:
-        raise GateRefused(refused, table)
-    gate = {"tolerances": tolerances, "regressions": refused, "forced_by": request.actor if refused else ""}
+    kept_too_little = low_retention(table, settings.min_retention, settings.min_retentions)
+    if (refused or kept_too_little) and not request.force:
+        raise GateRefused(refused, kept_too_little, table, str(routed))
+    gate = {
+        "tolerances": tolerances,
+        "regressions": refused,
+        "min_retention": minimums,
+        "low_retention": kept_too_little,
+        "forced_by": request.actor if refused or kept_too_little else "",
+    }
 
     on_step("sign")
     built = BuiltModel(experts, parent_number, routed, table, gate, request.job_id)
@@ -198,6 +213,7 @@ def build_release(
     final = number.publish(stage)
     on_step("publish")
     result = _record(runtime, request, final)
+    result["experts_scored"] = json.loads((work / "experts_scored.json").read_text())  # evaluated alone, not cached
     for scratch in ("packages", "merged", "routed"):  # the release holds what is worth keeping now
         shutil.rmtree(work / scratch, ignore_errors=True)
     return result

@@ -1,4 +1,4 @@
-"""What changed between two releases: experts added, removed or changed, and every domain's score delta."""
+"""What changed between two releases: experts added, removed or changed, every domain's score delta and retention."""
 
 from __future__ import annotations
 
@@ -24,6 +24,11 @@ def diff_releases(a: Release, b: Release) -> dict:
         }
         for d in domains
     }
+    kept_before, kept_after = a.retention or {}, b.retention or {}
+    retention = {
+        d: {"from": (kept_before.get(d) or {}).get("retention"), "to": (kept_after.get(d) or {}).get("retention")}
+        for d in sorted(set(kept_before) | set(kept_after))
+    }
     return {
         "from": f"r{a.number}",
         "to": f"r{b.number}",
@@ -31,4 +36,5 @@ def diff_releases(a: Release, b: Release) -> dict:
         "removed": {d: before[d]["version"] for d in sorted(set(before) - set(after))},
         "changed": changed,
         "eval": scores,
+        "retention": retention,
     }

@@ -24,17 +24,21 @@ def package_eval_set(package: Path, domain: str) -> list[Example]:
     return [Example(r["prompt"], r["response"], r["answer"], domain) for r in rows]
 
 
+def score_domain(model, tokenizer, domain: str, package: Path | None, examples: int) -> tuple[float | None, ...]:
+    """(held-out score, package score) of one model on one domain; None where there is nothing to score with."""
+    if domain not in set(domain_names()):
+        return None, None
+    held_out = score_examples(model, tokenizer, domain, get_domain(domain).eval_set(examples))
+    own = package_eval_set(package, domain) if package is not None else []
+    return held_out, (score_examples(model, tokenizer, domain, own) if own else None)
+
+
 def evaluate_release(model_dir: Path, packages: dict[str, Path], examples: int, parent: dict | None) -> dict:
     """domain -> {score, package_score, parent, delta}; ``general`` stands for the anchor's slot."""
     model, tokenizer = load_model(model_dir)
-    known = set(domain_names())
     table: dict[str, dict] = {}
     for domain in [*sorted(packages), "general"]:
-        held_out = package_score = None
-        if domain in known:
-            held_out = score_examples(model, tokenizer, domain, get_domain(domain).eval_set(examples))
-            own = package_eval_set(packages[domain], domain) if domain in packages else []
-            package_score = score_examples(model, tokenizer, domain, own) if own else None
+        held_out, package_score = score_domain(model, tokenizer, domain, packages.get(domain), examples)
         before = ((parent or {}).get(domain) or {}).get("score")
         delta = round(held_out - before, 1) if held_out is not None and before is not None else None
         table[domain] = {"score": held_out, "package_score": package_score, "parent": before, "delta": delta}

@@ -99,6 +99,11 @@ def record(registry: Registry, final: Path, manifest: ReleaseManifest, actor: st
         domains=[e.domain for e in manifest.experts],
         experts=[{k: v for k, v in e.model_dump().items() if k != "files"} for e in manifest.experts],
         eval={domain: score.score for domain, score in manifest.eval.items()},
+        retention={
+            domain: {"expert": s.expert_score, "release": s.score, "retention": s.retention, "difference": s.difference}
+            for domain, s in manifest.eval.items()
+            if s.expert_score is not None
+        },
         parent=manifest.parent,
         job_id=manifest.job_id,
         forced_by=manifest.gate.get("forced_by") or "",

@@ -186,10 +186,30 @@ class Release(Base):
     domains: Mapped[list] = mapped_column(JSON)
     experts: Mapped[list] = mapped_column(JSON, default=list)  # [{domain, version, org, package_digest}]
     eval: Mapped[dict] = mapped_column(JSON, default=dict)  # domain -> score
+    retention: Mapped[dict] = mapped_column(JSON, default=dict)  # domain -> {expert, release, retention, difference}
     parent: Mapped[int | None] = mapped_column(Integer, default=None)
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), default=None)
     forced_by: Mapped[str] = mapped_column(String(128), default="")  # who published past the gate
     published_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ExpertScore(Base):
+    """An expert's own score, evaluated alone (its package merged with the anchor only), kept so an unchanged expert
+    is never scored again. The key holds everything the score depends on, so a cached score is the one a fresh
+    evaluation would give, bit for bit: the package (its digest binds the anchor too), the problems, the threads
+    and the evaluating code."""
+
+    __tablename__ = "expert_scores"
+
+    package_digest: Mapped[str] = mapped_column(String(80), primary_key=True)  # "anchor:<fingerprint>" for the anchor
+    examples: Mapped[int] = mapped_column(Integer, primary_key=True)
+    threads: Mapped[int] = mapped_column(Integer, primary_key=True)
+    evaluator: Mapped[str] = mapped_column(String(64), primary_key=True)  # the project version that scored it
+    domain: Mapped[str] = mapped_column(String(64))
+    score: Mapped[float | None] = mapped_column(default=None)  # the coordinator's held-out problems
+    package_score: Mapped[float | None] = mapped_column(default=None)  # the package's eval.jsonl
+    wall_s: Mapped[float] = mapped_column(default=0.0)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class Channel(Base):

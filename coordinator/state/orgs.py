@@ -205,6 +205,11 @@ def _domains_of(session, org_id: str) -> list[str]:
     return sorted(session.scalars(select(Domain.name).where(Domain.org_id == org_id)))
 
 
+def domains_of(registry: Registry, org_id: str) -> list[str]:
+    with registry.session() as session:
+        return _domains_of(session, org_id)
+
+
 def list_orgs(registry: Registry) -> list[tuple[Organization, list[str]]]:
     """Every organization with the domains it may publish, oldest first."""
     with registry.session() as session:

@@ -42,6 +42,15 @@ def get_release(registry: Registry, number: int) -> Release:
     return release
 
 
+def newest_holding(registry: Registry, domain: str, version: int, look_back: int = 100) -> Release | None:
+    """The newest of the last ``look_back`` releases that holds this expert version; None when none does."""
+    with registry.session() as session:
+        for release in session.scalars(select(Release).order_by(Release.number.desc()).limit(look_back)):
+            if any(e["domain"] == domain and e["version"] == version for e in release.experts):
+                return release
+    return None
+
+
 def list_releases(registry: Registry, after: int = 0) -> list[Release]:
     with registry.session() as session:
         return list(session.scalars(select(Release).where(Release.number > after).order_by(Release.number)))

@@ -52,6 +52,7 @@ def build(ctx: JobContext) -> dict:
                 "code": refused.code,
                 "message": refused.message,
                 "regressions": refused.regressions,
+                "low_retention": refused.low_retention,
                 "eval": refused.table,
             }
         ) from None

@@ -200,7 +200,7 @@ class GetSubmissionRequest(_message.Message):
     def __init__(self, submission_id: _Optional[str] = ...) -> None: ...
 
 class Submission(_message.Message):
-    __slots__ = ("submission_id", "org_id", "domain", "version", "state", "package_digest", "error_code", "message", "expert_status")
+    __slots__ = ("submission_id", "org_id", "domain", "version", "state", "package_digest", "error_code", "message", "expert_status", "release", "retention")
     SUBMISSION_ID_FIELD_NUMBER: _ClassVar[int]
     ORG_ID_FIELD_NUMBER: _ClassVar[int]
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
@@ -210,6 +210,8 @@ class Submission(_message.Message):
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     EXPERT_STATUS_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_FIELD_NUMBER: _ClassVar[int]
     submission_id: str
     org_id: str
     domain: str
@@ -219,7 +221,23 @@ class Submission(_message.Message):
     error_code: str
     message: str
     expert_status: str
-    def __init__(self, submission_id: _Optional[str] = ..., org_id: _Optional[str] = ..., domain: _Optional[str] = ..., version: _Optional[int] = ..., state: _Optional[_Union[SubmissionState, str]] = ..., package_digest: _Optional[str] = ..., error_code: _Optional[str] = ..., message: _Optional[str] = ..., expert_status: _Optional[str] = ...) -> None: ...
+    release: str
+    retention: DomainRetention
+    def __init__(self, submission_id: _Optional[str] = ..., org_id: _Optional[str] = ..., domain: _Optional[str] = ..., version: _Optional[int] = ..., state: _Optional[_Union[SubmissionState, str]] = ..., package_digest: _Optional[str] = ..., error_code: _Optional[str] = ..., message: _Optional[str] = ..., expert_status: _Optional[str] = ..., release: _Optional[str] = ..., retention: _Optional[_Union[DomainRetention, _Mapping]] = ...) -> None: ...
+
+class DomainRetention(_message.Message):
+    __slots__ = ("domain", "expert", "release", "retention", "difference")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    EXPERT_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENCE_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    expert: float
+    release: float
+    retention: float
+    difference: float
+    def __init__(self, domain: _Optional[str] = ..., expert: _Optional[float] = ..., release: _Optional[float] = ..., retention: _Optional[float] = ..., difference: _Optional[float] = ...) -> None: ...
 
 class WatchReleasesRequest(_message.Message):
     __slots__ = ("after_release", "channel")
@@ -230,17 +248,19 @@ class WatchReleasesRequest(_message.Message):
     def __init__(self, after_release: _Optional[int] = ..., channel: _Optional[str] = ...) -> None: ...
 
 class ReleaseEvent(_message.Message):
-    __slots__ = ("release", "name", "channels", "manifest_sha256", "published_at_unix", "domains")
+    __slots__ = ("release", "name", "channels", "manifest_sha256", "published_at_unix", "domains", "retention")
     RELEASE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_SHA256_FIELD_NUMBER: _ClassVar[int]
     PUBLISHED_AT_UNIX_FIELD_NUMBER: _ClassVar[int]
     DOMAINS_FIELD_NUMBER: _ClassVar[int]
+    RETENTION_FIELD_NUMBER: _ClassVar[int]
     release: int
     name: str
     channels: _containers.RepeatedScalarFieldContainer[str]
     manifest_sha256: str
     published_at_unix: int
     domains: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, release: _Optional[int] = ..., name: _Optional[str] = ..., channels: _Optional[_Iterable[str]] = ..., manifest_sha256: _Optional[str] = ..., published_at_unix: _Optional[int] = ..., domains: _Optional[_Iterable[str]] = ...) -> None: ...
+    retention: _containers.RepeatedCompositeFieldContainer[DomainRetention]
+    def __init__(self, release: _Optional[int] = ..., name: _Optional[str] = ..., channels: _Optional[_Iterable[str]] = ..., manifest_sha256: _Optional[str] = ..., published_at_unix: _Optional[int] = ..., domains: _Optional[_Iterable[str]] = ..., retention: _Optional[_Iterable[_Union[DomainRetention, _Mapping]]] = ...) -> None: ...

@@ -14,6 +14,7 @@ import codecs
 import itertools
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -117,7 +118,9 @@ def test_quick_demo_runs_the_federation_and_resumes(tmp_path):
     pulled = work / "user" / "stable"
     assert (pulled / "model.sig").is_file() and _model_signing_verify(pulled, public_key).returncode == 0
     report = (work / "report.html").read_text()
-    assert report.count("<svg") == 1 and "scores near 0 are expected" in report  # --quick says why they are 0
+    assert "scores near 0 are expected" in report  # --quick says why they are 0
+    assert report.count("<svg") == 2 and "retention: each release" in report  # scores, then retention
+    assert "retention: each release" in screen and "r1 kept (%)" in screen
     for org in ORGS:
         assert (work / "nodes" / org / "org.key").stat().st_mode & 0o077 == 0
 
@@ -125,6 +128,11 @@ def test_quick_demo_runs_the_federation_and_resumes(tmp_path):
     r2 = json.loads((releases / "r2" / "release.json").read_text())
     assert r2["parent"] == 1 and r2["router"]["incremental"] and r2["router"]["trained_rows"] == ["code"]
     assert {e["domain"]: e["version"] for e in r2["experts"]} == {"math": 1, "code": 2, "tool_use": 1, "safety": 1}
+    # Every domain's expert was scored alone for retention, once per package: r2 scored only code v2.
+    for domain in [*ORGS.values(), "general"]:
+        assert r2["eval"][domain]["expert_score"] is not None, r2["eval"]
+    with sqlite3.connect(work / "coordinator" / "registry.db") as db:
+        assert db.execute("SELECT count(*) FROM expert_scores").fetchone() == (6,)  # 4 experts, code v2, anchor
     slot = json.loads((releases / "r2" / "bar_merge.json").read_text())["slots"].index("code")
     before, after = _tensors(releases / "r1"), _tensors(releases / "r2")
     packages = work / "nodes" / "initech" / "packages"

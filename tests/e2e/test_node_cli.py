@@ -283,7 +283,15 @@ def test_package_submit_accepted_then_r1(federation):
     assert (coordinator.home / "releases" / "r1" / "model.sig").is_file()
     watched = json.loads(node.ok("watch", "--once", "--timeout", "60", "--after", "0", "--json"))
     assert (watched["name"], watched["domains"]) == ("r1", [DOMAIN])
-    assert "r1" in node.ok("watch", "--once", "--timeout", "60", "--after", "0")
+    # The organization hears how much of its expert's own score the release keeps, as release.json records it.
+    own = json.loads((coordinator.home / "releases" / "r1" / "release.json").read_text())["eval"][DOMAIN]
+    kept = {"expert": own["expert_score"], "release": own["score"], "retention": own["retention"]}
+    kept["difference"] = own["difference"]
+    assert own["expert_score"] is not None and watched["retention"] == {DOMAIN: kept}
+    line = node.ok("watch", "--once", "--timeout", "60", "--after", "0")
+    assert "r1" in line and f"{DOMAIN} {own['score']:g} of its expert's {own['expert_score']:g}" in line
+    [row] = json.loads(node.ok("status", "--json"))["submissions"]
+    assert (row["release"], row["retention"]) == ("r1", kept)
 
     # A user pulls the stable release over the REST API and loads it with stock transformers.
     target = node.home.parent / "user" / "stable"

@@ -15,6 +15,11 @@ from protocol.release import RELEASE_FILE, ReleaseExpert, ReleaseManifest, Route
 from protocol.signing import sign_directory
 
 
+def stub_score(score: float, expert: float) -> dict:
+    """An eval entry with its expert's own score beside it, as a release build records it."""
+    return {"score": score, "expert_score": expert, "retention": round(score / expert, 3), "difference": score - expert}
+
+
 def stub_manifest(number: int, experts: list[dict]) -> ReleaseManifest:
     """A valid release.json for ``experts`` (domain, version, org, package_digest), with nothing built."""
     return ReleaseManifest(
@@ -34,7 +39,7 @@ def stub_manifest(number: int, experts: list[dict]) -> ReleaseManifest:
             kept_rows=[],
             examples=0,
         ),
-        eval={e["domain"]: {"score": 50.0 + number} for e in experts},
+        eval={e["domain"]: stub_score(50.0 + number, expert=60.0) for e in experts},
         eval_examples=8,
         gate={"tolerances": {}, "regressions": [], "forced_by": None},
         project_version="test",

@@ -28,6 +28,11 @@ def test_releases_and_channels(world):
     diff = org.get("/v1/releases/r1/diff/r2").json()
     assert diff["from"] == "r1" and diff["to"] == "r2" and diff["added"] == {OTHER_DOMAIN: 1}
     assert diff["eval"][DOMAIN] == {"from": 51.0, "to": 52.0, "delta": 1.0}
+    assert diff["retention"][DOMAIN] == {"from": 0.85, "to": 0.867}
+    kept = listed[1]["retention"][DOMAIN]  # beside the score: its expert's own, alone
+    assert kept == {"expert": 60.0, "release": 52.0, "retention": 0.867, "difference": -8.0}
+    shown = org.get("/v1/releases/r2").json()["eval"][DOMAIN]  # release.json
+    assert (shown["expert_score"], shown["retention"], shown["difference"]) == (60.0, 0.867, -8.0)
 
     operator = TestClient(world.app, headers=world.headers["operator"])
     promoted = operator.post("/v1/releases/latest/promote", json={"channel": "stable"}).json()

@@ -58,12 +58,22 @@ class ReleaseExpertRef(BaseModel):
     package_digest: str
 
 
+class RetentionOut(BaseModel):
+    expert: float | None = Field(description="the domain's expert alone (the anchor for general), same problems")
+    release: float | None = Field(description="the release's score")
+    retention: float | None = Field(description="release / expert; null when the expert scores 0")
+    difference: float | None = Field(description="release - expert, in points")
+
+
 class ReleaseOut(BaseModel):
     name: str
     number: int
     parent: str | None
     experts: list[ReleaseExpertRef]
     eval: dict[str, float | None] = Field(description="domain → the coordinator's held-out score")
+    retention: dict[str, RetentionOut] = Field(
+        default_factory=dict, description="domain → how much of its own expert's score the release keeps"
+    )
     channels: list[str]
     forced_by: str
     manifest_sha256: str = Field(description="sha256 of release.json")
@@ -106,6 +116,13 @@ class ScoreChange(BaseModel):
     delta: float | None
 
 
+class RetentionChange(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: float | None = Field(alias="from")
+    to: float | None
+
+
 class DiffOut(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
@@ -115,6 +132,7 @@ class DiffOut(BaseModel):
     removed: dict[str, int]
     changed: dict[str, VersionChange]
     eval: dict[str, ScoreChange]
+    retention: dict[str, RetentionChange] = Field(default_factory=dict)
 
 
 def _release(row, channels: list[str]) -> ReleaseOut:
@@ -126,6 +144,7 @@ def _release(row, channels: list[str]) -> ReleaseOut:
             ReleaseExpertRef(**{k: e[k] for k in ("domain", "version", "org", "package_digest")}) for e in row.experts
         ],
         eval=row.eval,
+        retention=row.retention or {},
         channels=channels,
         forced_by=row.forced_by,
         manifest_sha256=row.manifest_sha256,
