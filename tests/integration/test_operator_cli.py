@@ -44,8 +44,14 @@ def test_json_whole_ids_group_home_and_refusals(tmp_path, monkeypatch):
     assert [r["id"] for r in experts["rejected"]] == [world.rejected]
     releases = document("releases", "list")
     assert [(r["name"], r["channels"]) for r in releases] == [("r1", ["stable"]), ("r2", ["latest"])]
-    assert document("releases", "show", "latest")["name"] == "r2"
-    assert document("releases", "diff", "r1", "r2")["added"] == {OTHER_DOMAIN: 1}
+    assert releases[1]["retention"][DOMAIN] == {"expert": 60.0, "release": 52.0, "retention": 0.867, "difference": -8.0}
+    shown = document("releases", "show", "latest")
+    assert shown["name"] == "r2" and shown["eval"][DOMAIN]["retention"] == 0.867
+    differences = document("releases", "diff", "r1", "r2")
+    assert differences["added"] == {OTHER_DOMAIN: 1}
+    assert differences["retention"][DOMAIN] == {"from": 0.85, "to": 0.867}
+    table = ok("releases", "diff", "r1", "r2").stdout
+    assert "85% → 87%" in table, table
     assert world.job in [j["id"] for j in document("jobs", "list")]
     assert document("jobs", "show", str(world.job))["state"] == "queued"
     made = document("tokens", "create", "--role", "auditor", "--label", "script")
