@@ -11,6 +11,11 @@
 
     .venv/bin/python bench/bar_table.py [--part table|cost]   # about an hour on 2 CPU cores
     .venv/bin/python bench/bar_table.py --part table --base-recipe FILE --expert-recipe FILE   # another model
+    .venv/bin/python bench/bar_table.py --part table --family medium   # base-, expert-, router-medium
+
+Independent products (the experts, multitask re-training, every evaluation) are built two at a time, one
+process of one thread each (--jobs; bench/bar_products.py). A family keeps its own work directory (its
+base recipe's name under --work), PERFORMANCE.md section and chart.
 
 Every product is kept under --work and every score in its scores.json, so a rerun builds and evaluates
 only what is missing or was made with another recipe. Each part writes its own section of PERFORMANCE.md.
@@ -29,65 +34,25 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bar_model.base import build_base  # noqa: E402
-from bar_model.baselines import build_btx, train_multitask, weight_average  # noqa: E402
+from bar_model.baselines import train_multitask  # noqa: E402
 from bar_model.branch import init_anchor  # noqa: E402
 from bar_model.domains.parametric import parametric_names  # noqa: E402
-from bar_model.evaluate import evaluate, load_model  # noqa: E402
 from bar_model.expert import EXPERT_CARD, train_expert  # noqa: E402
-from bar_model.merge import merge_experts  # noqa: E402
-from bar_model.recipe import load_base_recipe, load_expert_recipe, load_router_recipe  # noqa: E402
-from bar_model.router import ROUTER_CARD, train_router  # noqa: E402
+from bar_model.recipe import RECIPE_DIR, load_base_recipe, load_expert_recipe, load_router_recipe  # noqa: E402
+from bar_model.router import ROUTER_CARD  # noqa: E402
+from bench.bar_products import (  # noqa: E402
+    COLUMNS,
+    EXPERT_DOMAINS,
+    ScoreCache,
+    bar_model,
+    ensure,
+    recorded_recipe,
+    run_jobs,
+    table_jobs,
+)
 from bench.report import machine_line, replace_section  # noqa: E402
 
-EXPERT_DOMAINS = ["math", "code", "tool_use", "safety"]
-COLUMNS = [*EXPERT_DOMAINS, "general"]
 SCALING_N = [2, 4, 8, 16]
-
-
-class ScoreCache:
-    """Scores of every evaluated model, kept in the work directory so a rerun evaluates only what changed.
-
-    A model is known by its path, its weights' modification time and the number of problems.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.scores = json.loads(path.read_text()) if path.is_file() else {}
-
-    def __call__(self, model_dir: Path, n: int) -> dict[str, float]:
-        weights = sorted(model_dir.glob("*.safetensors"))
-        key = f"{model_dir.resolve()}|{max(w.stat().st_mtime_ns for w in weights)}|{n}"
-        if key not in self.scores:
-            model, tokenizer = load_model(model_dir)
-            scores = evaluate(model, tokenizer, COLUMNS, n=n)
-            if self.path.is_file():  # keep what another run added meanwhile
-                self.scores.update(json.loads(self.path.read_text()))
-            self.scores[key] = scores
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(json.dumps(self.scores, indent=1))
-            print(f"{model_dir.name}: {self.scores[key]}", flush=True)
-        return dict(self.scores[key])
-
-
-def ensure(path: Path, build, recipe=None) -> Path:
-    """Build ``path`` unless a previous run already did (every product is published atomically).
-
-    With ``recipe``, a product whose card records another recipe (an expert's or a router's) is rebuilt,
-    so a run after a recipe change never reuses stale models.
-    """
-    if path.exists() and recipe is not None and recorded_recipe(path) != recipe.model_dump():
-        shutil.rmtree(path)
-    if not path.exists():
-        build()
-    return path
-
-
-def recorded_recipe(path: Path) -> dict | None:
-    """The recipe on a product's expert or router card (None when there is no such product)."""
-    for card in (ROUTER_CARD, EXPERT_CARD):
-        if (path / card).is_file():
-            return json.loads((path / card).read_text())["recipe"]
-    return None
 
 
 def card_wall_s(path: Path) -> float:
@@ -102,15 +67,6 @@ def timed(fn) -> float:
     started = time.perf_counter()
     fn()
     return time.perf_counter() - started
-
-
-def bar_model(branch: Path, experts: list[Path], out: Path, router_recipe, previous: Path | None = None) -> Path:
-    merged = out.parent / f"{out.name}-unrouted"
-    shutil.rmtree(merged, ignore_errors=True)
-    merge_experts(branch, experts, merged)
-    train_router(merged, out, router_recipe, previous=previous, progress=False)
-    shutil.rmtree(merged, ignore_errors=True)
-    return out
 
 
 def routing_line(recipe) -> str:
@@ -128,11 +84,32 @@ def routing_line(recipe) -> str:
 
 def recipe_flags(args) -> str:
     """The command-line flags that reproduce a run's recipe choice (none for the defaults)."""
+    if args.family:
+        return f" --family {args.family}"
     return "".join(
         f" --{flag} {value}"
-        for flag, value in (("base-recipe", args.base_recipe), ("expert-recipe", args.expert_recipe))
+        for flag, value in (
+            ("base-recipe", args.base_recipe),
+            ("expert-recipe", args.expert_recipe),
+            ("router-recipe", args.router_recipe),
+        )
         if value != "tiny"
     )
+
+
+def pick_family(args) -> None:
+    """``--family F``: the base-F, expert-F and router-F recipes (router-tiny where there is no router-F)."""
+    if args.family:
+        args.base_recipe = args.expert_recipe = args.family
+        args.router_recipe = args.family if (RECIPE_DIR / f"router-{args.family}.toml").is_file() else "tiny"
+
+
+def section_names(args) -> tuple[str, str, str]:
+    """PERFORMANCE.md section key and title, and chart file, of a run: a family's table keeps its own section."""
+    if args.family:
+        key = f"bar_table_{args.family}"
+        return key, f"The BAR table, `{args.family}` family (issue 24)", f"{key}.png"
+    return "bar_table", "The BAR table at small scale (issue 3)", "bar_table.png"
 
 
 def chart(rows: dict[str, dict[str, float]], path: Path, anchor_name: str) -> None:
@@ -149,7 +126,7 @@ def chart(rows: dict[str, dict[str, float]], path: Path, anchor_name: str) -> No
         ax.bar([c + i * width for c in range(len(columns))], [rows[name][c] for c in columns], width, label=name)
     ax.set_xticks([c + 0.4 - width / 2 for c in range(len(columns))], columns)
     ax.set_ylabel("held-out score (0-100)")
-    ax.set_title(f"BAR at small scale: {anchor_name} anchor, four experts")
+    ax.set_title(f"BAR: {anchor_name} anchor, four experts")
     ax.legend(fontsize=8, ncols=4, loc="upper center", bbox_to_anchor=(0.5, -0.08))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -159,50 +136,11 @@ def table_part(args, work: Path, anchor: Path, branch: Path, router_recipe) -> s
     """The BAR table and the expert swap (sections 1 and 2 of the docstring); returns the report."""
     recipe = load_expert_recipe(args.expert_recipe)
     table = work / "table"
-    if any(recorded_recipe(work / "experts" / d) != recipe.model_dump() for d in EXPERT_DOMAINS):
-        shutil.rmtree(table, ignore_errors=True)  # every product in the table is built from these experts
-    experts = {}
-    for domain in EXPERT_DOMAINS:
-        out = work / "experts" / domain
-        experts[domain] = ensure(
-            out, lambda d=domain, o=out: train_expert(branch, d, "mid,sft,rl", o, recipe, progress=False), recipe
-        )
-    scores_of = ScoreCache(args.work / "scores.json")
-    rows: dict[str, dict[str, float]] = {"anchor": scores_of(anchor, args.eval_n)}
-    for domain, path in experts.items():
-        rows[f"{domain} expert"] = scores_of(path, args.eval_n)
-    paths = list(experts.values())
-    rows["weight average"] = scores_of(
-        ensure(table / "average", lambda: weight_average(branch, paths, table / "average")), args.eval_n
-    )
-    ensure(table / "bar", lambda: bar_model(branch, paths, table / "bar", router_recipe), router_recipe)
-    rows["BAR (merge + router)"] = scores_of(table / "bar", args.eval_n)
-    rows["BTX (no anchor slot)"] = scores_of(
-        ensure(
-            table / "btx", lambda: build_btx(branch, paths, table / "btx", router_recipe, progress=False), router_recipe
-        ),
-        args.eval_n,
-    )
-    ensure(
-        table / "multitask",
-        # Nothing is merged, so no layer needs to keep the anchor's FFN: every layer trains, as in the experts' own
-        # recipe otherwise.
-        lambda: train_multitask(
-            branch, EXPERT_DOMAINS, table / "multitask", recipe.model_copy(update={"anchor_layers": 0}), progress=False
-        ),
-    )
-    rows["multitask (4x budget)"] = scores_of(table / "multitask", args.eval_n)
-    rows["BAR (merge + router)"] = rows.pop("BAR (merge + router)")  # the table ends with BAR
-    for scores in rows.values():
-        scores["overall"] = round(sum(scores[c] for c in COLUMNS) / len(COLUMNS), 1)
-
-    bar, multitask, average = rows["BAR (merge + router)"], rows["multitask (4x budget)"], rows["weight average"]
-    kept = {
-        d: (bar[d] / rows[f"{d} expert"][d] * 100 if rows[f"{d} expert"][d] else float("nan")) for d in EXPERT_DOMAINS
-    }
-
-    # -- expert swap ----------------------------------------------------------------------------
-    plus_recipe = recipe.model_copy(
+    if any(recorded_recipe(work / "experts" / d) not in (None, recipe.model_dump()) for d in EXPERT_DOMAINS):
+        # Every product in the table is built from these experts. A missing expert is only not built yet: a run
+        # stopped before it keeps what it finished (multitask re-training is the longest product).
+        shutil.rmtree(table, ignore_errors=True)
+    plus_recipe = recipe.model_copy(  # the expert swap's code expert: 1.5x SFT steps and data
         update={
             "sft": recipe.sft.model_copy(
                 update={"steps": recipe.sft.steps * 3 // 2, "examples": recipe.sft.examples * 3 // 2}
@@ -212,43 +150,45 @@ def table_part(args, work: Path, anchor: Path, branch: Path, router_recipe) -> s
     if recorded_recipe(work / "experts" / "code-plus") != plus_recipe.model_dump():
         for stale in ("bar-swapped", "bar-swapped-incremental"):  # built from the code-plus about to be retrained
             shutil.rmtree(table / stale, ignore_errors=True)
-    code_plus = ensure(
-        work / "experts" / "code-plus",
-        lambda: train_expert(branch, "code", "mid,sft,rl", work / "experts" / "code-plus", plus_recipe, progress=False),
-        plus_recipe,
-    )
-    swapped_paths = [code_plus if d == "code" else p for d, p in experts.items()]
-    swapped = scores_of(
-        ensure(
-            table / "bar-swapped",
-            lambda: bar_model(branch, swapped_paths, table / "bar-swapped", router_recipe),
-            router_recipe,
-        ),
-        args.eval_n,
-    )
-    incremental = scores_of(
-        ensure(
-            table / "bar-swapped-incremental",
-            lambda: bar_model(
-                branch, swapped_paths, table / "bar-swapped-incremental", router_recipe, previous=table / "bar"
-            ),
-            router_recipe,
-        ),
-        args.eval_n,
-    )
+    cache = args.work / "scores.json"
+    run_jobs(table_jobs(work, anchor, branch, recipe, plus_recipe, router_recipe, cache, args.eval_n), args.jobs)
+
+    # Every product and score exists now: the rest only reads them.
+    scores_of = ScoreCache(cache)
+    experts = {d: work / "experts" / d for d in EXPERT_DOMAINS}
+    rows: dict[str, dict[str, float]] = {"anchor": scores_of(anchor, args.eval_n)}
+    for domain, path in experts.items():
+        rows[f"{domain} expert"] = scores_of(path, args.eval_n)
+    rows["weight average"] = scores_of(table / "average", args.eval_n)
+    rows["BTX (no anchor slot)"] = scores_of(table / "btx", args.eval_n)
+    rows["multitask (4x budget)"] = scores_of(table / "multitask", args.eval_n)
+    rows["BAR (merge + router)"] = scores_of(table / "bar", args.eval_n)
+    for scores in rows.values():
+        scores["overall"] = round(sum(scores[c] for c in COLUMNS) / len(COLUMNS), 1)
+
+    bar, multitask, average = rows["BAR (merge + router)"], rows["multitask (4x budget)"], rows["weight average"]
+    kept = {
+        d: (bar[d] / rows[f"{d} expert"][d] * 100 if rows[f"{d} expert"][d] else float("nan")) for d in EXPERT_DOMAINS
+    }
+
+    # -- expert swap ----------------------------------------------------------------------------
+    swapped = scores_of(table / "bar-swapped", args.eval_n)
+    incremental = scores_of(table / "bar-swapped-incremental", args.eval_n)
+    code_plus = work / "experts" / "code-plus"
     code_plus_scores = scores_of(code_plus, args.eval_n)
     swaps = {"router retrained": swapped, "incremental router": incremental}
 
     # -- report ---------------------------------------------------------------------------------
-    png = ROOT / "docs" / "bar_table.png"
-    chart(rows, png, args.base_recipe)
+    png = ROOT / "docs" / section_names(args)[2]
+    if not args.no_write:
+        chart(rows, png, args.base_recipe)
     header = "| model | " + " | ".join(COLUMNS) + " | overall |"
     lines = [
         f"Command: `.venv/bin/python bench/bar_table.py --part table{recipe_flags(args)}`  ",
         f"Machine: {machine_line()}. Held-out score (0-100), {args.eval_n} problems per domain; base "
         f"`{args.base_recipe}`, experts from `{args.expert_recipe}`"
         + (f" (the first {recipe.anchor_layers} layers keep the anchor's FFN)" if recipe.anchor_layers else "")
-        + f", routers from `router-tiny` ({routing_line(router_recipe)}).",
+        + f", routers from `router-{router_recipe.name}` ({routing_line(router_recipe)}).",
         "",
         header,
         "|---" * (len(COLUMNS) + 2) + "|",
@@ -258,7 +198,7 @@ def table_part(args, work: Path, anchor: Path, branch: Path, router_recipe) -> s
         lines.append(f"| {'**' + name + '**' if name.startswith('BAR') else name} | {cells} |")
     lines += [
         "",
-        "![BAR table](bar_table.png)",
+        f"![BAR table]({png.name})",
         "",
         "Targets:",
         "- BAR keeps >= 95% of each expert's own-domain score: "
@@ -354,9 +294,17 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true")
     parser.add_argument("--base-recipe", default="tiny", help="base recipe (name or TOML file) of the anchor")
     parser.add_argument("--expert-recipe", default="tiny", help="expert recipe (name or TOML file) for the table")
+    parser.add_argument("--router-recipe", default="tiny", help="router recipe (name or TOML file) for the table")
+    parser.add_argument(
+        "--family", help="base-, expert- and router-FAMILY recipes at once (e.g. medium); overrides the three above"
+    )
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="products built or scored at once, one process of one thread each"
+    )
     args = parser.parse_args()
+    pick_family(args)
 
-    base_recipe, router_recipe = load_base_recipe(args.base_recipe), load_router_recipe("tiny")
+    base_recipe, router_recipe = load_base_recipe(args.base_recipe), load_router_recipe(args.router_recipe)
     work = args.work / base_recipe.name
     base, anchor = build_base(base_recipe, work, progress=False)
     branch = ensure(work / "anchor-2x", lambda: init_anchor(anchor, work / "anchor-2x", base))
@@ -365,7 +313,7 @@ def main() -> None:
         report = table_part(args, work, anchor, branch, router_recipe)
         print(report, flush=True)
         if not args.no_write:
-            replace_section(doc, "bar_table", "The BAR table at small scale (issue 3)", report)
+            replace_section(doc, *section_names(args)[:2], report)
     if args.part in ("cost", "all"):
         report = cost_part(work, branch, router_recipe)
         print(report, flush=True)
