@@ -5,7 +5,8 @@ full verification (signature, layout, finiteness, drift against the anchor), tim
 to ACCEPTED, against `cp -r` + `sync` of the same package measured right before it. Each run submits a
 new version of the expert, with new weights; the report gives the median of the runs' figures and of
 their ratios, and the load average around them, since a 2-core machine shared with other jobs is noisy.
-Target (issue 5): ratio <= 1.5.
+Target (issue 5): ratio <= 1.5. The coordinator builds no release (auto_build off: the bench's synthetic experts
+carry no tokenizer a build could load), and the bench fails, writing nothing, when any job of it failed.
 
     .venv/bin/python bench/submit_throughput.py [--runs 5]
 """
@@ -38,6 +39,7 @@ from coordinator.enrollment import approve, invite  # noqa: E402
 from coordinator.keys import CoordinatorKeys  # noqa: E402
 from coordinator.settings import load_settings  # noqa: E402
 from coordinator.setup import initialize  # noqa: E402
+from coordinator.state import jobs  # noqa: E402
 from coordinator.state.db import Registry  # noqa: E402
 from protocol.fingerprint import anchor_fingerprint  # noqa: E402
 from protocol.v1 import barfed_pb2 as pb  # noqa: E402
@@ -118,7 +120,10 @@ def main() -> None:
     shutil.rmtree(work / "dense")
 
     settings = load_settings(
-        home=work / "coordinator", listen=f"127.0.0.1:{free_port()}", enroll_listen=f"127.0.0.1:{free_port()}"
+        home=work / "coordinator",
+        listen=f"127.0.0.1:{free_port()}",
+        enroll_listen=f"127.0.0.1:{free_port()}",
+        auto_build=False,
     )
     initialize(settings, branch)
     registry = Registry(settings.db_url)
@@ -129,6 +134,7 @@ def main() -> None:
         "BARFED_COORD_LISTEN": settings.listen,
         "BARFED_COORD_ENROLL_LISTEN": settings.enroll_listen,
         "BARFED_COORD_API_LISTEN": "127.0.0.1:0",
+        "BARFED_COORD_AUTO_BUILD": "false",
         "BARFED_LOG_LEVEL": "WARNING",
     }
     server = subprocess.Popen([sys.executable, "-m", "barfed.cli", "coordinator", "serve"], env=env)
@@ -165,6 +171,7 @@ def main() -> None:
                     flush=True,
                 )
         load_after = os.getloadavg()
+        failed = jobs.list_jobs(registry, state="failed")
     finally:
         server.terminate()
         server.wait(timeout=60)
@@ -203,6 +210,10 @@ def main() -> None:
         ]
     )
     print(report)
+    if failed:  # a bench leaves no failing job behind: one that did is a bug to fix, not a figure to publish
+        for job in failed:
+            print(f"job {job.id} ({job.kind} {job.key}) failed: {job.error_code} {job.error_message}", file=sys.stderr)
+        sys.exit(f"{len(failed)} job(s) failed; nothing written")
     if not args.no_write:
         replace_section(
             ROOT / "docs" / "PERFORMANCE.md", "submit_throughput", "Submission throughput (issue 5)", report

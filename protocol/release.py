@@ -3,7 +3,8 @@
 model-signing binds every file to its digest but names neither the release nor its version; this file,
 signed with the rest, binds them: the name ``r<N>``, the exact expert packages (by digest), the anchor, the
 router recipe with its seed, steps and thread count (enough to rebuild the release bit for bit), the eval
-table beside the parent's, and the wall time of every build step.
+table beside the parent's, and the wall time of every build step before it is written (signing and publishing come
+after it: the build job's result and `releases show` add them).
 """
 
 from __future__ import annotations

@@ -34,15 +34,19 @@ def build(
         bool,
         typer.Option(help="build even if nothing changed, publish even if the gate refuses (the audit log names you)"),
     ] = False,
+    cold: Annotated[
+        bool,
+        typer.Option(help="train every router row from scratch, none carried over; allowed when nothing changed"),
+    ] = False,
     wait: Annotated[bool, typer.Option(help="follow the job until it ends")] = False,
     home: HomeOption = None,
 ) -> None:
     """Queue a release build; the running coordinator's workers pick it up. Refused (NOTHING_CHANGED) when the
-    latest release already holds exactly the experts it would."""
+    latest release already holds exactly the experts it would, unless --force or --cold."""
     from coordinator.release.actions import parse_pins, request_build
 
     with runtime_for(home) as runtime:
-        job = request_build(runtime.registry, parse_pins(pin or []), force, ACTOR)
+        job = request_build(runtime.registry, parse_pins(pin or []), force, ACTOR, cold=cold)
         console.print(f"build queued as job {job.id}" + dispatched(runtime, job.id))
         if wait:
             _follow(runtime.registry, job.id)
@@ -123,7 +127,7 @@ def list_releases(home: HomeOption = None, as_json: JsonOption = False) -> None:
 
 @app.command("show")
 def show(release: ReleaseArgument, home: HomeOption = None, as_json: JsonOption = False) -> None:
-    """A release's release.json (JSON with or without --json)."""
+    """A release's release.json (JSON with or without --json), its wall_s with the build job's sign and publish."""
     from coordinator.release.actions import show as do_show
 
     del as_json  # accepted like every show command's: release.json is one JSON document already

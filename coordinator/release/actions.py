@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
 
@@ -34,25 +35,34 @@ def parse_pins(pins: list[str]) -> dict[str, int]:
     return parsed
 
 
-def request_build(registry: Registry, pins: dict[str, int], force: bool, actor: str) -> Job:
+def request_build(registry: Registry, pins: dict[str, int], force: bool, actor: str, cold: bool = False) -> Job:
     """Queue a build job (the coordinator's sweeper dispatches it to a worker); refused with NOTHING_CHANGED, and
-    nothing queued, when the latest release already holds what it would build, unless ``force``. A plan that cannot
-    be made (no expert, a pin that is not ACCEPTED) is the job's to report, with its code, where `jobs show` finds
-    it; the job's own plan step checks for NOTHING_CHANGED again."""
-    if not force:
+    nothing queued, when the latest release already holds what it would build, unless ``force`` or ``cold`` (a cold
+    build retrains every router row from scratch, a deliberate rebuild). A plan that cannot be made (no expert, a
+    pin that is not ACCEPTED) is the job's to report, with its code, where `jobs show` finds it; the job's own plan
+    step checks for NOTHING_CHANGED again."""
+    if not (force or cold):
         try:
             planned = plan_experts(registry, pins)
         except BarFedError:
             planned = None
         if planned is not None and (same := unchanged(registry, planned)) is not None:
             raise same
-    params = {"pins": pins, "force": force, "actor": actor}
+    params = {"pins": pins, "force": force, "cold": cold, "actor": actor}
     return jobs.queue(registry, "build", f"manual-{uuid.uuid4().hex[:12]}", params, actor=actor)
 
 
 def show(settings: CoordinatorSettings, registry: Registry, name: str) -> tuple[Release, ReleaseManifest]:
+    """The release's release.json, its ``wall_s`` completed with what its build job measured after signing it
+    (``sign``, ``publish``; see coordinator/release/build.py), so the whole cost of the release shows."""
     release = state.resolve(registry, name)
-    return release, read_manifest(settings.releases_dir / f"r{release.number}")
+    manifest = read_manifest(settings.releases_dir / f"r{release.number}")
+    measured = {}
+    if release.job_id is not None:
+        with contextlib.suppress(BarFedError):
+            measured = (jobs.get(registry, release.job_id).result or {}).get("wall_s") or {}
+    after = {step: float(measured[step]) for step in ("sign", "publish") if step in measured}
+    return release, manifest.model_copy(update={"wall_s": {**manifest.wall_s, **after}})
 
 
 def promote(registry: Registry, name: str, channel: str, actor: str) -> tuple[int, int | None]:

@@ -6,6 +6,15 @@ from its last checkpoint. The plan is kept too, so an expert may leave ACCEPTED 
 then refuses the release, which is withdrawn, the job fails with EXPERT_NO_LONGER_ACCEPTED and the same request
 is queued again, to be planned afresh. Plain functions: the Celery task that runs a build is a thin wrapper around
 ``build_release``.
+
+Wall times: release.json is signed, so it cannot hold the time it takes to sign it. Its ``wall_s`` holds exactly
+the steps finished before it is written (plan, merge, route, evaluate, evaluate_experts); ``sign`` (copying the
+files, writing release.json, hashing and signing every file, fsync) and ``publish`` (the rename into place, the
+registry row, the announcement) are measured after and added in the job's result, which `releases show` and
+GET /v1/releases/{name} read, so a release's whole cost is the sum of the job's ``wall_s``.
+
+A cold build (``cold``) trains every router row from scratch as for a first release; the latest release is still
+its parent for the eval delta and the gate, and release.json says ``router.incremental: false``.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -52,6 +61,7 @@ class BuildRequest:
     force: bool
     actor: str
     job_id: int | None
+    cold: bool = False  # train every router row from scratch: no parent rows carried
 
     @classmethod
     def from_params(cls, params: dict, job_id: int | None) -> BuildRequest:
@@ -60,7 +70,11 @@ class BuildRequest:
             force=bool(params.get("force", False)),
             actor=str(params.get("actor") or "coordinator"),
             job_id=job_id,
+            cold=bool(params.get("cold", False)),
         )
+
+    def params(self) -> dict:
+        return {"pins": self.pins, "force": self.force, "cold": self.cold, "actor": self.actor}
 
 
 class Timer:
@@ -74,7 +88,10 @@ class Timer:
     def step(self, name: str):
         started = time.perf_counter()
         yield
-        self.times[name] = round(self.times.get(name, 0.0) + time.perf_counter() - started, 2)
+        self.add(name, time.perf_counter() - started)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.times[name] = round(self.times.get(name, 0.0) + seconds, 2)
         self.path.write_text(json.dumps(self.times))
 
 
@@ -152,21 +169,23 @@ def build_release(
     work.mkdir(parents=True, exist_ok=True)
     number = ReleaseNumber(registry, settings.releases_dir, work, request.job_id)
     done = number.published()
+    timer = Timer(work)
     if done is not None:  # a redelivered or retried job whose release is out: record it if needed, nothing more
         on_step("publish")
-        return _record(runtime, request, done)
-    timer = Timer(work)
+        with timer.step("publish"):
+            result = _record(runtime, request, done)
+        return {**result, "wall_s": {**result["wall_s"], **timer.times}}
     on_step("plan")
     if load_plan(work) is None:
         with timer.step("plan"):
             parent = state.latest_release(registry)
             save_plan(work, plan_experts(registry, request.pins), parent.number if parent else None)
     experts, parent_number = load_plan(work)
-    if not request.force and (same := unchanged(registry, experts)) is not None:
+    if not (request.force or request.cold) and (same := unchanged(registry, experts)) is not None:
         # Checked on every attempt, against the latest release now: a build queued before another published the
         # same experts ends here, done and publishing nothing, so no policy or retry builds it again.
         return {"code": same.code, "message": same.message}
-    parent_dir = settings.releases_dir / f"r{parent_number}" if parent_number else None
+    parent_dir = settings.releases_dir / f"r{parent_number}" if parent_number and not request.cold else None
     recipe = load_router_recipe(settings.router_recipe)
     routed, packages = build_model(runtime, experts, parent_dir, work, recipe, settings.build_threads, timer, on_step)
 
@@ -203,16 +222,23 @@ def build_release(
     }
 
     on_step("sign")
-    built = BuiltModel(experts, parent_number, routed, table, gate, request.job_id)
+    before = {step: s for step, s in timer.times.items() if step not in ("sign", "publish")}  # what release.json holds
+    built = BuiltModel(experts, parent_number, routed, table, gate, request.job_id, before, parent_dir is not None)
+
+    staged_at = [time.perf_counter()]
 
     def stage(release_number: int) -> Path:
         with timer.step("sign"):
-            manifest = release_manifest(settings, replace(built, wall_s={**timer.times}), release_number)
-            return publish.stage_release(routed, settings.releases_dir, manifest, runtime.keys.release_key_path)
+            manifest = release_manifest(settings, built, release_number)
+            staging = publish.stage_release(routed, settings.releases_dir, manifest, runtime.keys.release_key_path)
+        staged_at.append(time.perf_counter())
+        return staging
 
     final = number.publish(stage)
     on_step("publish")
     result = _record(runtime, request, final)
+    timer.add("publish", time.perf_counter() - staged_at[-1])  # the rename into place, the row, the announcement
+    result["wall_s"] = {**result["wall_s"], **timer.times}
     result["experts_scored"] = json.loads((work / "experts_scored.json").read_text())  # evaluated alone, not cached
     for scratch in ("packages", "merged", "routed"):  # the release holds what is worth keeping now
         shutil.rmtree(work / scratch, ignore_errors=True)
@@ -246,8 +272,7 @@ def _withdrawn(runtime: Runtime, request: BuildRequest, final: Path, refused: Ba
     request is queued again (once per job), so a fresh plan builds what is ACCEPTED now."""
     publish.withdraw(final)
     key = f"recheck-{request.job_id if request.job_id is not None else uuid.uuid4().hex[:12]}"
-    params = {"pins": request.pins, "force": request.force, "actor": request.actor}
-    rebuild = jobs.queue(runtime.registry, "build", key, params)
+    rebuild = jobs.queue(runtime.registry, "build", key, request.params())
     runtime.dispatch(rebuild.id)
     log.warning("%s: %s; rebuild queued as job %s", final.name, refused.message, rebuild.id)
     return BarFedError(refused.code, f"{refused.message} The same build is queued again as job {rebuild.id}.")

@@ -26,7 +26,8 @@ class BuiltModel:
     eval: dict[str, dict]
     gate: dict
     job_id: int | None
-    wall_s: dict[str, float] = field(default_factory=dict)
+    wall_s: dict[str, float] = field(default_factory=dict)  # the steps before release.json (see build.py)
+    incremental: bool = False  # router rows carried from the parent (False for a first or a cold build)
 
 
 def release_manifest(settings: CoordinatorSettings, built: BuiltModel, number: int) -> ReleaseManifest:
@@ -44,7 +45,7 @@ def release_manifest(settings: CoordinatorSettings, built: BuiltModel, number: i
             seed=card["recipe"]["seed"],
             steps=card["summary"].get("steps", 0),
             threads=settings.build_threads,
-            incremental=built.parent is not None,
+            incremental=built.incremental,
             trained_rows=[slot for slot in slots if slot not in frozen],
             frozen_rows=frozen,
             kept_rows=card.get("kept_rows", []),

@@ -21,7 +21,8 @@ def rebuild(runtime: Runtime, number: int, scratch: Path) -> dict[str, str]:
     """Re-run r``number``'s build in ``scratch``; per file: match, differs, missing or extra."""
     published = runtime.settings.releases_dir / f"r{number}"
     manifest = read_manifest(published)
-    parent_dir = runtime.settings.releases_dir / f"r{manifest.parent}" if manifest.parent else None
+    incremental = manifest.parent and manifest.router.incremental  # a cold build has a parent but carried no rows
+    parent_dir = runtime.settings.releases_dir / f"r{manifest.parent}" if incremental else None
     recipe = RouterRecipe.model_validate(manifest.router.recipe)
     if scratch.exists():
         shutil.rmtree(scratch)

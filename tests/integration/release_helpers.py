@@ -131,9 +131,9 @@ def new_job(coordinator: Runtime) -> int:
         return job.id
 
 
-def build(coordinator: Runtime, tmp_path: Path, *, force=False, actor="operator", job_id=None) -> dict:
+def build(coordinator: Runtime, tmp_path: Path, *, force=False, actor="operator", job_id=None, cold=False) -> dict:
     job_id = job_id or new_job(coordinator)
-    request = BuildRequest({}, force, actor, job_id=job_id)
+    request = BuildRequest({}, force, actor, job_id=job_id, cold=cold)
     return build_release(coordinator, request, tmp_path / f"job{job_id}")
 
 

@@ -71,7 +71,15 @@ def test_a_build_refuses_a_boolean_that_is_not_one(world):
     admin = _admin(world)
     queued = len(admin.get("/v1/jobs").json())
     # (a version of 1.0 is the integer JSON Schema's `integer` allows; 1.5 is not)
-    for body in ({"force": 0}, {"force": 1}, {"force": "true"}, {"pins": {DOMAIN: "1"}}, {"pins": {DOMAIN: 1.5}}):
+    for body in (
+        {"force": 0},
+        {"force": 1},
+        {"force": "true"},
+        {"cold": 1},
+        {"cold": "true"},
+        {"pins": {DOMAIN: "1"}},
+        {"pins": {DOMAIN: 1.5}},
+    ):
         refused = admin.post("/v1/releases/builds", json=body)
         assert (refused.status_code, refused.json()["code"]) == (422, "BAD_REQUEST"), body
     assert len(admin.get("/v1/jobs").json()) == queued  # nothing was queued

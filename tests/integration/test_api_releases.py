@@ -66,7 +66,7 @@ def test_build_retry_cancel(world):
     assert queued.status_code == 202, queued.text
     job = queued.json()
     assert job["kind"] == "build" and job["state"] == "queued"
-    assert job["params"] == {"pins": {DOMAIN: 1}, "force": True, "actor": world.actors["operator"]}
+    assert job["params"] == {"pins": {DOMAIN: 1}, "force": True, "cold": False, "actor": world.actors["operator"]}
     for body in ({"pins": {DOMAIN: 0}}, {"pins": {"Bad Domain": 1}}, {"force": "yes please"}, {"pin": {}}):
         assert operator.post("/v1/releases/builds", json=body).status_code == 422, body
     # r3 holds exactly the experts a build would take: refused at once, no job queued; force builds anyway.
@@ -78,6 +78,8 @@ def test_build_retry_cancel(world):
     assert "r3" in unchanged.json()["message"]
     assert operator.get("/v1/jobs", params={"kind": "build"}).json() == before
     assert operator.post("/v1/releases/builds", json={"force": True}).status_code == 202
+    cold = operator.post("/v1/releases/builds", json={"cold": True})  # a deliberate cold rebuild of the same experts
+    assert cold.status_code == 202 and cold.json()["params"]["cold"] is True, cold.text
 
     cancelled = operator.post(f"/v1/jobs/{job['id']}/cancel").json()
     assert cancelled["state"] == "cancelled"

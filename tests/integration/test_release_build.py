@@ -19,10 +19,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from sqlalchemy import select
 
+from coordinator.release.actions import show
 from coordinator.release.diff import diff_releases
 from coordinator.release.gate import GateRefused
 from coordinator.release.rebuild import rebuild
 from coordinator.setup import initialize
+from coordinator.state import jobs
 from coordinator.state import releases as state
 from coordinator.state.models import AuditEntry, Expert
 from protocol.release import read_manifest
@@ -213,6 +215,35 @@ def test_swap_builds_incrementally_promote_rollback_diff_and_rebuild(coordinator
     for number in (1, 2):
         report = rebuild(coordinator, number, tmp_path / f"rebuild-{number}")
         assert report and set(report.values()) == {"match"}, report
+
+
+def test_a_cold_build_trains_every_row_of_unchanged_experts_and_reports_its_whole_cost(
+    sqlite_coordinator, say_experts, tmp_path
+):
+    coordinator = sqlite_coordinator
+    for org, word in {"org-yes": "yes", "org-ok": "ok"}.items():
+        accept(coordinator, package(coordinator, say_experts[word], org, 1, tmp_path / f"pkg-{word}"), org)
+    build(coordinator, tmp_path)
+    assert build(coordinator, tmp_path)["code"] == "NOTHING_CHANGED"  # a plain build of the same experts
+    job = new_job(coordinator)
+    r2 = build(coordinator, tmp_path, cold=True, job_id=job)
+    release_dir = coordinator.settings.releases_dir / "r2"
+    manifest = read_manifest(release_dir)
+    slots = json.loads((release_dir / "bar_merge.json").read_text())["slots"]
+    # r1 stays the parent (eval delta, gate) but none of its rows is carried: every row trained from scratch.
+    assert manifest.parent == 1 and not manifest.router.incremental
+    assert manifest.router.trained_rows == slots and manifest.router.frozen_rows == []
+    assert r2["eval"]["test-say-yes"]["parent"] is not None
+
+    # release.json holds the steps before it; the job's result adds sign and publish, and `releases show` reads them.
+    assert {"plan", "route", "evaluate"} <= set(manifest.wall_s) and not {"sign", "publish"} & set(manifest.wall_s)
+    assert {"sign", "publish"} <= set(r2["wall_s"]) and r2["wall_s"]["route"] == manifest.wall_s["route"]
+    jobs.finish(coordinator.registry, job, "test", "done", r2)  # as the worker that ran it would
+    _, shown = show(coordinator.settings, coordinator.registry, "r2")
+    assert shown.wall_s == {**manifest.wall_s, "sign": r2["wall_s"]["sign"], "publish": r2["wall_s"]["publish"]}
+
+    report = rebuild(coordinator, 2, tmp_path / "rebuild-2")  # cold, so rebuilt without r1's rows too
+    assert report and set(report.values()) == {"match"}, report
 
 
 def test_an_upgraded_expert_raises_its_domain(sqlite_coordinator, say_experts, tmp_path):

@@ -49,6 +49,11 @@ class BuildBody(Strict):
         json_schema_extra=DOMAIN_KEYS,
     )
     force: bool = Field(default=False, description="publish even if the gate refuses (the audit log names you)")
+    cold: bool = Field(
+        default=False,
+        description="train every router row from scratch (no rows carried from the parent); allowed when nothing "
+        "changed",
+    )
 
 
 class ReleaseExpertRef(BaseModel):
@@ -157,11 +162,11 @@ def _release(row, channels: list[str]) -> ReleaseOut:
     status_code=202,
     response_model=JobOut,
     summary="Queue a release build, dispatched now (follow it at /v1/jobs/{id}); NOTHING_CHANGED (409) when the "
-    "latest release holds exactly these experts, unless force",
+    "latest release holds exactly these experts, unless force or cold",
     **allow(*CHANGERS),
 )
 def build(body: BuildBody, request: Request, runtime: CurrentRuntime, principal: CurrentPrincipal) -> JobOut:
-    job = actions.request_build(runtime.registry, dict(body.pins), body.force, principal.actor)
+    job = actions.request_build(runtime.registry, dict(body.pins), body.force, principal.actor, cold=body.cold)
     dispatch(request, job.id)
     return JobOut.model_validate(job)
 
@@ -174,7 +179,12 @@ def list_releases(runtime: CurrentRuntime) -> list[ReleaseOut]:
     return [_release(row, sorted(positions.get(row.number, []))) for row in store.list_releases(runtime.registry)]
 
 
-@router.get("/releases/{name}", response_model=ReleaseManifest, summary="A release's release.json", **READ)
+@router.get(
+    "/releases/{name}",
+    response_model=ReleaseManifest,
+    summary="A release's release.json, its wall_s with the sign and publish times its build job measured after",
+    **READ,
+)
 def show_release(name: ReleaseName, runtime: CurrentRuntime) -> ReleaseManifest:
     _, manifest = actions.show(runtime.settings, runtime.registry, name)
     return manifest
