@@ -138,7 +138,9 @@ def table(alone: dict[str, float], builds: dict[tuple[int, int], dict], untraine
     for (steps, seed), scores in builds.items():
         cells = " | ".join(kept(scores[d], d) for d in DOMAINS.values())
         lines.append(f"| router {steps} steps, seed {seed} | {cells} |")
-    lines.append("| merged rows, no router training | " + " | ".join(kept(untrained[d], d) for d in DOMAINS.values()))
+    lines.append(
+        "| merged rows, no router training | " + " | ".join(kept(untrained[d], d) for d in DOMAINS.values()) + " |"
+    )
     for steps in args.steps:
         shares = {d: [builds[(steps, s)][d] / alone[d] for s in args.seeds if alone[d]] for d in DOMAINS.values()}
         low = " | ".join(f"{min(v):.0%}" if v else "–" for v in shares.values())
