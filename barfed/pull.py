@@ -28,6 +28,7 @@ import httpx
 from rich.console import Console
 
 from barfed.pull_api import Listed, ReleaseApi, raise_for, transport_error
+from barfed.pull_body import get
 from barfed.pull_keys import given_key, pin_on_first_use
 from contributor_node.progress import TransferProgress, make_console
 from protocol.errors import BarFedError
@@ -98,26 +99,28 @@ class Pull:
         url = f"/v1/releases/r{number}/files/{quote(entry.path)}"
         received = 0
         try:
-            with self.server.client.stream("GET", url, headers=headers) as response:
+            with get(self.server.client, self.server.verify, self.api, url, headers) as response:
                 if response.status_code == 416:  # our partial is no prefix of the file: start over
-                    response.close()
                     part.unlink(missing_ok=True)
                     return self.fetch(number, entry, part, progress)
                 if response.status_code not in (200, 206):
-                    response.read()
-                    raise_for(response)
+                    raise_for(response.refused())
                 mode = "ab" if response.status_code == 206 else "wb"
                 if mode == "wb":
                     have, digest = 0, hashlib.sha256()
                     progress.update(task, completed=0)
                 with open(part, mode) as out:
-                    for block in response.iter_bytes():
+                    shown = 0  # the bar moves once per CHUNK: rich per 16 KiB record took 0.3 CPU-s a GiB
+                    for block in response.blocks():
                         if have + received + len(block) > entry.size:
                             raise _mismatch(entry, "more bytes than its size")
                         out.write(block)
                         digest.update(block)
                         received += len(block)
-                        progress.update(task, advance=len(block))
+                        if received - shown >= CHUNK:
+                            progress.update(task, advance=received - shown)
+                            shown = received
+                    progress.update(task, advance=received - shown)
                     out.flush()
                     os.fsync(out.fileno())
         except httpx.HTTPError as exc:

@@ -45,8 +45,9 @@ class ReleaseApi:
     def __init__(self, api: str, *, ca: Path | None = None, token: str | None = None) -> None:
         self.api = check_api(api)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.verify = trusting(ca)  # also for the file bodies `barfed.pull_body` reads
         self.client = httpx.Client(
-            base_url=self.api, verify=trusting(ca), headers=headers, timeout=TIMEOUT, follow_redirects=False
+            base_url=self.api, verify=self.verify, headers=headers, timeout=TIMEOUT, follow_redirects=False
         )
 
     def close(self) -> None:

@@ -1,6 +1,6 @@
 """One file as HTTP clients expect: Content-Length, ETag = its sha256, Range/If-Range/HEAD, If-None-Match → 304.
 
-Starlette's FileResponse streams from disk in 64 KiB reads (never the whole file in memory) and does Range
+Starlette's FileResponse streams from disk (never the whole file in memory) and does Range
 (206, and 416 for a range outside the file), multiple ranges, If-Range and HEAD; it compares If-Range with the
 ETag we hand it, so a stale ETag gets the whole file. ``X-Barfed-Sha256`` carries the digest too, for clients
 that check what they got without parsing ETags. The digest comes from the caller (a release's signature), so
@@ -43,6 +43,22 @@ FILE_RESPONSES = {
 }
 
 
+LARGE_CHUNK = 1024 * 1024
+
+
+class _FileResponse(FileResponse):
+    """Starlette's FileResponse, in 1 MiB reads for a file of 16 MiB or more. Each read is a hop to a worker thread
+    and each chunk one pass through uvicorn's h11 and asyncio's TLS transport: at Starlette's 64 KiB that overhead,
+    not encryption, took most of a 1 GiB download's server CPU (bench/download_throughput.py). Smaller files keep
+    64 KiB, so a client sees them arrive in parts. Memory stays bounded by the chunk and the transport's buffer.
+    `os.sendfile` cannot serve it: the bytes are encrypted in this process (no kernel TLS here)."""
+
+    def __init__(self, *args, size: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if size >= 16 * LARGE_CHUNK:
+            self.chunk_size = LARGE_CHUNK
+
+
 def etag_of(sha256: str) -> str:
     return f'"{sha256}"'
 
@@ -69,7 +85,9 @@ def file_response(request: Request, path: Path, sha256: str, size: int) -> Respo
             "RELEASE_UNVERIFIED",
             f"{path.name} on this coordinator is not the size its release signed; the operator must restore it.",
         )
-    response = FileResponse(path, headers=headers, stat_result=stat, media_type=MEDIA_TYPES.get(path.suffix, OCTETS))
+    response = _FileResponse(
+        path, size=size, headers=headers, stat_result=stat, media_type=MEDIA_TYPES.get(path.suffix, OCTETS)
+    )
     return _range_refusal(request, response, size) or response
 
 

@@ -1,0 +1,110 @@
+"""A release file's bytes for `barfed pull`, read with the standard library's http.client into one 1 MiB buffer.
+
+httpx hands a body over one TLS record (16 KiB) at a time, each through h11's event machinery: about 2 CPU-s per
+GiB of Python, more than curl spends on the whole download (bench/download_throughput.py). Here the buffer takes
+every record already received (waiting only for the first), so what is left is TLS, sha256 and the write, once
+per block instead of once per record. Every other request stays on httpx, and so does a file when a proxy from the
+environment applies (http.client here speaks to the coordinator directly; httpx honours HTTPS_PROXY, NO_PROXY).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import select
+import ssl
+import urllib.request
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import httpx
+
+BUFFER = 1024 * 1024
+MAX_ERROR_BYTES = 64 * 1024  # a refusal is a short JSON body; never read more of one than this
+
+
+class Body:
+    """One response: its status, its body in blocks (views of one reused buffer), or an httpx.Response to refuse."""
+
+    def __init__(self, url: str, response: http.client.HTTPResponse | httpx.Response, sock=None) -> None:
+        self.url, self._response, self.sock = url, response, sock
+        self.status_code = response.status if isinstance(response, http.client.HTTPResponse) else response.status_code
+
+    def blocks(self) -> Iterator[memoryview | bytes]:
+        response = self._response
+        if isinstance(response, httpx.Response):
+            yield from response.iter_bytes()
+            return
+        view = memoryview(bytearray(BUFFER))
+        try:
+            while block := self._available(response, view):
+                yield block
+        except (OSError, http.client.HTTPException) as exc:
+            raise httpx.ReadError(f"{type(exc).__name__}: {exc}") from None
+        if response.length:  # the connection ended inside the body: a transport error (rerun resumes), not a digest
+            raise httpx.RemoteProtocolError(f"the connection closed with {response.length} bytes of the body unread")
+
+    def _available(self, response: http.client.HTTPResponse, view: memoryview) -> memoryview:
+        """Waits for the first bytes only, then adds records while more are already here (a server that pauses
+        mid-file still gets what it sent written); empty at the body's end."""
+        filled = response.readinto1(view)
+        while filled and filled < len(view) and self._ready():
+            n = response.readinto1(view[filled:])
+            if not n:
+                break
+            filled += n
+        return view[:filled]
+
+    def _ready(self) -> bool:
+        sock = self.sock
+        if sock is None:
+            return False
+        pending = sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
+        return bool(pending or select.select([sock], [], [], 0)[0])
+
+    def refused(self) -> httpx.Response:
+        """The response as httpx's, for `raise_for` to read its code and message."""
+        response = self._response
+        if isinstance(response, httpx.Response):
+            response.read()
+            return response
+        return httpx.Response(
+            response.status,
+            headers=response.getheaders(),
+            content=response.read(MAX_ERROR_BYTES),
+            request=httpx.Request("GET", self.url),
+        )
+
+
+def _proxied(api: str) -> bool:
+    parts = urlsplit(api)
+    proxies = urllib.request.getproxies()
+    wanted = parts.scheme in proxies or "all" in proxies
+    return wanted and not urllib.request.proxy_bypass(parts.hostname or "")
+
+
+@contextlib.contextmanager
+def get(client: httpx.Client, verify: ssl.SSLContext | bool, api: str, url: str, headers: dict) -> Iterator[Body]:
+    """GET ``url`` (a path under ``api``) with ``client``'s Authorization, trusting what ``verify`` trusts (httpx's
+    own setting); http.client's errors come out as httpx's, so callers map one family of transport errors."""
+    if _proxied(api):
+        with client.stream("GET", url, headers=headers) as response:
+            yield Body(api + url, response)
+        return
+    parts = urlsplit(api)
+    timeout = client.timeout.read or 300.0
+    auth = {"Authorization": client.headers["authorization"]} if "authorization" in client.headers else {}
+    if parts.scheme == "https":
+        context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context()
+        connection = http.client.HTTPSConnection(parts.hostname, parts.port or 443, timeout=timeout, context=context)
+    else:
+        connection = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+    try:
+        try:
+            connection.request("GET", parts.path + url, headers={**auth, **headers})
+            response = connection.getresponse()
+        except (OSError, http.client.HTTPException) as exc:
+            raise httpx.ConnectError(f"{type(exc).__name__}: {exc}") from None
+        yield Body(api + url, response, connection.sock)
+    finally:
+        connection.close()
