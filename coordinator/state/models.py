@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import ClassVar
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -206,9 +206,9 @@ class ExpertScore(Base):
     threads: Mapped[int] = mapped_column(Integer, primary_key=True)
     evaluator: Mapped[str] = mapped_column(String(64), primary_key=True)  # the project version that scored it
     domain: Mapped[str] = mapped_column(String(64))
-    score: Mapped[float | None] = mapped_column(default=None)  # the coordinator's held-out problems
-    package_score: Mapped[float | None] = mapped_column(default=None)  # the package's eval.jsonl
-    wall_s: Mapped[float] = mapped_column(default=0.0)
+    score: Mapped[float | None] = mapped_column(Float, default=None)  # the coordinator's held-out problems
+    package_score: Mapped[float | None] = mapped_column(Float, default=None)  # the package's eval.jsonl
+    wall_s: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
