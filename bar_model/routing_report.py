@@ -123,10 +123,12 @@ def _summarise(shares: torch.Tensor, slots: list[str], anchor: int | None, own: 
         )
     mean = {key: round(sum(r[key] for r in rows) / len(rows), 6) for key in ("anchor", "own", "foreign")}
     worst = max(range(len(rows)), key=lambda i: rows[i]["foreign"])
+    per_slot = shares.mean(dim=0).tolist()
     return {
         "slot": own,
         "layers": rows,
         "mean": mean,
+        "slots": {slot: round(per_slot[i], 6) for i, slot in enumerate(slots)},  # every slot's share, layer mean
         "worst": {"layer": worst, "foreign": rows[worst]["foreign"], "top_foreign": rows[worst]["top_foreign"]},
     }
 

@@ -147,6 +147,22 @@ class CoordinatorSettings(BaseSettings):
         "router's 0 (docs/PERFORMANCE.md)",
     )
     min_retentions: dict[str, float] = Field(default={}, description="per-domain overrides of min_retention")
+    min_own_share: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="least share of its domain's routing mass an expert must receive before the gate refuses (a "
+        "collapsed router); 0.05 is below every expert of the demo's releases (lowest 0.38) and above a router that "
+        "sends an expert nothing (0.00) (docs/PERFORMANCE.md)",
+    )
+    min_own_shares: dict[str, float] = Field(default={}, description="per-domain overrides of min_own_share")
+    top_k: int | None = Field(
+        default=None,
+        gt=0,
+        le=256,
+        description="experts per token (anchor included) in every release, so serving computes at most top_k FFNs; "
+        "unset: the router recipe's (all by default); a release with fewer slots routes to all",
+    )
     build_threads: int = Field(
         default=1, gt=0, le=256, description="torch threads of a release build; fixed so a rebuild matches bit for bit"
     )

@@ -55,6 +55,9 @@ class DomainScore(_Strict):
     expert_package_score: float | None = None  # the expert alone on its package's eval.jsonl
     retention: float | None = None  # score / expert_score (None when the expert scores 0)
     difference: float | None = None  # score - expert_score, in points
+    own_share: float | None = None  # routing mass its held-out tokens give its own slot (the anchor for general)
+    anchor_share: float | None = None  # ... and the anchor's slot; both layer means (coordinator.release.routing)
+    load: float | None = None  # its slot's share of every measured token's mixture
 
 
 class ReleaseManifest(_Strict):

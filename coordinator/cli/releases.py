@@ -74,11 +74,17 @@ def _follow(registry, job_id: int) -> None:
 
 
 def _eval_table(scores: dict) -> None:
-    rows = table("domain", "score", "parent", "delta", "package's own set", "expert alone", "retention")
+    rows = table(
+        "domain", "score", "parent", "delta", "package's own set", "expert alone", "retention", "own share", "load"
+    )
     for domain, entry in sorted(scores.items()):
         cells = [entry.get(k) for k in ("score", "parent", "delta", "package_score", "expert_score")]
-        kept = entry.get("retention")
-        rows.add_row(domain, *("-" if v is None else f"{v:g}" for v in cells), "-" if kept is None else f"{kept:.0%}")
+        shares = [entry.get(k) for k in ("retention", "own_share", "load")]
+        rows.add_row(
+            domain,
+            *("-" if v is None else f"{v:g}" for v in cells),
+            *("-" if v is None else f"{v:.0%}" for v in shares),
+        )
     console.print(rows)
 
 
@@ -102,6 +108,7 @@ def list_releases(home: HomeOption = None, as_json: JsonOption = False) -> None:
                     "experts": release.experts,
                     "eval": release.eval,
                     "retention": release.retention,
+                    "routing": release.routing,
                     "channels": sorted(channels.get(release.number, [])),
                     "forced_by": release.forced_by,
                     "manifest_sha256": release.manifest_sha256,

@@ -38,11 +38,12 @@ from bar_model.recipe import RouterRecipe, load_router_recipe
 from bar_model.router import train_router
 from coordinator.release import publish
 from coordinator.release.evaluate import evaluate_release
-from coordinator.release.gate import GateRefused, low_retention, regressions
+from coordinator.release.gate import GateRefused, low_retention, regressions, starved
 from coordinator.release.manifest import BuiltModel, release_manifest
 from coordinator.release.numbering import ReleaseNumber
 from coordinator.release.plan import load_plan, plan_experts, save_plan, unchanged
 from coordinator.release.retention import add_retention, alone_scores
+from coordinator.release.routing import add_routing
 from coordinator.runtime import Runtime
 from coordinator.state import jobs
 from coordinator.state import releases as state
@@ -187,6 +188,8 @@ def build_release(
         return {"code": same.code, "message": same.message}
     parent_dir = settings.releases_dir / f"r{parent_number}" if parent_number and not request.cold else None
     recipe = load_router_recipe(settings.router_recipe)
+    if settings.top_k:  # the release policy's sparsity; a release of fewer slots routes to every one of them
+        recipe = recipe.model_copy(update={"top_k": min(settings.top_k, len(experts) + 1)})
     routed, packages = build_model(runtime, experts, parent_dir, work, recipe, settings.build_threads, timer, on_step)
 
     on_step("evaluate")
@@ -202,6 +205,8 @@ def build_release(
                 runtime, experts, packages, work, settings.eval_examples, settings.build_threads
             )
         table = add_retention(table, alone)
+        with timer.step("routing"), torch_threads(settings.build_threads):
+            table = add_routing(table, routed)
         eval_path.write_text(json.dumps(table, sort_keys=True))
         (work / "experts_scored.json").write_text(json.dumps(scored_now))
     table = json.loads(eval_path.read_text())
@@ -211,14 +216,17 @@ def build_release(
     minimums = {d: settings.min_retentions.get(d, settings.min_retention) for d in table}
     refused = regressions(table, settings.gate_tolerance, settings.gate_tolerances)
     kept_too_little = low_retention(table, settings.min_retention, settings.min_retentions)
-    if (refused or kept_too_little) and not request.force:
-        raise GateRefused(refused, kept_too_little, table, str(routed))
+    idle = starved(table, settings.min_own_share, settings.min_own_shares)
+    if (refused or kept_too_little or idle) and not request.force:
+        raise GateRefused(refused, kept_too_little, idle, table, str(routed))
     gate = {
         "tolerances": tolerances,
         "regressions": refused,
         "min_retention": minimums,
         "low_retention": kept_too_little,
-        "forced_by": request.actor if refused or kept_too_little else "",
+        "min_own_share": {d: settings.min_own_shares.get(d, settings.min_own_share) for d in table if d != "general"},
+        "starved": idle,
+        "forced_by": request.actor if refused or kept_too_little or idle else "",
     }
 
     on_step("sign")

@@ -104,6 +104,11 @@ def record(registry: Registry, final: Path, manifest: ReleaseManifest, actor: st
             for domain, s in manifest.eval.items()
             if s.expert_score is not None
         },
+        routing={
+            domain: {"own_share": s.own_share, "anchor_share": s.anchor_share, "load": s.load}
+            for domain, s in manifest.eval.items()
+            if s.load is not None
+        },
         parent=manifest.parent,
         job_id=manifest.job_id,
         forced_by=manifest.gate.get("forced_by") or "",

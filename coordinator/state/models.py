@@ -187,6 +187,7 @@ class Release(Base):
     experts: Mapped[list] = mapped_column(JSON, default=list)  # [{domain, version, org, package_digest}]
     eval: Mapped[dict] = mapped_column(JSON, default=dict)  # domain -> score
     retention: Mapped[dict] = mapped_column(JSON, default=dict)  # domain -> {expert, release, retention, difference}
+    routing: Mapped[dict] = mapped_column(JSON, default=dict)  # domain -> {own_share, anchor_share, load}
     parent: Mapped[int | None] = mapped_column(Integer, default=None)
     job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id"), default=None)
     forced_by: Mapped[str] = mapped_column(String(128), default="")  # who published past the gate

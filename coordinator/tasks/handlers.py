@@ -53,6 +53,7 @@ def build(ctx: JobContext) -> dict:
                 "message": refused.message,
                 "regressions": refused.regressions,
                 "low_retention": refused.low_retention,
+                "starved": refused.starved,
                 "eval": refused.table,
             }
         ) from None

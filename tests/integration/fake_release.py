@@ -16,8 +16,9 @@ from protocol.signing import sign_directory
 
 
 def stub_score(score: float, expert: float) -> dict:
-    """An eval entry with its expert's own score beside it, as a release build records it."""
-    return {"score": score, "expert_score": expert, "retention": round(score / expert, 3), "difference": score - expert}
+    """An eval entry with its expert's own score and its routing shares beside it, as a release build records it."""
+    kept = {"expert_score": expert, "retention": round(score / expert, 3), "difference": score - expert}
+    return {"score": score, **kept, "own_share": 0.6, "anchor_share": 0.3, "load": 0.4}
 
 
 def stub_manifest(number: int, experts: list[dict]) -> ReleaseManifest:

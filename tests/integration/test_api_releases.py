@@ -33,6 +33,7 @@ def test_releases_and_channels(world):
     assert kept == {"expert": 60.0, "release": 52.0, "retention": 0.867, "difference": -8.0}
     shown = org.get("/v1/releases/r2").json()["eval"][DOMAIN]  # release.json
     assert (shown["expert_score"], shown["retention"], shown["difference"]) == (60.0, 0.867, -8.0)
+    assert listed[1]["routing"][DOMAIN] == {"own_share": 0.6, "anchor_share": 0.3, "load": 0.4}  # a collapse shows
 
     operator = TestClient(world.app, headers=world.headers["operator"])
     promoted = operator.post("/v1/releases/latest/promote", json={"channel": "stable"}).json()

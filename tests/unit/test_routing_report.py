@@ -35,6 +35,9 @@ def test_every_layer_splits_each_served_domains_tokens_whole(routed):
     assert list(report["domains"]) == ["test-vowels", "math", "general"]
     for domain, entry in report["domains"].items():
         assert len(entry["layers"]) == 2
+        assert sum(entry["slots"].values()) == pytest.approx(1.0, abs=1e-5)  # every slot's share, layer mean
+        own = "anchor" if domain == "general" else domain
+        assert entry["slots"][own] == pytest.approx(entry["mean"]["own"], abs=1e-5)
         for row in entry["layers"]:
             anchor = 0.0 if domain == "general" else row["anchor"]  # general's own slot is the anchor
             assert anchor + row["own"] + row["foreign"] == pytest.approx(1.0, abs=1e-5)

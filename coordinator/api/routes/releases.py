@@ -70,6 +70,12 @@ class RetentionOut(BaseModel):
     difference: float | None = Field(description="release - expert, in points")
 
 
+class RoutingOut(BaseModel):
+    own_share: float | None = Field(description="routing mass the domain's held-out tokens give its own expert")
+    anchor_share: float | None = Field(description="... and the anchor; both means over layers")
+    load: float | None = Field(description="the domain's slot's share of every measured token")
+
+
 class ReleaseOut(BaseModel):
     name: str
     number: int
@@ -78,6 +84,9 @@ class ReleaseOut(BaseModel):
     eval: dict[str, float | None] = Field(description="domain → the coordinator's held-out score")
     retention: dict[str, RetentionOut] = Field(
         default_factory=dict, description="domain → how much of its own expert's score the release keeps"
+    )
+    routing: dict[str, RoutingOut] = Field(
+        default_factory=dict, description="domain → how its tokens are routed and its slot's load (a collapsing router)"
     )
     channels: list[str]
     forced_by: str
@@ -150,6 +159,7 @@ def _release(row, channels: list[str]) -> ReleaseOut:
         ],
         eval=row.eval,
         retention=row.retention or {},
+        routing=row.routing or {},
         channels=channels,
         forced_by=row.forced_by,
         manifest_sha256=row.manifest_sha256,
