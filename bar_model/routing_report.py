@@ -4,9 +4,11 @@ An expert that scores well alone but poorly once merged has usually lost its tok
 the anchor or to another expert instead of the slot trained on them. For every served domain (and the anchor's
 general data) this teacher-forces held-out prompt+response pairs through the model and averages, over the
 response tokens, the share of each token's expert mixture that goes to the anchor, to the domain's own slot and
-to every other slot, naming the foreign slot that takes the most. The mixture is the one the model applies
-(softmax of the router logits, its top-k, renormalised to the share of the token's mixture), read from the
-live gate modules, so a sparse or renormalised release is reported as it routes.
+to every other slot, naming the foreign slot that takes the most; the mixture's entropy (in nats); and the share
+of tokens whose top choice is the own slot or the anchor. Per layer, ``load`` is every slot's share of all
+measured tokens (domains weighted equally): a slot near 0 there is an expert the router has collapsed away. The
+mixture is the one the model applies (softmax of the router logits, its top-k, renormalised to the share of the
+token's mixture), read from the live gate modules, so a sparse or renormalised release is reported as it routes.
 """
 
 from __future__ import annotations
@@ -51,10 +53,12 @@ def routing_report(model_dir: Path, examples: int = 32) -> dict:
             "pass the directory `barfed model merge` or `train-router` wrote, or a release.",
         )
     anchor = slots.index(ANCHOR_SLOT) if ANCHOR_SLOT in slots else None
-    domains = {}
+    domains, loads = {}, []
     for domain, own in served_domains(slots).items():
-        shares = _mean_shares(model, tokenizer, get_domain(domain).eval_set(examples))
-        domains[domain] = _summarise(shares, slots, anchor, own)
+        measured = _mean_shares(model, tokenizer, get_domain(domain).eval_set(examples))
+        domains[domain] = _summarise(measured, slots, anchor, own)
+        loads.append(measured["shares"])
+    load = torch.stack(loads).mean(dim=0)  # [layers, slots]
     unscored = [slot for slot in slots if slot != ANCHOR_SLOT and slot not in domains]  # still foreign to the others
     return {
         "model": str(model_dir),
@@ -63,14 +67,19 @@ def routing_report(model_dir: Path, examples: int = 32) -> dict:
         "layers": len(layers),
         "domains": domains,
         "unscored": unscored,
+        "load": [{slot: round(v, 6) for slot, v in zip(slots, layer, strict=True)} for layer in load.tolist()],
     }
 
 
 @torch.inference_mode()
-def _mean_shares(model, tokenizer, examples) -> torch.Tensor:
-    """[layers, slots]: each slot's share of the token's expert mixture, averaged over response tokens."""
+def _mean_shares(model, tokenizer, examples) -> dict[str, torch.Tensor]:
+    """Averaged over response tokens, per layer: ``shares`` [layers, slots], each slot's share of the token's
+    expert mixture; ``top`` [layers, slots], the share of tokens whose largest weight is that slot's; ``entropy``
+    [layers], the mixture's entropy in nats."""
     layers = model.model.layers
     sums = torch.zeros(len(layers), model.config.num_experts, dtype=torch.float64)
+    tops = torch.zeros_like(sums)
+    entropy = torch.zeros(len(layers), dtype=torch.float64)
     mask: dict[str, torch.Tensor] = {}
 
     def hook(index):
@@ -79,7 +88,10 @@ def _mean_shares(model, tokenizer, examples) -> torch.Tensor:
             weights = torch.zeros(chosen.shape[0], sums.shape[1], dtype=torch.float64, device=chosen.device)
             weights.scatter_(1, chosen, scores.double())
             weights /= weights.sum(dim=-1, keepdim=True).clamp_min(1e-30)
-            sums[index] += weights[mask["response"].reshape(-1)].sum(dim=0).cpu()
+            weights = weights[mask["response"].reshape(-1)]
+            sums[index] += weights.sum(dim=0).cpu()
+            tops[index] += torch.bincount(weights.argmax(dim=-1), minlength=sums.shape[1]).double().cpu()
+            entropy[index] += -(weights * weights.clamp_min(1e-30).log()).sum().cpu()
 
         return record
 
@@ -104,13 +116,16 @@ def _mean_shares(model, tokenizer, examples) -> torch.Tensor:
             handle.remove()
     if not tokens:
         raise BarFedError("NO_EVAL_DATA", "the held-out examples have no response tokens to route.")
-    return sums / tokens
+    return {"shares": sums / tokens, "top": tops / tokens, "entropy": entropy / tokens}
 
 
-def _summarise(shares: torch.Tensor, slots: list[str], anchor: int | None, own: int) -> dict:
+def _summarise(measured: dict[str, torch.Tensor], slots: list[str], anchor: int | None, own: int) -> dict:
+    shares = measured["shares"]
     foreign_slots = [i for i in range(len(slots)) if i not in (anchor, own)]
     rows = []
-    for layer in shares.tolist():
+    for layer, top_choice, entropy in zip(
+        shares.tolist(), measured["top"].tolist(), measured["entropy"].tolist(), strict=True
+    ):
         top = max(foreign_slots, key=lambda i: layer[i], default=None)
         rows.append(
             {
@@ -119,9 +134,13 @@ def _summarise(shares: torch.Tensor, slots: list[str], anchor: int | None, own: 
                 "foreign": round(sum(layer[i] for i in foreign_slots), 6),
                 "top_foreign": slots[top] if top is not None else None,
                 "top_foreign_mass": round(layer[top], 6) if top is not None else 0.0,
+                "top_own": round(top_choice[own], 6),  # tokens whose largest weight is the own slot's
+                "top_anchor": round(top_choice[anchor], 6) if anchor is not None else 0.0,
+                "entropy": round(entropy, 6),
             }
         )
-    mean = {key: round(sum(r[key] for r in rows) / len(rows), 6) for key in ("anchor", "own", "foreign")}
+    keys = ("anchor", "own", "foreign", "top_own", "top_anchor", "entropy")
+    mean = {key: round(sum(r[key] for r in rows) / len(rows), 6) for key in keys}
     worst = max(range(len(rows)), key=lambda i: rows[i]["foreign"])
     per_slot = shares.mean(dim=0).tolist()
     return {

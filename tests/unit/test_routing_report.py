@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 
 import pytest
@@ -42,7 +43,15 @@ def test_every_layer_splits_each_served_domains_tokens_whole(routed):
             anchor = 0.0 if domain == "general" else row["anchor"]  # general's own slot is the anchor
             assert anchor + row["own"] + row["foreign"] == pytest.approx(1.0, abs=1e-5)
             assert 0 < row["top_foreign_mass"] <= row["foreign"] + 1e-9
+            assert 0 <= row["top_own"] <= 1 and 0 <= row["top_anchor"] <= 1
+            assert 0 <= row["entropy"] <= math.log(len(report["slots"])) + 1e-9  # nats, at most uniform's
         assert entry["mean"]["foreign"] == pytest.approx(sum(r["foreign"] for r in entry["layers"]) / 2, abs=1e-5)
+    for load in report["load"]:  # per layer: every slot's share of all tokens, domains weighted equally
+        assert sum(load.values()) == pytest.approx(1.0, abs=1e-5)
+    for slot in report["slots"]:
+        over_layers = sum(load[slot] for load in report["load"]) / report["layers"]
+        over_domains = sum(e["slots"][slot] for e in report["domains"].values()) / len(report["domains"])
+        assert over_layers == pytest.approx(over_domains, abs=1e-5)
     assert report["domains"]["math"]["layers"][0]["top_foreign"] == "test-vowels"  # the only foreign slot
     assert routing_report(routed, EXAMPLES) == report
 
