@@ -18,7 +18,7 @@ evaluate, score every expert alone, routing shares, gate, sign, publish):
 
 The four core domains are left out: one of their experts takes 10 minutes here, a parametric one 30 s.
 
-    .venv/bin/python bench/many_domains.py              # the whole curve: about 2 hours on 2 CPU cores
+    .venv/bin/python bench/many_domains.py              # the whole curve: 75 min on 2 CPU cores (2026-12-05)
     .venv/bin/python bench/many_domains.py --n 4,8      # part of it; a rerun adds the missing sizes
 
 Every expert and package is kept under --work and every size's measurements in many_domains.json, so a killed run
@@ -87,8 +87,7 @@ def build(coordinator, home: Path, *, cold: bool) -> tuple[dict, float]:
         session.flush()
         job_id = job.id
     request = BuildRequest({}, True, "bench", job_id=job_id, cold=cold)
-    result, seconds = timed(lambda: build_release(coordinator, request, home / f"job{job_id}"))
-    return result, seconds
+    return timed(lambda: build_release(coordinator, request, home / f"job{job_id}"))
 
 
 def router_health(release: Path) -> dict:
