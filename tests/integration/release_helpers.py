@@ -44,13 +44,14 @@ def release_settings(tmp_path: Path, db_url: str, **overrides):
     recipe = tmp_path / "router-test.toml"
     recipe.write_text(ROUTER_RECIPE)
     # Micro experts cannot be told apart by a router (their hidden states at the answer do not carry the prompt's
-    # domain), so their releases keep little of each expert: the retention gate is tested on its own, in
-    # test_release_retention.py, and off here.
+    # domain), so their releases keep little of each expert and may route one almost nothing: the retention and
+    # collapse gates are tested on their own, in test_release_retention.py and test_release_routing.py, and off here.
     overrides = {
         "router_recipe": str(recipe),
         "eval_examples": 8,
         "auto_build": False,
         "min_retention": 0.0,
+        "min_own_share": 0.0,
         **overrides,
     }
     return make_settings(tmp_path, db_url, **overrides)

@@ -26,6 +26,8 @@ WORDS = ("yes", "ok", "no")
 
 
 def coordinator_with(micro, tmp_path, **overrides):
+    """A coordinator whose collapse gate is on at its default (release_settings turns it off for micro experts)."""
+    overrides = {"min_own_share": 0.05, **overrides}
     settings = release_settings(tmp_path, f"sqlite:///{tmp_path / 'registry.db'}", **overrides)
     initialize(settings, micro["branch"])
     return coordinator_for(settings)
