@@ -15,7 +15,7 @@ import select
 import ssl
 import urllib.request
 from collections.abc import Iterator
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
@@ -83,28 +83,54 @@ def _proxied(api: str) -> bool:
     return wanted and not urllib.request.proxy_bypass(parts.hostname or "")
 
 
+REDIRECTS = (301, 302, 303, 307, 308)
+MAX_REDIRECTS = 3
+
+
 @contextlib.contextmanager
 def get(client: httpx.Client, verify: ssl.SSLContext | bool, api: str, url: str, headers: dict) -> Iterator[Body]:
     """GET ``url`` (a path under ``api``) with ``client``'s Authorization, trusting what ``verify`` trusts (httpx's
-    own setting); http.client's errors come out as httpx's, so callers map one family of transport errors."""
+    own setting); http.client's errors come out as httpx's, so callers map one family of transport errors.
+
+    A redirect (a coordinator whose releases live on an object store answers with a presigned URL) is followed to
+    another host without the Authorization header (the URL carries its own) and without If-Range (the store's ETag
+    is not the sha256; the object behind a release path never changes), trusting the system's certificates there."""
     if _proxied(api):
-        with client.stream("GET", url, headers=headers) as response:
+        with client.stream("GET", url, headers=headers, follow_redirects=True) as response:
             yield Body(api + url, response)
         return
-    parts = urlsplit(api)
-    timeout = client.timeout.read or 300.0
     auth = {"Authorization": client.headers["authorization"]} if "authorization" in client.headers else {}
+    target, context = api + url, verify if isinstance(verify, ssl.SSLContext) else None
+    timeout = client.timeout.read or 300.0
+    for _ in range(MAX_REDIRECTS + 1):
+        connection, response = _open(target, {**auth, **headers}, context, timeout)
+        location = response.getheader("location") if response.status in REDIRECTS else None
+        if location is None:
+            try:
+                yield Body(target, response, connection.sock)
+            finally:
+                connection.close()
+            return
+        connection.close()
+        following = urljoin(target, location)
+        if urlsplit(following).netloc != urlsplit(target).netloc:
+            auth, context = {}, None
+            headers = {k: v for k, v in headers.items() if k.lower() != "if-range"}
+        target = following
+    raise httpx.TooManyRedirects(f"more than {MAX_REDIRECTS} redirects from {api + url}")
+
+
+def _open(url: str, headers: dict, context: ssl.SSLContext | None, timeout: float):
+    parts = urlsplit(url)
     if parts.scheme == "https":
-        context = verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context()
+        context = context or httpx.create_ssl_context()
         connection = http.client.HTTPSConnection(parts.hostname, parts.port or 443, timeout=timeout, context=context)
     else:
         connection = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout)
+    path = parts.path + (f"?{parts.query}" if parts.query else "")
     try:
-        try:
-            connection.request("GET", parts.path + url, headers={**auth, **headers})
-            response = connection.getresponse()
-        except (OSError, http.client.HTTPException) as exc:
-            raise httpx.ConnectError(f"{type(exc).__name__}: {exc}") from None
-        yield Body(api + url, response, connection.sock)
-    finally:
+        connection.request("GET", path, headers=headers)
+        return connection, connection.getresponse()
+    except (OSError, http.client.HTTPException) as exc:
         connection.close()
+        raise httpx.ConnectError(f"{type(exc).__name__}: {exc}") from None

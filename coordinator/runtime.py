@@ -1,5 +1,6 @@
 """What the coordinator's work runs against, built once per process and passed in whole: its settings, registry,
-blob store, keys, and the dispatcher that sends a queued job to the workers at once."""
+blob store, keys, the dispatcher that sends a queued job to the workers at once, and the object store that
+releases are published to."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from coordinator.blobs import BlobStore
 from coordinator.keys import CoordinatorKeys
 from coordinator.settings import CoordinatorSettings
 from coordinator.state.db import Registry
+from coordinator.storage import ObjectStore
 from coordinator.tasks.dispatch import Dispatcher
 
 
@@ -22,6 +24,7 @@ class Runtime:
     blobs: BlobStore
     keys: CoordinatorKeys
     dispatcher: Dispatcher | None = None
+    store: ObjectStore | None = None  # where releases are published too, with artifact_store set
 
     @classmethod
     def from_settings(cls, settings: CoordinatorSettings, dispatcher: Dispatcher | None = None) -> Runtime:
@@ -31,6 +34,7 @@ class Runtime:
             BlobStore(settings.blob_dir),
             CoordinatorKeys(settings.pki_dir),
             dispatcher,
+            ObjectStore(settings) if settings.artifact_store else None,
         )
 
     def dispatch(self, job_id: int) -> bool:

@@ -171,6 +171,27 @@ class CoordinatorSettings(BaseSettings):
     announce_redis_url: str | None = Field(
         default=None, description="redis://… to announce every publish on the pub/sub channel barfed:releases"
     )
+    artifact_store: str = Field(
+        default="",
+        pattern=r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9._/-]*)?)?$",
+        description="s3://bucket[/prefix]: publish releases there too and redirect downloads to it (presigned); "
+        "empty: releases live under home only",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="the S3 server, e.g. http://127.0.0.1:8333 (SeaweedFS); unset: AWS's for s3_region"
+    )
+    s3_public_endpoint_url: str | None = Field(
+        default=None, description="the S3 server as users reach it, for presigned download URLs; unset: s3_endpoint_url"
+    )
+    s3_region: str = Field(default="us-east-1", min_length=1, description="the bucket's region")
+    s3_credentials_file: Path | None = Field(
+        default=None,
+        description="JSON {access_key_id, secret_access_key}; unset: the standard AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY",
+    )
+    presign_expires_s: int = Field(
+        default=300, ge=10, le=7 * 24 * 3600, description="life of a presigned download URL handed to a client"
+    )
 
     @classmethod
     def settings_customise_sources(

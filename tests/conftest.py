@@ -129,3 +129,26 @@ def say_experts(micro, tmp_path_factory) -> dict[str, Path]:
     experts = {word: train_say_expert(micro["branch"], word, root / word) for word in SAY_WORDS}
     experts["no-weak"] = train_say_expert(micro["branch"], "no", root / "no-weak", steps=8)
     return experts
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real SeaweedFS S3 server on loopback for the session (tests/seaweed.py)."""
+    from tests import seaweed
+
+    server = seaweed.start(tmp_path_factory.mktemp("seaweed"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_settings(s3_server, tmp_path) -> dict:
+    """Coordinator settings that publish to ``s3_server`` under a prefix of this test's own."""
+    import uuid
+
+    secret = s3_server.credentials_file(tmp_path / "s3-credentials.json")
+    return {
+        "artifact_store": f"s3://{s3_server.bucket}/t-{uuid.uuid4().hex[:12]}",
+        "s3_endpoint_url": s3_server.endpoint,
+        "s3_credentials_file": secret,
+    }

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 
 from coordinator.api import docs, errors
 from coordinator.api.body_guard import BodyGuard
-from coordinator.api.redirects import RelativeRedirects
+from coordinator.api.redirects import RelativeRedirects, origin
 from coordinator.api.routes import audit, downloads, experts, health, hub, jobs, keys, metrics, orgs, releases
 from coordinator.runtime import Runtime
 
@@ -29,7 +29,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     errors.install(app)
     app.add_middleware(BodyGuard, runtime=runtime)  # no body is read before its caller is authenticated
-    app.add_middleware(RelativeRedirects)
+    store_origin = origin(runtime.store.presigned_get("origin")) if runtime.store is not None else None
+    app.add_middleware(RelativeRedirects, store_origin=store_origin)
     app.include_router(health.router)
     docs.install(app)
     metrics.install(app)  # /metrics, and the middleware counting every request

@@ -32,6 +32,10 @@ _FILE = {media: {} for media in (OCTETS, *MEDIA_TYPES.values())}
 FILE_RESPONSES = {
     200: {"content": _FILE, "description": "the file (ETag and X-Barfed-Sha256: sha256)"},
     206: {"content": {**_FILE, "multipart/byteranges": {}}, "description": "the requested range (several: multipart)"},
+    302: {
+        "description": "with an object store: Location is a short-lived presigned URL of the file (X-Linked-Etag, "
+        "X-Linked-Size)"
+    },
     304: {"description": "If-None-Match matched the file's ETag"},
     400: {"model": ErrorBody, "description": "BAD_RANGE: the Range header is malformed; or another bad request"},
     409: {
@@ -89,6 +93,19 @@ def file_response(request: Request, path: Path, sha256: str, size: int) -> Respo
         path, size=size, headers=headers, stat_result=stat, media_type=MEDIA_TYPES.get(path.suffix, OCTETS)
     )
     return _range_refusal(request, response, size) or response
+
+
+def redirect_response(request: Request, url: str, sha256: str, size: int) -> Response:
+    """A file kept on the object store: 302 to a presigned URL, with what a client checks before following (the
+    Hub's protocol: ETag, X-Linked-Etag, X-Linked-Size; huggingface_hub reads them from this answer on HEAD). The
+    URL expires, so the answer is never cached."""
+    etag = etag_of(sha256)
+    headers = {"etag": etag, SHA256_HEADER: sha256, "cache-control": "no-store"}
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None and _matches(if_none_match, etag):
+        return Response(status_code=304, headers={**headers, "cache-control": CACHE_CONTROL})
+    headers.update({"location": url, "x-linked-etag": etag, "x-linked-size": str(size)})
+    return Response(status_code=302, headers=headers)
 
 
 def _range_refusal(request: Request, response: FileResponse, size: int) -> Response | None:

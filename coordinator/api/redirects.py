@@ -1,6 +1,7 @@
 """Every redirect the API answers names a path on this server, never a host: Starlette builds the slash redirect
 (``/v1/orgs/`` to ``/v1/orgs``) as an absolute URL from the request's Host header, so ``Host: evil.example`` would
-send the client there, or poison a cache in front of the API."""
+send the client there, or poison a cache in front of the API. The one exception is the origin of the object store's presigned
+download URLs, which comes from the settings, never from the request."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 class RelativeRedirects:
     """ASGI middleware: a redirect's Location loses its scheme and host."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def __init__(self, app: ASGIApp, store_origin: str | None = None) -> None:
+        self.app, self.store_origin = app, store_origin
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -23,13 +24,24 @@ class RelativeRedirects:
         async def send_relative(message: Message) -> None:
             if message["type"] == "http.response.start" and 300 <= message["status"] < 400:
                 headers = [
-                    (name, relative(value) if name.lower() == b"location" else value)
+                    (name, self._checked(value) if name.lower() == b"location" else value)
                     for name, value in message["headers"]
                 ]
                 message = {**message, "headers": headers}
             await send(message)
 
         await self.app(scope, receive, send_relative)
+
+    def _checked(self, location: bytes) -> bytes:
+        if self.store_origin is not None and origin(location.decode("latin-1")) == self.store_origin:
+            return location
+        return relative(location)
+
+
+def origin(url: str | None) -> str | None:
+    """``scheme://host:port`` of an absolute URL, lower-cased; None for a relative one."""
+    parts = urlsplit(url or "")
+    return f"{parts.scheme}://{parts.netloc}".lower() if parts.scheme and parts.netloc else None
 
 
 def relative(location: bytes) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import re
 import uuid
+from pathlib import Path
 
 from coordinator.release.diff import diff_releases
 from coordinator.release.plan import plan_experts, unchanged
@@ -13,8 +14,9 @@ from coordinator.state import jobs
 from coordinator.state import releases as state
 from coordinator.state.db import Registry
 from coordinator.state.models import Job, Release
+from coordinator.storage import ObjectStore, release_prefix
 from protocol.errors import BarFedError
-from protocol.release import ReleaseManifest, read_manifest
+from protocol.release import RELEASE_FILE, ReleaseManifest, read_manifest
 
 CHANNEL = re.compile(state.CHANNEL_NAME)
 MAX_PINS = 256
@@ -52,11 +54,24 @@ def request_build(registry: Registry, pins: dict[str, int], force: bool, actor: 
     return jobs.queue(registry, "build", f"manual-{uuid.uuid4().hex[:12]}", params, actor=actor)
 
 
+def manifest_dir(settings: CoordinatorSettings, release: Release) -> Path:
+    """Where the release's release.json is: under home, or fetched from the object store into ``home/cache``,
+    checked against the sha256 its registry row recorded."""
+    directory = settings.releases_dir / f"r{release.number}"
+    if not settings.artifact_store or (directory / RELEASE_FILE).is_file():
+        return directory
+    cache = settings.home / "cache" / "releases" / f"r{release.number}"
+    if not (cache / RELEASE_FILE).is_file():
+        key = f"{release_prefix(release.number)}/{RELEASE_FILE}"
+        ObjectStore(settings).get_file(key, cache / RELEASE_FILE, release.manifest_sha256)
+    return cache
+
+
 def show(settings: CoordinatorSettings, registry: Registry, name: str) -> tuple[Release, ReleaseManifest]:
     """The release's release.json, its ``wall_s`` completed with what its build job measured after signing it
     (``sign``, ``publish``; see coordinator/release/build.py), so the whole cost of the release shows."""
     release = state.resolve(registry, name)
-    manifest = read_manifest(settings.releases_dir / f"r{release.number}")
+    manifest = read_manifest(manifest_dir(settings, release))
     measured = {}
     if release.job_id is not None:
         with contextlib.suppress(BarFedError):

@@ -44,9 +44,11 @@ from coordinator.release.numbering import ReleaseNumber
 from coordinator.release.plan import load_plan, plan_experts, save_plan, unchanged
 from coordinator.release.retention import add_retention, alone_scores
 from coordinator.release.routing import add_routing
+from coordinator.release.signed_files import local_copy
 from coordinator.runtime import Runtime
 from coordinator.state import jobs
 from coordinator.state import releases as state
+from coordinator.storage import release_prefix, upload_release
 from protocol.errors import BarFedError
 from protocol.layout import ANCHOR_SLOT
 from protocol.package import CALIBRATION_FILE
@@ -186,7 +188,7 @@ def build_release(
         # Checked on every attempt, against the latest release now: a build queued before another published the
         # same experts ends here, done and publishing nothing, so no policy or retry builds it again.
         return {"code": same.code, "message": same.message}
-    parent_dir = settings.releases_dir / f"r{parent_number}" if parent_number and not request.cold else None
+    parent_dir = local_copy(runtime, parent_number) if parent_number and not request.cold else None
     recipe = load_router_recipe(settings.router_recipe)
     if settings.top_k:  # the release policy's sparsity; a release of fewer slots routes to every one of them
         recipe = recipe.model_copy(update={"top_k": min(settings.top_k, len(experts) + 1)})
@@ -254,8 +256,11 @@ def build_release(
 
 
 def _record(runtime: Runtime, request: BuildRequest, final: Path) -> dict:
-    """Write the release's row (once) and announce it; the result of the build job."""
+    """Upload the release to the object store (if any), write its row (once) and announce it; the result of the
+    build job."""
     manifest = read_manifest(final)
+    if runtime.store is not None:  # every object before the row: a release is visible only once complete
+        upload_release(runtime.store, final, manifest.number)
     try:
         moved = publish.record(runtime.registry, final, manifest, request.actor)
     except BarFedError as exc:
@@ -278,7 +283,12 @@ def _record(runtime: Runtime, request: BuildRequest, final: Path) -> dict:
 def _withdrawn(runtime: Runtime, request: BuildRequest, final: Path, refused: BarFedError) -> BarFedError:
     """The registry refused the release (an expert left ACCEPTED after the plan): its directory goes, and the same
     request is queued again (once per job), so a fresh plan builds what is ACCEPTED now."""
+    number = read_manifest(final).number
     publish.withdraw(final)
+    if runtime.store is not None:
+        runtime.store.delete(
+            [f"{release_prefix(number)}/{name}" for name in runtime.store.sizes(release_prefix(number))]
+        )
     key = f"recheck-{request.job_id if request.job_id is not None else uuid.uuid4().hex[:12]}"
     rebuild = jobs.queue(runtime.registry, "build", key, request.params())
     runtime.dispatch(rebuild.id)

@@ -12,6 +12,7 @@ from pathlib import Path
 from bar_model.recipe import RouterRecipe
 from coordinator.release import publish
 from coordinator.release.build import Timer, build_model
+from coordinator.release.signed_files import local_copy
 from coordinator.runtime import Runtime
 from protocol.package import SIGNATURE_FILE, file_sha256
 from protocol.release import RELEASE_FILE, read_manifest
@@ -19,10 +20,10 @@ from protocol.release import RELEASE_FILE, read_manifest
 
 def rebuild(runtime: Runtime, number: int, scratch: Path) -> dict[str, str]:
     """Re-run r``number``'s build in ``scratch``; per file: match, differs, missing or extra."""
-    published = runtime.settings.releases_dir / f"r{number}"
+    published = local_copy(runtime, number)  # with an object store, its objects (each checked on the way)
     manifest = read_manifest(published)
     incremental = manifest.parent and manifest.router.incremental  # a cold build has a parent but carried no rows
-    parent_dir = runtime.settings.releases_dir / f"r{manifest.parent}" if incremental else None
+    parent_dir = local_copy(runtime, manifest.parent) if incremental else None
     recipe = RouterRecipe.model_validate(manifest.router.recipe)
     if scratch.exists():
         shutil.rmtree(scratch)

@@ -5,15 +5,18 @@ verified once per release against the coordinator's release key, with the signed
 files' own (so a multi-GB shard is not read again), which still checks the signature and that the directory holds
 exactly the signed files, no symlinks. Releases are immutable once published, so the result is cached per release
 directory; a release that does not verify is refused and not cached (an operator's repair is seen next call).
+With an object store, the listing and ``model.sig`` come from the store and downloads are presigned URLs.
 """
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from coordinator.runtime import Runtime
+from coordinator.storage import release_prefix
 from protocol.errors import BarFedError
 from protocol.package import SIGNATURE_FILE, file_sha256
 from protocol.signing import signed_digests, verify_directory
@@ -37,12 +40,15 @@ def release_dir(runtime: Runtime, number: int) -> Path:
 def release_files(runtime: Runtime, number: int) -> dict[str, FileEntry]:
     """path (relative, POSIX) → FileEntry for every file of r``number``, ``model.sig`` included (its own digest)."""
     directory = release_dir(runtime, number)
-    key = (str(directory.resolve()), number)
+    key = (str(directory.resolve()) if runtime.store is None else repr(runtime.store.location), number)
     with _lock:
         cached = _cache.get(key)
     if cached is not None:
         return cached
-    entries = _verified_entries(runtime, number, directory)
+    if runtime.store is None:
+        entries = _verified_entries(runtime, number, directory)
+    else:
+        entries = _verified_on_store(runtime, number)
     with _lock:
         if len(_cache) >= MAX_CACHED:
             _cache.pop(next(iter(_cache)))
@@ -50,7 +56,25 @@ def release_files(runtime: Runtime, number: int) -> dict[str, FileEntry]:
     return entries
 
 
-def _verified_entries(runtime: Runtime, number: int, directory: Path) -> dict[str, FileEntry]:
+def _verified_on_store(runtime: Runtime, number: int) -> dict[str, FileEntry]:
+    """The store's listing of r``number`` checked against its signature, without reading the files: ``model.sig``
+    is fetched into a directory of empty stand-ins named as the listing, which must be exactly the signed files."""
+    sizes = runtime.store.sizes(release_prefix(number))
+    if SIGNATURE_FILE not in sizes:
+        raise BarFedError("UNKNOWN_RELEASE", f"r{number} has no files on the artifact store; list releases again.")
+    with tempfile.TemporaryDirectory(prefix="barfed-release-") as tmp:
+        shadow = Path(tmp)
+        runtime.store.get_file(f"{release_prefix(number)}/{SIGNATURE_FILE}", shadow / SIGNATURE_FILE)
+        for name in sizes:
+            (shadow / name).parent.mkdir(parents=True, exist_ok=True)
+            (shadow / name).touch()
+        return _verified_entries(runtime, number, shadow, sizes)
+
+
+def _verified_entries(
+    runtime: Runtime, number: int, directory: Path, sizes: dict[str, int] | None = None
+) -> dict[str, FileEntry]:
+    """``sizes``: the files' sizes where ``directory`` holds stand-ins for them (a release on the store)."""
     signature = directory / SIGNATURE_FILE
     if not signature.is_file():
         raise BarFedError("UNKNOWN_RELEASE", f"r{number} has no files on this coordinator; list releases again.")
@@ -69,14 +93,42 @@ def _verified_entries(runtime: Runtime, number: int, directory: Path) -> dict[st
             "RELEASE_UNVERIFIED",
             f"r{number}'s {SIGNATURE_FILE} holds no readable in-toto statement; the operator must restore it.",
         ) from None
-    entries = {name: FileEntry((directory / name).stat().st_size, digest) for name, digest in sorted(signed.items())}
+    size = sizes.__getitem__ if sizes is not None else lambda name: (directory / name).stat().st_size
+    entries = {name: FileEntry(size(name), digest) for name, digest in sorted(signed.items())}
     entries[SIGNATURE_FILE] = FileEntry(signature.stat().st_size, file_sha256(signature))
     return dict(sorted(entries.items()))
 
 
-def file_path(runtime: Runtime, number: int, name: str) -> tuple[Path, FileEntry]:
-    """The file ``name`` of r``number`` on disk, only when the release lists it (never a path built from input)."""
+def file_url(runtime: Runtime, number: int, name: str) -> tuple[str, FileEntry]:
+    """A presigned URL of the file ``name`` of r``number`` on the store, only when the release lists it."""
+    entry = _entry(runtime, number, name)
+    return runtime.store.presigned_get(f"{release_prefix(number)}/{name}"), entry
+
+
+def local_copy(runtime: Runtime, number: int, names: tuple[str, ...] | None = None) -> Path:
+    """A directory holding r``number``'s files ``names`` (all when None): the published directory under home when
+    this machine has it, else a cache under ``home/cache`` filled from the store, each file checked against its
+    signed sha256 (a release's files never change, so what is cached stays good)."""
+    directory = release_dir(runtime, number)
+    if runtime.store is None or (directory / SIGNATURE_FILE).is_file():
+        return directory
+    cache = runtime.settings.home / "cache" / "releases" / f"r{number}"
+    entries = release_files(runtime, number)
+    for name in names if names is not None else tuple(entries):
+        entry = _entry(runtime, number, name)
+        if not (cache / name).is_file():
+            runtime.store.get_file(f"{release_prefix(number)}/{name}", cache / name, entry.sha256)
+    return cache
+
+
+def _entry(runtime: Runtime, number: int, name: str) -> FileEntry:
     entry = release_files(runtime, number).get(name)
     if entry is None:
         raise BarFedError("UNKNOWN_FILE", f"r{number} has no file {name[:200]!r}; its file list names every one.")
+    return entry
+
+
+def file_path(runtime: Runtime, number: int, name: str) -> tuple[Path, FileEntry]:
+    """The file ``name`` of r``number`` on disk, only when the release lists it (never a path built from input)."""
+    entry = _entry(runtime, number, name)
     return release_dir(runtime, number) / name, entry

@@ -2,7 +2,8 @@
 
 Any token may download (every role, org tokens included); with ``public_releases`` no token is needed, but a
 token that is sent must still be valid (a revoked one is refused either way). Files are only those the release's
-verified signature lists, so no path built from a request ever reaches the filesystem.
+verified signature lists, so no path built from a request ever reaches the filesystem. With an object store
+(``artifact_store``), a file is a redirect to a presigned URL, handed out only after the token is checked.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel
 
 from coordinator.api.deps import ROLES, OptionalPrincipal, Principal, runtime
-from coordinator.api.file_response import FILE_RESPONSES, file_response
+from coordinator.api.file_response import FILE_RESPONSES, file_response, redirect_response
 from coordinator.release import signed_files
 from coordinator.state import releases
 from protocol.errors import BarFedError
@@ -72,10 +73,18 @@ def list_files(request: Request, name: ReleaseName) -> FileList:
 
 def _serve(request: Request, name: str, path: str) -> Response:
     release = _release(request, name)
-    disk_path, entry = signed_files.file_path(runtime(request), release.number, path)
-    response = file_response(request, disk_path, entry.sha256, entry.size)
+    response = served_file(request, runtime(request), release.number, path)
     response.headers["x-barfed-release"] = f"r{release.number}"
     return response
+
+
+def served_file(request: Request, runtime, number: int, path: str) -> Response:
+    """The file's bytes from home, or a redirect to it on the object store (after the caller's token was checked)."""
+    if runtime.store is not None:
+        url, entry = signed_files.file_url(runtime, number, path)
+        return redirect_response(request, url, entry.sha256, entry.size)
+    disk_path, entry = signed_files.file_path(runtime, number, path)
+    return file_response(request, disk_path, entry.sha256, entry.size)
 
 
 def _file_route(path: str, summary: str):

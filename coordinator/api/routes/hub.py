@@ -32,9 +32,9 @@ from fastapi.routing import APIRoute
 
 from coordinator.api.deps import CurrentRuntime
 from coordinator.api.errors import status_of
-from coordinator.api.file_response import FILE_RESPONSES, etag_of, file_response
-from coordinator.api.routes.downloads import DOWNLOAD
-from coordinator.release.signed_files import FileEntry, file_path, release_dir, release_files
+from coordinator.api.file_response import FILE_RESPONSES, etag_of
+from coordinator.api.routes.downloads import DOWNLOAD, served_file
+from coordinator.release.signed_files import FileEntry, local_copy, release_files
 from coordinator.state import releases as state
 from coordinator.state.models import Release
 from protocol.errors import BarFedError
@@ -127,8 +127,8 @@ def _config(runtime, release: Release, files: dict[str, FileEntry]) -> dict:
     if entry is None or entry.size > MAX_CONFIG_BYTES:
         return {}
     try:
-        config = json.loads((release_dir(runtime, release.number) / "config.json").read_text())
-    except (OSError, ValueError):
+        config = json.loads((local_copy(runtime, release.number, ("config.json",)) / "config.json").read_text())
+    except (OSError, ValueError, BarFedError):
         return {}
     return {key: config[key] for key in ("architectures", "model_type") if key in config}
 
@@ -273,11 +273,11 @@ def resolve(
     release = resolve_revision(runtime, repo_id, revision)
     commit = state.commit_id(release)
     try:
-        path, entry = file_path(runtime, release.number, filename)
+        entry = release_files(runtime, release.number).get(filename)
+        response = served_file(request, runtime, release.number, filename)
     except BarFedError as exc:
         exc.commit = commit  # the client caches "absent at this commit" from it
         raise
-    response = file_response(request, path, entry.sha256, entry.size)
     response.headers["X-Repo-Commit"] = commit
     response.headers["X-Linked-Etag"] = etag_of(entry.sha256)
     response.headers["X-Linked-Size"] = str(entry.size)

@@ -1,0 +1,188 @@
+"""Where published releases live: under ``home/releases`` (the embedded default), or also on an S3-compatible store.
+
+With ``artifact_store = "s3://bucket/prefix"`` a release built on a worker is uploaded object by object under
+``prefix/releases/r<N>/`` before its registry row is written, ``release.json`` and then ``model.sig`` last, so a
+release is visible (listed, downloadable) only once every object is there; a worker that dies between objects
+leaves objects no row points at, and the next attempt of the same job uploads what is missing. Objects are created,
+never overwritten (a conditional put); one that exists already with another sha256 (kept in its metadata) is
+refused. The API answers a
+download with a redirect to a short-lived presigned URL, so the bytes flow from the store, not through it.
+
+The client is obstore (Rust's object_store): bench/object_store_clients.py measured it against boto3 on a 1 GiB
+upload and download (docs/PERFORMANCE.md, "The S3 client"). Credentials come from ``s3_credentials_file`` (JSON
+with ``access_key_id`` and ``secret_access_key``) or the standard AWS variables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from bar_model.durable import fsync_file
+from protocol.errors import BarFedError
+from protocol.package import SIGNATURE_FILE, file_sha256
+from protocol.release import RELEASE_FILE
+from protocol.signing import signed_digests
+
+PART = 8 * 1024 * 1024  # multipart part size and streamed download chunk (bench/object_store_clients.py)
+CONCURRENCY = 4  # parts in flight per upload
+LAST = (RELEASE_FILE, SIGNATURE_FILE)  # uploaded after every other object of a release, in this order
+SHA256_METADATA = "sha256"  # x-amz-meta-sha256: what an object's bytes hash to, so a retried put can compare
+OCTETS, CONTENT_TYPES = "application/octet-stream", {".json": "application/json"}
+
+
+@dataclass(frozen=True)
+class Location:
+    bucket: str
+    prefix: str
+
+    @classmethod
+    def parse(cls, url: str) -> Location:
+        parts = urlparse(url)
+        if parts.scheme != "s3" or not parts.netloc:
+            raise BarFedError(
+                "BAD_ARTIFACT_STORE", f"artifact_store {url!r} is not s3://bucket[/prefix]; leave it empty for home."
+            )
+        return cls(parts.netloc, parts.path.strip("/"))
+
+
+class ObjectStore:
+    """One bucket and prefix on an S3-compatible server: create-only puts, verified gets, listings, presigned GETs."""
+
+    def __init__(self, settings) -> None:
+        from obstore.store import S3Store
+
+        self.location = Location.parse(settings.artifact_store)
+        options = {"region": settings.s3_region, "client_options": {"allow_http": True}}
+        credentials = _credentials(settings.s3_credentials_file)
+        prefix = self.location.prefix or None
+        self._store = S3Store(
+            self.location.bucket, prefix=prefix, endpoint=settings.s3_endpoint_url, **credentials, **options
+        )
+        public = settings.s3_public_endpoint_url or settings.s3_endpoint_url
+        self._signer = S3Store(self.location.bucket, prefix=prefix, endpoint=public, **credentials, **options)
+        self.expires_s = settings.presign_expires_s
+
+    def put_file(self, key: str, path: Path, sha256: str) -> None:
+        """Create ``key`` from ``path`` (whose sha256 the caller knows), the digest kept in the object's metadata;
+        an object already there with that digest is this one (the same job's earlier attempt), another is refused:
+        objects are never overwritten."""
+        import obstore
+        from obstore.exceptions import AlreadyExistsError, PreconditionError
+
+        attributes = {"Content-Type": CONTENT_TYPES.get(path.suffix, OCTETS), SHA256_METADATA: sha256}
+        try:
+            multipart = {"chunk_size": PART, "max_concurrency": CONCURRENCY}
+            obstore.put(self._store, key, path, mode="create", attributes=attributes, **multipart)
+        except (AlreadyExistsError, PreconditionError):
+            if self.sha256(key) != sha256:
+                raise BarFedError(
+                    "STORE_OBJECT_CONFLICT",
+                    f"{key} exists on the artifact store with other content; objects are never overwritten. "
+                    "Remove the stray object (no release row points at it) and build again.",
+                ) from None
+
+    def sha256(self, key: str) -> str | None:
+        """The digest `put_file` recorded in the object's metadata (None: absent, or not written by us)."""
+        import obstore
+        from obstore.exceptions import NotFoundError
+
+        try:
+            return obstore.get(self._store, key, options={"head": True}).attributes.get(SHA256_METADATA)
+        except (NotFoundError, FileNotFoundError):  # obstore raises the built-in one for a missing object
+            return None
+
+    def size(self, key: str) -> int | None:
+        import obstore
+        from obstore.exceptions import NotFoundError
+
+        try:
+            return obstore.head(self._store, key)["size"]
+        except (NotFoundError, FileNotFoundError):  # obstore raises the built-in one for a missing object
+            return None
+
+    def sizes(self, prefix: str) -> dict[str, int]:
+        """key (relative to ``prefix``) → size of every object under ``prefix/``."""
+        import obstore
+
+        found = {}
+        for batch in obstore.list(self._store, prefix.rstrip("/") + "/"):
+            for meta in batch:
+                found[meta["path"][len(prefix.rstrip("/")) + 1 :]] = meta["size"]
+        return found
+
+    def get_file(self, key: str, target: Path, sha256: str | None = None) -> Path:
+        """Download ``key`` to ``target`` (streamed, written under a temporary name, renamed when complete and, with
+        ``sha256``, only when the bytes hash to it)."""
+        import obstore
+        from obstore.exceptions import NotFoundError
+
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.part")
+        digest = hashlib.sha256()
+        try:
+            with open(partial, "wb") as out:
+                for chunk in obstore.get(self._store, key).stream(min_chunk_size=PART):
+                    digest.update(chunk)
+                    out.write(chunk)
+            if sha256 is not None and digest.hexdigest() != sha256:
+                raise BarFedError(
+                    "STORE_OBJECT_CORRUPT",
+                    f"{key} on the artifact store does not hash to its signed sha256; restore it from a backup.",
+                )
+            fsync_file(partial)
+            os.replace(partial, target)
+        except (NotFoundError, FileNotFoundError):  # obstore raises the built-in one for a missing object
+            raise BarFedError("STORE_OBJECT_MISSING", f"{key} is not on the artifact store.") from None
+        finally:
+            partial.unlink(missing_ok=True)
+        return target
+
+    def delete(self, keys: list[str]) -> None:
+        import obstore
+
+        if keys:
+            obstore.delete(self._store, keys)
+
+    def presigned_get(self, key: str) -> str:
+        import obstore
+
+        return obstore.sign(self._signer, "GET", key, _seconds(self.expires_s))
+
+
+def _seconds(value: int):
+    from datetime import timedelta
+
+    return timedelta(seconds=value)
+
+
+def _credentials(path: Path | None) -> dict:
+    """From the secret file when set; otherwise obstore reads AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY itself."""
+    if path is None:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+        return {"access_key_id": data["access_key_id"], "secret_access_key": data["secret_access_key"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        raise BarFedError(
+            "BAD_S3_CREDENTIALS",
+            f"s3_credentials_file {path} must be readable JSON with access_key_id and secret_access_key.",
+        ) from None
+
+
+def release_prefix(number: int) -> str:
+    return f"releases/r{number}"
+
+
+def upload_release(store: ObjectStore, directory: Path, number: int) -> None:
+    """Every file of the published release ``directory`` onto the store, release.json and model.sig last."""
+    digests = {**signed_digests(directory / SIGNATURE_FILE), SIGNATURE_FILE: file_sha256(directory / SIGNATURE_FILE)}
+    names = sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
+    ordered = [n for n in names if n not in LAST] + [n for n in LAST if n in names]
+    for name in ordered:
+        store.put_file(f"{release_prefix(number)}/{name}", directory / name, digests[name])
