@@ -24,7 +24,11 @@ class Runtime:
     blobs: BlobStore
     keys: CoordinatorKeys
     dispatcher: Dispatcher | None = None
-    store: ObjectStore | None = None  # where releases are published too, with artifact_store set
+    store: ObjectStore | None = None  # where releases are published too: made from artifact_store when unset
+
+    def __post_init__(self) -> None:
+        if self.store is None and self.settings.artifact_store:
+            self.store = ObjectStore(self.settings)
 
     @classmethod
     def from_settings(cls, settings: CoordinatorSettings, dispatcher: Dispatcher | None = None) -> Runtime:
@@ -34,7 +38,6 @@ class Runtime:
             BlobStore(settings.blob_dir),
             CoordinatorKeys(settings.pki_dir),
             dispatcher,
-            ObjectStore(settings) if settings.artifact_store else None,
         )
 
     def dispatch(self, job_id: int) -> bool:

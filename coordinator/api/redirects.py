@@ -1,7 +1,7 @@
 """Every redirect the API answers names a path on this server, never a host: Starlette builds the slash redirect
 (``/v1/orgs/`` to ``/v1/orgs``) as an absolute URL from the request's Host header, so ``Host: evil.example`` would
-send the client there, or poison a cache in front of the API. The one exception is the origin of the object store's presigned
-download URLs, which comes from the settings, never from the request."""
+send the client there, or poison a cache in front of the API. The one exception is the origin of the object
+store's presigned download URLs, which comes from the settings, never from the request."""
 
 from __future__ import annotations
 

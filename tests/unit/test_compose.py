@@ -402,6 +402,12 @@ def test_the_settings_accept_the_values_and_every_service_they_name_is_there(tmp
                 assert redis_host in services_with_image("redis"), f"{name}: no Redis service {redis_host}"
                 if not one_shot(name):  # init migrates and makes keys: no broker
                     assert depends(service).get(redis_host) == "service_healthy", f"{name} must wait for {redis_host}"
+        if settings.artifact_store:  # releases on the S3 service: it is there, and what publishes waits for it
+            s3_host = re.match(r"https?://([\w.-]+)", settings.s3_endpoint_url).group(1)
+            assert s3_host in services_with_image("seaweedfs"), f"{name}: no SeaweedFS service {s3_host}"
+            assert settings.s3_credentials_file.name in secret_targets(service)
+            if not one_shot(name):
+                assert depends(service).get(s3_host) == "service_healthy", f"{name} must wait for {s3_host}"
         monkeypatch.undo()
 
 
