@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import typer
 
-from coordinator.cli import certs, experts, jobs, orgs, releases, service, tokens
+from coordinator.cli import certs, experts, jobs, orgs, releases, service, storage, tokens
 from coordinator.cli.common import remember_home
 
 app = typer.Typer(help="Run the federation's coordinator and act on it as its operator.", no_args_is_help=True)
@@ -21,3 +21,4 @@ app.add_typer(releases.app, name="releases")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(certs.app, name="certs")
+app.add_typer(storage.app, name="storage")

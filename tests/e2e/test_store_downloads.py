@@ -16,6 +16,7 @@ import pytest
 
 from barfed.pull_body import get
 from coordinator.embedded import running_coordinator
+from coordinator.release.rebuild import rebuild
 from coordinator.setup import initialize
 from coordinator.state import releases as state
 from coordinator.state import tokens
@@ -99,3 +100,15 @@ def test_no_url_without_an_allowed_token(on_store):
             f"{api}/v1/releases/r1/files/model.safetensors", headers={"Authorization": f"Bearer {token}"}
         )
         assert allowed.status_code == 302 and allowed.headers["location"].startswith(settings.s3_endpoint_url)
+
+
+def test_rebuild_compares_with_the_objects_on_the_store(on_store, tmp_path):
+    """`releases rebuild` on a machine without the release: it fetches the stored objects (each checked against
+    its signed sha256) and finds every file the same."""
+    settings, _, _, _, _, _ = on_store
+    coordinator = coordinator_for(settings)
+    try:
+        report = rebuild(coordinator, 1, tmp_path / "scratch")
+    finally:
+        coordinator.registry.dispose()
+    assert report and set(report.values()) == {"match"}, report

@@ -1,0 +1,100 @@
+"""`barfed coordinator storage migrate --to s3://…`: move a federation's published releases onto an object store.
+
+Every release the registry lists is checked against its signature under home (each file to copy hashed), copied
+object by object (the same create-only puts as a publish, so a run that stopped halfway resumes where it stopped
+and an object already there with another sha256 is refused), then verified where it landed: the store's listing
+must be exactly the signed files, and every object's recorded sha256 the signed one. Only when all of them are
+there does it set ``artifact_store`` in the coordinator's TOML file; restart the coordinator and workers to serve
+from the store. Set ``s3_endpoint_url`` and the credentials first (README, "Run at scale"): it connects with them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from coordinator.cli.common import HomeOption, console, settings_for
+
+app = typer.Typer(help="Where the coordinator's artifacts are stored.", no_args_is_help=True)
+
+
+@app.command()
+def migrate(
+    to: Annotated[str, typer.Option("--to", help="s3://bucket[/prefix]", show_default=False)],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be copied; copy nothing")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Copy every published release to the store, verify it there, then set ``artifact_store`` to it."""
+    from coordinator.release import signed_files
+    from coordinator.runtime import Runtime
+    from coordinator.settings import toml_file
+    from coordinator.state import releases as state
+    from coordinator.storage import release_prefix, upload_release
+    from protocol.errors import BarFedError
+    from protocol.package import file_sha256
+
+    there = settings_for(home, artifact_store=to)  # BAD_SETTINGS here for a URL that is not s3://bucket[/prefix]
+    local = Runtime.from_settings(there.model_copy(update={"artifact_store": ""}))
+    remote = Runtime(there, local.registry, local.blobs, local.keys)
+    try:
+        numbers = [r.number for r in state.list_releases(local.registry)]
+        copied = 0
+        for number in sorted(numbers):
+            entries = signed_files.release_files(local, number)  # intact under home, or refused here
+            prefix = release_prefix(number)
+            present = remote.store.sizes(prefix)
+            missing = {n: e for n, e in entries.items() if present.get(n) != e.size}
+            size = sum(e.size for e in missing.values())
+            console.print(f"r{number}: {len(missing)} of {len(entries)} files to copy ({size} bytes)", highlight=False)
+            if dry_run or not missing:
+                continue
+            directory = signed_files.release_dir(local, number)
+            for name, entry in missing.items():  # the signature names the files; their bytes are hashed here
+                if file_sha256(directory / name) != entry.sha256:
+                    raise BarFedError(
+                        "RELEASE_UNVERIFIED",
+                        f"r{number}/{name} under home is not what r{number} signed; restore it "
+                        "(`barfed coordinator releases rebuild`) and run migrate again.",
+                    )
+            upload_release(remote.store, signed_files.release_dir(local, number), number)
+            copied += size
+        for number in sorted(numbers):
+            if dry_run:
+                break
+            signed_files._cache.clear()
+            stored = signed_files.release_files(remote, number)
+            for name, entry in stored.items():
+                recorded = remote.store.sha256(f"{release_prefix(number)}/{name}")
+                if recorded != entry.sha256:
+                    raise BarFedError(
+                        "STORE_OBJECT_CORRUPT",
+                        f"r{number}/{name} on {to} is not what r{number} signed; remove it and run migrate again.",
+                    )
+        if dry_run:
+            console.print(f"dry run: nothing copied; {to} not set", highlight=False)
+            return
+        path = set_in_toml(toml_file(), "artifact_store", to)
+        console.print(f"{len(numbers)} releases on {to} ({copied} bytes copied), each verified", highlight=False)
+        console.print(
+            f"artifact_store = {to!r} set in {path}; restart the coordinator and its workers", highlight=False
+        )
+        if os.environ.get("BARFED_COORD_ARTIFACT_STORE", to) != to:
+            console.print("BARFED_COORD_ARTIFACT_STORE is set and wins over the file: change it too", highlight=False)
+    finally:
+        local.registry.dispose()
+
+
+def set_in_toml(path: Path, key: str, value: str) -> Path:
+    """Set a top-level string ``key`` in the TOML file (created if absent), other lines untouched."""
+    line = f'{key} = "{value}"'
+    text = path.read_text() if path.exists() else ""
+    pattern = re.compile(rf"^{re.escape(key)}\s*=.*$", re.M)
+    text = pattern.sub(line, text, count=1) if pattern.search(text) else f"{line}\n{text}"
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    partial.replace(path)
+    return path
