@@ -29,7 +29,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     errors.install(app)
     app.add_middleware(BodyGuard, runtime=runtime)  # no body is read before its caller is authenticated
-    store_origin = origin(runtime.store.presigned_get("origin")) if runtime.store is not None else None
+    store = runtime.store if runtime is not None else None  # no runtime: the app only describes itself (OpenAPI)
+    store_origin = origin(store.presigned_get("origin")) if store is not None else None
     app.add_middleware(RelativeRedirects, store_origin=store_origin)
     app.include_router(health.router)
     docs.install(app)

@@ -112,3 +112,11 @@ def test_rebuild_compares_with_the_objects_on_the_store(on_store, tmp_path):
     finally:
         coordinator.registry.dispose()
     assert report and set(report.values()) == {"match"}, report
+
+
+def test_the_release_resource_reads_release_json_from_the_store(on_store):
+    settings, api, token, _, _, _ = on_store
+    with httpx.Client(verify=str(settings.pki_dir / "ca.pem")) as client:
+        shown = client.get(f"{api}/v1/releases/r1", headers={"Authorization": f"Bearer {token}"})
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["name"] == "r1" and shown.json()["eval"]
