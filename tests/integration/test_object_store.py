@@ -70,6 +70,21 @@ def published(runtime):
     return runtime
 
 
+def stop_puts_after(count: int, monkeypatch) -> list[str]:
+    """Every put after the first ``count`` raises KeyboardInterrupt, as if the process died there; returns the keys
+    that were put."""
+    put, calls = storage.ObjectStore.put_file, []
+
+    def stops(self, key, path, sha256):
+        if len(calls) == count:
+            raise KeyboardInterrupt("the process dies here")
+        calls.append(key)
+        return put(self, key, path, sha256)
+
+    monkeypatch.setattr(storage.ObjectStore, "put_file", stops)
+    return calls
+
+
 def client_for(runtime: Runtime, role: str | None = "auditor") -> TestClient:
     headers = {}
     if role is not None:
@@ -114,15 +129,7 @@ def test_a_release_whose_worker_died_between_objects_is_never_visible_and_the_ne
 ):
     directory = signed_release(runtime)
     put = storage.ObjectStore.put_file
-    calls = []
-
-    def dies_after_two(self, key, path, sha256):
-        if len(calls) == 2:
-            raise KeyboardInterrupt("the worker dies here")
-        calls.append(key)
-        return put(self, key, path, sha256)
-
-    monkeypatch.setattr(storage.ObjectStore, "put_file", dies_after_two)
+    calls = stop_puts_after(2, monkeypatch)
     request = BuildRequest({}, False, "operator", job_id=None)
     with pytest.raises(KeyboardInterrupt):
         _record(runtime, request, directory)

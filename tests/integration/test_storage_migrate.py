@@ -22,6 +22,7 @@ from coordinator.state import tokens
 
 from .conftest import make_settings
 from .fake_release import publish_fake_release
+from .test_object_store import stop_puts_after
 
 pytestmark = pytest.mark.integration
 
@@ -63,15 +64,8 @@ def test_a_dry_run_lists_and_copies_nothing(federation):
 
 def test_a_stopped_migration_resumes_then_switches_and_the_api_serves_from_the_store(federation, monkeypatch):
     runtime, config, to = federation
-    put, calls = storage.ObjectStore.put_file, []
-
-    def stops_after_three(self, key, path, sha256):
-        if len(calls) == 3:
-            raise KeyboardInterrupt("the operator's terminal closes")
-        calls.append(key)
-        return put(self, key, path, sha256)
-
-    monkeypatch.setattr(storage.ObjectStore, "put_file", stops_after_three)
+    put = storage.ObjectStore.put_file
+    stop_puts_after(3, monkeypatch)  # the operator's terminal closes
     assert migrate(runtime, "--to", to).exit_code != 0
     assert "artifact_store" not in tomllib.loads(config.read_text())  # nothing switched
 
