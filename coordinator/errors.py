@@ -49,6 +49,10 @@ CODE_KIND = {
     "JOB_NOT_RETRYABLE": "FAILED_PRECONDITION",
     **dict.fromkeys(("DOMAIN_TAKEN", "RELEASE_EXISTS"), "ALREADY_EXISTS"),
     "DATABASE_UNAVAILABLE": "UNAVAILABLE",  # an outage, not a bug: the caller retries shortly
+    # the object store is down or refuses the coordinator's credentials: the operator's to fix, not the caller's
+    **dict.fromkeys(("STORE_UNREACHABLE", "STORE_ACCESS_DENIED"), "UNAVAILABLE"),
+    # an object of a published release is missing, altered or in the way: refused until the operator restores it
+    **dict.fromkeys(("STORE_OBJECT_MISSING", "STORE_OBJECT_CORRUPT", "STORE_OBJECT_CONFLICT"), "FAILED_PRECONDITION"),
     # a published release on disk no longer matches its signature: refused (409) until the operator restores it
     "RELEASE_UNVERIFIED": "FAILED_PRECONDITION",
     "INTERNAL_ERROR": "INTERNAL",  # a bug, logged with its traceback; everything else is INVALID_ARGUMENT

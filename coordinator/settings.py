@@ -189,6 +189,9 @@ class CoordinatorSettings(BaseSettings):
         description="JSON {access_key_id, secret_access_key}; unset: the standard AWS_ACCESS_KEY_ID and "
         "AWS_SECRET_ACCESS_KEY",
     )
+    s3_retry_timeout_s: float = Field(
+        default=60.0, gt=0, le=3600, description="how long a failing S3 request is retried (backoff) before it fails"
+    )
     presign_expires_s: int = Field(
         default=300, ge=10, le=7 * 24 * 3600, description="life of a presigned download URL handed to a client"
     )

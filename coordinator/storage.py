@@ -15,10 +15,12 @@ with ``access_key_id`` and ``secret_access_key``) or the standard AWS variables.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -52,21 +54,49 @@ class Location:
 
 
 class ObjectStore:
-    """One bucket and prefix on an S3-compatible server: create-only puts, verified gets, listings, presigned GETs."""
+    """One bucket and prefix on an S3-compatible server: create-only puts, verified gets, listings, presigned GETs.
+    Every failure of the store is a `BarFedError`: STORE_ACCESS_DENIED (credentials) or STORE_UNREACHABLE (after
+    obstore's own retries with backoff, for at most ``s3_retry_timeout_s``)."""
 
     def __init__(self, settings) -> None:
         from obstore.store import S3Store
 
         self.location = Location.parse(settings.artifact_store)
-        options = {"region": settings.s3_region, "client_options": {"allow_http": True}}
+        self.endpoint = settings.s3_endpoint_url or f"AWS S3 ({settings.s3_region})"
+        retry = {"max_retries": 10, "retry_timeout": _seconds(settings.s3_retry_timeout_s)}
+        options = {"region": settings.s3_region, "client_options": {"allow_http": True}, "retry_config": retry}
         credentials = _credentials(settings.s3_credentials_file)
-        prefix = self.location.prefix or None
-        self._store = S3Store(
-            self.location.bucket, prefix=prefix, endpoint=settings.s3_endpoint_url, **credentials, **options
-        )
+        prefix, bucket = self.location.prefix or None, self.location.bucket
+        self._store = S3Store(bucket, prefix=prefix, endpoint=settings.s3_endpoint_url, **credentials, **options)
         public = settings.s3_public_endpoint_url or settings.s3_endpoint_url
-        self._signer = S3Store(self.location.bucket, prefix=prefix, endpoint=public, **credentials, **options)
+        self._signer = S3Store(bucket, prefix=prefix, endpoint=public, **credentials, **options)
         self.expires_s = settings.presign_expires_s
+
+    @contextlib.contextmanager
+    def _reaching(self, what: str) -> Iterator[None]:
+        from obstore.exceptions import BaseError, PermissionDeniedError, UnauthenticatedError
+
+        try:
+            yield
+        except (PermissionDeniedError, UnauthenticatedError) as exc:
+            raise self._denied(what, exc) from None
+        except BaseError as exc:
+            if " 403 " in str(exc) or "AccessDenied" in str(exc) or "InvalidAccessKeyId" in str(exc):
+                raise self._denied(what, exc) from None
+            reason = str(exc).splitlines()[0][:300]
+            raise BarFedError(
+                "STORE_UNREACHABLE",
+                f"the artifact store at {self.endpoint} did not complete {what} ({reason}); check s3_endpoint_url "
+                f"and that bucket {self.location.bucket} exists and the server is up, then try again.",
+            ) from None
+
+    def _denied(self, what: str, exc: Exception) -> BarFedError:
+        return BarFedError(
+            "STORE_ACCESS_DENIED",
+            f"the artifact store at {self.endpoint} refused {what} ({type(exc).__name__}); check "
+            f"s3_credentials_file (or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) and that the key may read, write "
+            f"and list bucket {self.location.bucket}.",
+        )
 
     def put_file(self, key: str, path: Path, sha256: str) -> None:
         """Create ``key`` from ``path`` (whose sha256 the caller knows), the digest kept in the object's metadata;
@@ -76,44 +106,39 @@ class ObjectStore:
         from obstore.exceptions import AlreadyExistsError, PreconditionError
 
         attributes = {"Content-Type": CONTENT_TYPES.get(path.suffix, OCTETS), SHA256_METADATA: sha256}
-        try:
-            multipart = {"chunk_size": PART, "max_concurrency": CONCURRENCY}
-            obstore.put(self._store, key, path, mode="create", attributes=attributes, **multipart)
-        except (AlreadyExistsError, PreconditionError):
-            if self.sha256(key) != sha256:
-                raise BarFedError(
-                    "STORE_OBJECT_CONFLICT",
-                    f"{key} exists on the artifact store with other content; objects are never overwritten. "
-                    "Remove the stray object (no release row points at it) and build again.",
-                ) from None
+        multipart = {"chunk_size": PART, "max_concurrency": CONCURRENCY}
+        with self._reaching(f"the upload of {key}"):
+            try:
+                obstore.put(self._store, key, path, mode="create", attributes=attributes, **multipart)
+                return
+            except (AlreadyExistsError, PreconditionError):
+                pass
+        if self.sha256(key) != sha256:
+            raise BarFedError(
+                "STORE_OBJECT_CONFLICT",
+                f"{key} exists on the artifact store with other content; objects are never overwritten. "
+                "Remove the stray object (no release row points at it) and build again.",
+            )
 
     def sha256(self, key: str) -> str | None:
         """The digest `put_file` recorded in the object's metadata (None: absent, or not written by us)."""
         import obstore
         from obstore.exceptions import NotFoundError
 
-        try:
-            return obstore.get(self._store, key, options={"head": True}).attributes.get(SHA256_METADATA)
-        except (NotFoundError, FileNotFoundError):  # obstore raises the built-in one for a missing object
-            return None
-
-    def size(self, key: str) -> int | None:
-        import obstore
-        from obstore.exceptions import NotFoundError
-
-        try:
-            return obstore.head(self._store, key)["size"]
-        except (NotFoundError, FileNotFoundError):  # obstore raises the built-in one for a missing object
-            return None
+        with self._reaching(f"a look at {key}"):
+            try:
+                return obstore.get(self._store, key, options={"head": True}).attributes.get(SHA256_METADATA)
+            except (NotFoundError, FileNotFoundError):  # obstore raises the built-in one for a missing object
+                return None
 
     def sizes(self, prefix: str) -> dict[str, int]:
         """key (relative to ``prefix``) → size of every object under ``prefix/``."""
         import obstore
 
-        found = {}
-        for batch in obstore.list(self._store, prefix.rstrip("/") + "/"):
-            for meta in batch:
-                found[meta["path"][len(prefix.rstrip("/")) + 1 :]] = meta["size"]
+        found, start = {}, len(prefix.rstrip("/")) + 1
+        with self._reaching(f"the listing of {prefix}/"):
+            for batch in obstore.list(self._store, prefix.rstrip("/") + "/"):
+                found.update({meta["path"][start:]: meta["size"] for meta in batch})
         return found
 
     def get_file(self, key: str, target: Path, sha256: str | None = None) -> Path:
@@ -126,10 +151,13 @@ class ObjectStore:
         partial = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_ident()}.part")
         digest = hashlib.sha256()
         try:
-            with open(partial, "wb") as out:
-                for chunk in obstore.get(self._store, key).stream(min_chunk_size=PART):
-                    digest.update(chunk)
-                    out.write(chunk)
+            with self._reaching(f"the download of {key}"), open(partial, "wb") as out:
+                try:
+                    for chunk in obstore.get(self._store, key).stream(min_chunk_size=PART):
+                        digest.update(chunk)
+                        out.write(chunk)
+                except (NotFoundError, FileNotFoundError):  # obstore raises the built-in one for a missing object
+                    raise BarFedError("STORE_OBJECT_MISSING", f"{key} is not on the artifact store.") from None
             if sha256 is not None and digest.hexdigest() != sha256:
                 raise BarFedError(
                     "STORE_OBJECT_CORRUPT",
@@ -137,8 +165,6 @@ class ObjectStore:
                 )
             fsync_file(partial)
             os.replace(partial, target)
-        except (NotFoundError, FileNotFoundError):  # obstore raises the built-in one for a missing object
-            raise BarFedError("STORE_OBJECT_MISSING", f"{key} is not on the artifact store.") from None
         finally:
             partial.unlink(missing_ok=True)
         return target
@@ -147,15 +173,17 @@ class ObjectStore:
         import obstore
 
         if keys:
-            obstore.delete(self._store, keys)
+            with self._reaching(f"the removal of {len(keys)} objects"):
+                obstore.delete(self._store, keys)
 
     def presigned_get(self, key: str) -> str:
         import obstore
 
-        return obstore.sign(self._signer, "GET", key, _seconds(self.expires_s))
+        with self._reaching(f"signing a URL for {key}"):
+            return obstore.sign(self._signer, "GET", key, _seconds(self.expires_s))
 
 
-def _seconds(value: int):
+def _seconds(value: float):
     from datetime import timedelta
 
     return timedelta(seconds=value)

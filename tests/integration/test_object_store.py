@@ -178,3 +178,31 @@ def test_a_release_whose_objects_no_longer_match_its_signature_is_refused(publis
     with client_for(published) as client:
         refused = client.get("/v1/releases/r1/files/model.safetensors")
     assert refused.status_code == 409 and refused.json()["code"] == "RELEASE_UNVERIFIED"
+
+
+def test_a_store_that_refuses_or_is_down_is_a_clear_refusal_and_publishes_nothing(tmp_path, s3_server, s3_settings):
+    def runtime_with(**changes) -> Runtime:
+        settings = make_settings(
+            tmp_path / str(len(changes)), f"sqlite:///{tmp_path / f'r{len(changes)}.db'}", **{**s3_settings, **changes}
+        )
+        initialize(settings)
+        return Runtime.from_settings(settings)
+
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text('{"access_key_id": "nobody", "secret_access_key": "nothing"}')
+    denied = runtime_with(s3_credentials_file=wrong)
+    file = tmp_path / "f.bin"
+    file.write_bytes(b"x")
+    for attempt in (lambda: denied.store.put_file("a/f.bin", file, file_sha256(file)), lambda: denied.store.sizes("a")):
+        with pytest.raises(BarFedError) as refused:
+            attempt()
+        assert refused.value.code == "STORE_ACCESS_DENIED" and "s3_credentials_file" in refused.value.message
+
+    down = runtime_with(s3_endpoint_url="http://127.0.0.1:9", s3_retry_timeout_s=1, artifact_store="s3://barfed/x")
+    directory = signed_release(down)
+    with pytest.raises(BarFedError) as unreachable:
+        _record(down, BuildRequest({}, False, "operator", job_id=None), directory)
+    assert unreachable.value.code == "STORE_UNREACHABLE" and "s3_endpoint_url" in unreachable.value.message
+    assert releases.latest_release(down.registry) is None  # no row: nothing visible
+    for runtime in (denied, down):
+        runtime.registry.dispose()
