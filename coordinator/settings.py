@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,6 +21,7 @@ from protocol.errors import BarFedError
 SECRETS_DIR = Path("/run/secrets")
 MiB = 1024**2
 GiB = 1024**3
+ARTIFACT_STORE = re.compile(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9._/-]*)?")
 
 
 class CoordinatorSettings(BaseSettings):
@@ -173,7 +175,6 @@ class CoordinatorSettings(BaseSettings):
     )
     artifact_store: str = Field(
         default="",
-        pattern=r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[A-Za-z0-9._/-]*)?)?$",
         description="s3://bucket[/prefix]: publish releases there too and redirect downloads to it (presigned); "
         "empty: releases live under home only",
     )
@@ -204,6 +205,16 @@ class CoordinatorSettings(BaseSettings):
         # in $BARFED_COORD_SECRETS_DIR, else in /run/secrets when that exists. Precedence: env > file > TOML.
         secrets = SecretsSettingsSource(settings_cls, secrets_dir=secrets_dir())
         return (init_settings, env_settings, secrets, TomlConfigSettingsSource(settings_cls, toml_file=toml_file()))
+
+    @field_validator("artifact_store")
+    @classmethod
+    def _s3_url(cls, value: str) -> str:
+        if value and not ARTIFACT_STORE.fullmatch(value):
+            raise ValueError(
+                "must be s3://bucket or s3://bucket/prefix (a bucket name is 3-63 lowercase letters, digits, dots "
+                "and hyphens; a prefix letters, digits and ._/-), or empty to keep releases under home only"
+            )
+        return value.rstrip("/")
 
     @model_validator(mode="after")
     def _plaintext_only_on_loopback(self) -> CoordinatorSettings:

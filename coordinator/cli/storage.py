@@ -37,7 +37,8 @@ def migrate(
     from protocol.errors import BarFedError
     from protocol.package import file_sha256
 
-    there = settings_for(home, artifact_store=to)  # BAD_SETTINGS here for a URL that is not s3://bucket[/prefix]
+    settings_for(home)  # NOT_INITIALIZED before anything else
+    there = settings_for(home, artifact_store=to)  # BAD_SETTINGS for a URL that is not s3://bucket[/prefix]
     local = Runtime.from_settings(there.model_copy(update={"artifact_store": ""}))
     remote = Runtime(there, local.registry, local.blobs, local.keys)
     try:
