@@ -62,6 +62,13 @@ def _verified_on_store(runtime: Runtime, number: int) -> dict[str, FileEntry]:
     sizes = runtime.store.sizes(release_prefix(number))
     if SIGNATURE_FILE not in sizes:
         raise BarFedError("UNKNOWN_RELEASE", f"r{number} has no files on the artifact store; list releases again.")
+    strays = [name for name in sizes if name.startswith("/") or ".." in name.split("/") or "" in name.split("/")]
+    if strays:  # a key that names no file inside the release (written by hand into the bucket): never a path here
+        raise BarFedError(
+            "RELEASE_UNVERIFIED",
+            f"r{number} on the artifact store holds {strays[0][:200]!r}, which is no file of a release; the operator "
+            "must remove it.",
+        )
     with tempfile.TemporaryDirectory(prefix="barfed-release-") as tmp:
         shadow = Path(tmp)
         runtime.store.get_file(f"{release_prefix(number)}/{SIGNATURE_FILE}", shadow / SIGNATURE_FILE)

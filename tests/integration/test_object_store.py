@@ -206,3 +206,14 @@ def test_a_store_that_refuses_or_is_down_is_a_clear_refusal_and_publishes_nothin
     assert releases.latest_release(down.registry) is None  # no row: nothing visible
     for runtime in (denied, down):
         runtime.registry.dispose()
+
+
+def test_a_key_that_names_no_file_inside_the_release_is_refused(published, monkeypatch):
+    """SeaweedFS refuses such keys itself; another store may list them: they never become a path here."""
+    listing = published.store.sizes("releases/r1")
+    for stray in ("sub/../../escape", "/etc/passwd", "sub//x"):
+        monkeypatch.setattr(published.store, "sizes", lambda prefix, stray=stray: {**listing, stray: 1})
+        signed_files._cache.clear()
+        with client_for(published) as client:
+            refused = client.get("/v1/releases/r1/files/model.safetensors")
+        assert refused.status_code == 409 and refused.json()["code"] == "RELEASE_UNVERIFIED", stray
