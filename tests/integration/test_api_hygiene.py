@@ -94,11 +94,13 @@ def request(path: str, *, method: str = "GET", headers: dict[str, str] | None = 
 
 
 def test_an_anonymous_body_is_refused_before_it_is_read(served):
+    # Only the head is sent: the answer comes without a byte of the announced body. (Sending part of the body too
+    # raced the server's close: a close with unread bytes resets the connection, and the reset can discard the
+    # answer before the client reads it, so the test failed under load although the server did right.)
     for framing in ({"Content-Length": str(100 * 1024**2)}, {"Transfer-Encoding": "chunked"}):
         with served.connect() as sock:
             sock.sendall(request("/v1/orgs", method="POST", headers={"Content-Type": "application/json", **framing}))
-            sock.sendall(b"[" * 65536 if "Content-Length" in framing else b"10000\r\n" + b"[" * 65536)
-            sock.settimeout(5)  # a server that waits for the other 100 MiB answers nothing
+            sock.settimeout(5)  # a server that waits for the 100 MiB answers nothing
             status, headers, body = read_response(sock)
             assert (status, json.loads(body)["code"]) == (401, "NO_TOKEN"), body
             assert headers["connection"] == "close" and closed_by_server(sock, 5)
