@@ -16,6 +16,7 @@ import json
 import random
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -29,7 +30,7 @@ from bar_model.durable import atomic_directory
 from bar_model.freezing import part_of
 from bar_model.merge import MERGE_CARD, merge_card
 from bar_model.recipe import RouterRecipe
-from bar_model.stages import chat_trainer, run_trainer
+from bar_model.stages import CheckpointSaved, chat_trainer, run_trainer
 from bar_model.tokenizer import render_prompt
 from protocol.errors import BarFedError
 from protocol.layout import disk_part, expert_address, expert_key, router_key
@@ -180,6 +181,7 @@ def train_router(
     keep_rows: frozenset[str] = frozenset(),
     untrained_ok: bool = False,
     progress: bool = True,
+    on_checkpoint: Callable[[], None] | None = None,
 ) -> Path:
     """Train the router of the merged model at ``merged_dir``; write the routed model to ``out_dir``.
 
@@ -190,7 +192,7 @@ def train_router(
     ``keep_rows`` are slots whose merged row stays as its node computed it (an organization that shared no
     sample), frozen. Checkpoints go next to ``out_dir``, so an interrupted run resumes from the last one.
     When every row is fixed, ``untrained_ok`` saves the model with those rows instead of refusing (a release
-    that only lost an expert needs no training).
+    that only lost an expert needs no training). ``on_checkpoint()`` runs after each checkpoint is saved.
     """
     merged_dir, out_dir = Path(merged_dir), Path(out_dir)
     card = merge_card(merged_dir)
@@ -230,7 +232,8 @@ def train_router(
     else:
         if not examples:
             raise BarFedError("NO_ROUTER_DATA", "no sample to train the router on; give calibration data or a recipe.")
-        summary = _train(model, tokenizer, examples, recipe, work, [slots.index(slot) for slot in frozen], progress)
+        frozen_slots = [slots.index(slot) for slot in frozen]
+        summary = _train(model, tokenizer, examples, recipe, work, frozen_slots, progress, on_checkpoint)
     with atomic_directory(out_dir) as staging:
         model.to(dtype).save_pretrained(staging)
         tokenizer.save_pretrained(staging)
@@ -255,7 +258,16 @@ def train_router(
     return out_dir
 
 
-def _train(model, tokenizer, examples: list[Example], recipe: RouterRecipe, work: Path, frozen: list[int], progress):
+def _train(
+    model,
+    tokenizer,
+    examples: list[Example],
+    recipe: RouterRecipe,
+    work: Path,
+    frozen: list[int],
+    progress: bool,
+    on_checkpoint: Callable[[], None] | None = None,
+):
     trainable = RouterOnly(model, frozen)
     trainer = chat_trainer(
         model,
@@ -268,6 +280,8 @@ def _train(model, tokenizer, examples: list[Example], recipe: RouterRecipe, work
         z_loss_coef=recipe.router_z_loss,
         progress=progress,
     )
+    if on_checkpoint is not None:
+        trainer.add_callback(CheckpointSaved(on_checkpoint))
     deterministic = torch.are_deterministic_algorithms_enabled()
     # MoE's index_add_ otherwise sums in varying order. On CUDA some kernels the MoE and attention use have no
     # deterministic version (transformers' grouped_mm experts count tokens with histc): there they only warn.

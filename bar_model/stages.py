@@ -69,6 +69,18 @@ class StepReport(TrainerCallback):
             self.on_step(state.global_step, state.max_steps)
 
 
+class CheckpointSaved(TrainerCallback):
+    """Calls ``on_save()`` once each checkpoint is on disk (older ones already rotated away), so a caller can copy
+    it off the machine; it only observes."""
+
+    def __init__(self, on_save: Callable[[], None]) -> None:
+        self.saved = on_save
+
+    def on_save(self, args, state, control, **kwargs) -> None:
+        if state.is_world_process_zero:
+            self.saved()
+
+
 class BarOnly(ProgressCallback):
     """Transformers' progress bar without the log dict it writes under it at every logging step: a run's losses
     are in its summary, and in the experiment tracker the recipe's ``report_to`` names."""

@@ -3,6 +3,11 @@
 A blob arrives by rename from staging (same filesystem, after fsync), so it is either absent or
 complete. A package is a set of blobs; ``materialize`` lays one out as a directory of hard links for
 tools that want paths (signature verification, merging) without copying bytes.
+
+With an artifact store (`mirror_to`), the store holds every blob (``blobs/sha256/ab/cdef…``, put before the commit
+that records it) and this directory is a cache: a worker on another machine fetches what a job needs by digest
+(checked), and blobs used least recently go once the cache passes ``cache_bytes``. A blob leaves the store only
+through `collect_orphans` on the coordinator, under the lock commits take, never from a worker.
 """
 
 from __future__ import annotations
@@ -13,9 +18,13 @@ import re
 import shutil
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bar_model.durable import fsync_dir, fsync_file
 from protocol.errors import BarFedError
+
+if TYPE_CHECKING:
+    from coordinator.storage import ObjectStore
 
 DIGEST = re.compile(r"[0-9a-f]{64}")
 _LOCKS: dict[Path, StoreLock] = {}
@@ -56,6 +65,11 @@ class BlobStore:
         (self.root / "sha256").mkdir(parents=True, exist_ok=True)
         with _LOCKS_GUARD:  # one lock per store, however many objects point at it
             self.lock = _LOCKS.setdefault(self.root.resolve(), StoreLock(self.root))
+        self.mirror: ObjectStore | None = None
+        self.cache_bytes: int | None = None
+
+    def mirror_to(self, store: ObjectStore, cache_bytes: int) -> None:
+        self.mirror, self.cache_bytes = store, cache_bytes
 
     def path(self, digest: str) -> Path:
         if not DIGEST.fullmatch(digest):
@@ -63,12 +77,25 @@ class BlobStore:
         return self.root / "sha256" / digest[:2] / digest[2:]
 
     def exists(self, digest: str) -> bool:
-        return self.path(digest).is_file()
+        if self.path(digest).is_file():
+            return True
+        return self.mirror is not None and self.mirror.sha256(self._key(digest)) == digest
+
+    def _key(self, digest: str) -> str:
+        from coordinator.storage import blob_key
+
+        return blob_key(digest)
+
+    def upload(self, source: Path, digest: str) -> None:
+        """Onto the artifact store (if any) unless there already: before the commit, outside its lock."""
+        if self.mirror is not None and self.mirror.sha256(self._key(digest)) != digest:
+            self.mirror.put_file(self._key(digest), source, digest)
 
     def put(self, source: Path, digest: str) -> Path:
         """Move a fully written, already hashed file into the store; if the content is there already, the
-        source stays where it is, for its owner to discard."""
+        source stays where it is, for its owner to discard. With an artifact store the blob is on it first."""
         target = self.path(digest)
+        self.upload(target if target.is_file() else source, digest)
         if target.is_file():
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -98,10 +125,52 @@ class BlobStore:
             target.unlink(missing_ok=True)
 
     def delete(self, digest: str) -> None:
+        """From this directory; a copy on the artifact store waits for `collect_orphans` (see the module's doc)."""
         self.path(digest).unlink(missing_ok=True)
 
     def digests(self) -> set[str]:
         return {p.parent.name + p.name for p in (self.root / "sha256").glob("??/*") if p.is_file()}
+
+    def collect_orphans(self, referenced: set[str]) -> int:
+        """Delete every blob outside ``referenced``, here and on the artifact store; the caller holds ``lock``."""
+        orphans = self.digests() - referenced
+        for digest in orphans:
+            self.delete(digest)
+        if self.mirror is not None:
+            stored = {p.replace("/", "") for p in self.mirror.sizes("blobs/sha256")}
+            stray = sorted(d for d in stored - referenced if DIGEST.fullmatch(d))
+            self.mirror.delete([self._key(d) for d in stray])
+            orphans |= set(stray)
+        return len(orphans)
+
+    def local(self, digest: str) -> Path:
+        """The blob's path here, fetched from the artifact store (checked against ``digest``) when missing."""
+        path = self.path(digest)
+        if path.is_file():
+            os.utime(path)  # the cache's recency: mtime, since atime is often not kept
+            return path
+        if self.mirror is None:
+            raise BarFedError("BLOB_MISSING", f"blob {digest} is not in {self.root}; restore it from a backup.")
+        staging = self.root / ".staging" / f"fetch-{digest[:16]}-{os.getpid()}-{threading.get_ident()}"
+        self.mirror.get_file(self._key(digest), staging, digest)
+        try:
+            return self.put(staging, digest)
+        finally:
+            staging.unlink(missing_ok=True)
+
+    def trim(self) -> int:
+        """Remove the least recently used blobs until the cache fits ``cache_bytes`` (only with an artifact store,
+        which keeps them all); returns how many went. Hard links already made from them keep their bytes."""
+        if self.mirror is None or self.cache_bytes is None:
+            return 0
+        files = [(p.stat(), p) for p in (self.root / "sha256").glob("??/*") if p.is_file()]
+        total, removed = sum(st.st_size for st, _ in files), 0
+        for st, path in sorted(files, key=lambda item: item[0].st_mtime):
+            if total <= self.cache_bytes:
+                break
+            path.unlink(missing_ok=True)
+            total, removed = total - st.st_size, removed + 1
+        return removed
 
     def materialize(self, files: dict[str, str], target: Path) -> Path:
         """A directory whose ``path`` entries are hard links to the blobs ``files`` maps them to."""
@@ -111,8 +180,10 @@ class BlobStore:
         for relative, digest in files.items():
             destination = target / relative
             destination.parent.mkdir(parents=True, exist_ok=True)
+            source = self.local(digest)
             try:
-                os.link(self.path(digest), destination)
+                os.link(source, destination)
             except OSError:
-                shutil.copy2(self.path(digest), destination)
+                shutil.copy2(source, destination)
+        self.trim()
         return target

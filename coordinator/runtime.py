@@ -29,6 +29,8 @@ class Runtime:
     def __post_init__(self) -> None:
         if self.store is None and self.settings.artifact_store:
             self.store = ObjectStore(self.settings)
+        if self.store is not None:  # home/blobs becomes a cache of the store's
+            self.blobs.mirror_to(self.store, int(self.settings.cache_max_gb * 2**30))
 
     @classmethod
     def from_settings(cls, settings: CoordinatorSettings, dispatcher: Dispatcher | None = None) -> Runtime:

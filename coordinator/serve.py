@@ -72,8 +72,11 @@ async def serve(
     async def expire_sessions() -> None:
         while True:
             await asyncio.sleep(EXPIRY_INTERVAL_S)
-            await asyncio.to_thread(uploads.expire)
-            await asyncio.to_thread(uploads.collect_orphans)
+            try:
+                await asyncio.to_thread(uploads.expire)
+                await asyncio.to_thread(uploads.collect_orphans)
+            except Exception:  # the database or the artifact store may be back at the next round
+                log.exception("expiring uploads or collecting orphan blobs failed")
 
     async def auto_build() -> None:
         """Queue the build that accepted or withdrawn experts call for (debounced), and send it at once."""

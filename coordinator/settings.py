@@ -175,8 +175,14 @@ class CoordinatorSettings(BaseSettings):
     )
     artifact_store: str = Field(
         default="",
-        description="s3://bucket[/prefix]: publish releases there too and redirect downloads to it (presigned); "
-        "empty: releases live under home only",
+        description="s3://bucket[/prefix]: blobs, the anchor, build scratch and releases go there too, so workers "
+        "need no shared filesystem, and downloads redirect to it (presigned); empty: everything lives under home",
+    )
+    cache_max_gb: float = Field(
+        default=50.0,
+        gt=0,
+        description="with artifact_store: the blobs kept under home/blobs as a cache, least recently used removed "
+        "beyond this size",
     )
     s3_endpoint_url: str | None = Field(
         default=None, description="the S3 server, e.g. http://127.0.0.1:8333 (SeaweedFS); unset: AWS's for s3_region"

@@ -7,17 +7,23 @@ The anchor is the 2-expert training checkpoint every expert branches from; it is
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bar_model.checkpoint import read_config
 from bar_model.durable import atomic_directory
 from coordinator.keys import CoordinatorKeys
 from coordinator.settings import CoordinatorSettings
 from coordinator.state.db import Registry
+from coordinator.storage import ANCHOR_PREFIX, ObjectStore, download_signed_tree, upload_signed_tree
 from protocol.errors import BarFedError
 from protocol.fingerprint import anchor_fingerprint
 from protocol.package import SIGNATURE_FILE
 from protocol.signing import sign_directory
+
+if TYPE_CHECKING:
+    from coordinator.runtime import Runtime
 
 ANCHOR_FILES = (".json", ".safetensors", ".jinja")
 
@@ -52,16 +58,34 @@ def check_anchor(source: Path) -> None:
 
 
 def publish_anchor(settings: CoordinatorSettings, keys: CoordinatorKeys, source: Path) -> None:
+    """Under home, signed; with an artifact store, on it too (for workers on other machines)."""
     check_anchor(source)
     if settings.anchor_dir.exists():
-        if anchor_fingerprint(settings.anchor_dir) == anchor_fingerprint(source):
-            return
-        raise BarFedError(
-            "ANCHOR_EXISTS",
-            "this coordinator already publishes a different anchor; experts of the federation depend on it.",
-        )
-    with atomic_directory(settings.anchor_dir) as staging:
-        for path in sorted(source.iterdir()):
-            if path.is_file() and path.suffix in ANCHOR_FILES and path.name != SIGNATURE_FILE:
-                shutil.copy2(path, staging / path.name)
-        sign_directory(staging, keys.release_key_path)
+        if anchor_fingerprint(settings.anchor_dir) != anchor_fingerprint(source):
+            raise BarFedError(
+                "ANCHOR_EXISTS",
+                "this coordinator already publishes a different anchor; experts of the federation depend on it.",
+            )
+    else:
+        with atomic_directory(settings.anchor_dir) as staging:
+            for path in sorted(source.iterdir()):
+                if path.is_file() and path.suffix in ANCHOR_FILES and path.name != SIGNATURE_FILE:
+                    shutil.copy2(path, staging / path.name)
+            sign_directory(staging, keys.release_key_path)
+    if settings.artifact_store:
+        upload_signed_tree(ObjectStore(settings), settings.anchor_dir, ANCHOR_PREFIX)
+
+
+_fetching = threading.Lock()
+
+
+def fetch_anchor(runtime: Runtime) -> None:
+    """A worker with a home of its own: the published anchor from the artifact store, once (it never changes),
+    every file checked against the anchor's signature."""
+    settings = runtime.settings
+    if runtime.store is None or (settings.anchor_dir / "config.json").is_file():
+        return
+    with _fetching:
+        if not (settings.anchor_dir / "config.json").is_file():
+            public_key = runtime.keys.release_public_path.read_bytes()
+            download_signed_tree(runtime.store, ANCHOR_PREFIX, settings.anchor_dir, public_key)

@@ -98,18 +98,19 @@ class ObjectStore:
             f"and list bucket {self.location.bucket}.",
         )
 
-    def put_file(self, key: str, path: Path, sha256: str) -> None:
+    def put_file(self, key: str, path: Path, sha256: str, scratch: bool = False) -> None:
         """Create ``key`` from ``path`` (whose sha256 the caller knows), the digest kept in the object's metadata;
         an object already there with that digest is this one (the same job's earlier attempt), another is refused:
-        objects are never overwritten."""
+        objects are never overwritten, except a job's ``scratch`` files (its plan, its step times)."""
         import obstore
         from obstore.exceptions import AlreadyExistsError, PreconditionError
 
         attributes = {"Content-Type": CONTENT_TYPES.get(path.suffix, OCTETS), SHA256_METADATA: sha256}
         multipart = {"chunk_size": PART, "max_concurrency": CONCURRENCY}
+        mode = "overwrite" if scratch else "create"
         with self._reaching(f"the upload of {key}"):
             try:
-                obstore.put(self._store, key, path, mode="create", attributes=attributes, **multipart)
+                obstore.put(self._store, key, path, mode=mode, attributes=attributes, **multipart)
                 return
             except (AlreadyExistsError, PreconditionError):
                 pass
@@ -119,6 +120,29 @@ class ObjectStore:
                 f"{key} exists on the artifact store with other content; objects are never overwritten. "
                 "Remove the stray object (no release row points at it) and build again.",
             )
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Create a small object unless ``key`` exists; False when it does (a lock taken by a conditional put)."""
+        import obstore
+        from obstore.exceptions import AlreadyExistsError, PreconditionError
+
+        with self._reaching(f"the creation of {key}"):
+            try:
+                obstore.put(self._store, key, data, mode="create", attributes={"Content-Type": CONTENT_TYPES[".json"]})
+                return True
+            except (AlreadyExistsError, PreconditionError):
+                return False
+
+    def read(self, key: str) -> bytes | None:
+        """A small object's bytes (None: absent)."""
+        import obstore
+        from obstore.exceptions import NotFoundError
+
+        with self._reaching(f"the download of {key}"):
+            try:
+                return bytes(obstore.get(self._store, key).bytes())
+            except (NotFoundError, FileNotFoundError):
+                return None
 
     def sha256(self, key: str) -> str | None:
         """The digest `put_file` recorded in the object's metadata (None: absent, or not written by us)."""
@@ -207,10 +231,45 @@ def release_prefix(number: int) -> str:
     return f"releases/r{number}"
 
 
-def upload_release(store: ObjectStore, directory: Path, number: int) -> None:
-    """Every file of the published release ``directory`` onto the store, release.json and model.sig last."""
+ANCHOR_PREFIX = "anchor"
+
+
+def blob_key(digest: str) -> str:
+    return f"blobs/sha256/{digest[:2]}/{digest[2:]}"
+
+
+def upload_signed_tree(store: ObjectStore, directory: Path, prefix: str) -> None:
+    """Every file of the signed ``directory`` (a release, the anchor) onto the store under ``prefix``, model.sig
+    last (release.json just before it): the tree counts as there only once its signature is."""
     digests = {**signed_digests(directory / SIGNATURE_FILE), SIGNATURE_FILE: file_sha256(directory / SIGNATURE_FILE)}
     names = sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
     ordered = [n for n in names if n not in LAST] + [n for n in LAST if n in names]
     for name in ordered:
-        store.put_file(f"{release_prefix(number)}/{name}", directory / name, digests[name])
+        store.put_file(f"{prefix}/{name}", directory / name, digests[name])
+
+
+def upload_release(store: ObjectStore, directory: Path, number: int) -> None:
+    upload_signed_tree(store, directory, release_prefix(number))
+
+
+def download_signed_tree(store: ObjectStore, prefix: str, target: Path, public_key: bytes) -> Path:
+    """The signed tree under ``prefix`` into ``target`` (appearing in one rename, complete): every file checked
+    against its signed sha256 and the signature against ``public_key``."""
+    from bar_model.durable import atomic_directory
+    from protocol.signing import verify_directory
+
+    if store.sha256(f"{prefix}/{SIGNATURE_FILE}") is None:
+        raise BarFedError(
+            "STORE_OBJECT_MISSING",
+            f"{prefix}/ on the artifact store has no {SIGNATURE_FILE}; publish it first "
+            "(`barfed coordinator init --anchor` or `storage migrate`).",
+        )
+    with atomic_directory(target, replace=True) as staging:
+        store.get_file(f"{prefix}/{SIGNATURE_FILE}", staging / SIGNATURE_FILE)
+        signed = signed_digests(staging / SIGNATURE_FILE)
+        for name, digest in signed.items():
+            if name.startswith("/") or ".." in name.split("/"):
+                raise BarFedError("RELEASE_UNVERIFIED", f"{prefix}/{SIGNATURE_FILE} names {name[:200]!r}, no file.")
+            store.get_file(f"{prefix}/{name}", staging / name, digest)
+        verify_directory(staging, public_key, known_digests=signed)
+    return target

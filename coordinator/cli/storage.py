@@ -1,11 +1,12 @@
-"""`barfed coordinator storage migrate --to s3://…`: move a federation's published releases onto an object store.
+"""`barfed coordinator storage migrate --to s3://…`: move a federation's artifacts onto an object store.
 
-Every release the registry lists is checked against its signature under home (each file to copy hashed), copied
-object by object (the same create-only puts as a publish, so a run that stopped halfway resumes where it stopped
-and an object already there with another sha256 is refused), then verified where it landed: the store's listing
-must be exactly the signed files, and every object's recorded sha256 the signed one. Only when all of them are
-there does it set ``artifact_store`` in the coordinator's TOML file; restart the coordinator and workers to serve
-from the store. Set ``s3_endpoint_url`` and the credentials first (README, "Run at scale"): it connects with them.
+The anchor and every blob (each hashed as it is copied) go first, then the releases. Every release the registry
+lists is checked against its signature under home (each file to copy hashed), copied object by object (the same
+create-only puts as a publish, so a run that stopped halfway resumes where it stopped and an object already there
+with another sha256 is refused), then verified where it landed: the store's listing must be exactly the signed
+files, and every object's recorded sha256 the signed one. Only when all of them are there does it set
+``artifact_store`` in the coordinator's TOML file; restart the coordinator and workers to serve from the store. Set
+``s3_endpoint_url`` and the credentials first (README, "Run at scale"): it connects with them.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ def migrate(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="list what would be copied; copy nothing")] = False,
     home: HomeOption = None,
 ) -> None:
-    """Copy every published release to the store, verify it there, then set ``artifact_store`` to it."""
+    """Copy the anchor, every blob and every published release to the store, verify them there, then set
+    ``artifact_store`` to it."""
+    from coordinator.blobs import BlobStore
     from coordinator.release import signed_files
     from coordinator.runtime import Runtime
     from coordinator.settings import toml_file
@@ -40,8 +43,10 @@ def migrate(
     settings_for(home)  # NOT_INITIALIZED before anything else
     there = settings_for(home, artifact_store=to)  # BAD_SETTINGS for a URL that is not s3://bucket[/prefix]
     local = Runtime.from_settings(there.model_copy(update={"artifact_store": ""}))
-    remote = Runtime(there, local.registry, local.blobs, local.keys)
+    remote = Runtime(there, local.registry, BlobStore(there.blob_dir), local.keys)
     try:
+        _copy_anchor(local, remote, dry_run)
+        _copy_blobs(local, remote, dry_run)
         numbers = [r.number for r in state.list_releases(local.registry)]
         copied = 0
         for number in sorted(numbers):
@@ -87,6 +92,46 @@ def migrate(
             console.print("BARFED_COORD_ARTIFACT_STORE is set and wins over the file: change it too", highlight=False)
     finally:
         local.registry.dispose()
+
+
+def _copy_anchor(local, remote, dry_run: bool) -> None:
+    """The published anchor, checked against its signature here first, then its objects (create-only)."""
+    from coordinator.storage import ANCHOR_PREFIX, upload_signed_tree
+    from protocol.signing import verify_directory
+
+    anchor = local.settings.anchor_dir
+    if not (anchor / "config.json").is_file():
+        console.print("anchor: none published", highlight=False)
+        return
+    present = remote.store.sizes(ANCHOR_PREFIX)
+    missing = [p for p in anchor.iterdir() if p.is_file() and present.get(p.name) != p.stat().st_size]
+    console.print(f"anchor: {len(missing)} files to copy", highlight=False)
+    if missing and not dry_run:
+        verify_directory(anchor, local.keys.release_public_path.read_bytes())
+        upload_signed_tree(remote.store, anchor, ANCHOR_PREFIX)
+
+
+def _copy_blobs(local, remote, dry_run: bool) -> None:
+    """Every blob under home, each hashed as it is copied: a blob whose bytes are not its name is refused."""
+    from coordinator.storage import blob_key
+    from protocol.errors import BarFedError
+    from protocol.package import file_sha256
+
+    present = {key.replace("/", "") for key in remote.store.sizes("blobs/sha256")}
+    missing = sorted(local.blobs.digests() - present)
+    size = sum(local.blobs.path(d).stat().st_size for d in missing)
+    console.print(f"blobs: {len(missing)} to copy ({size} bytes)", highlight=False)
+    if dry_run:
+        return
+    for digest in missing:
+        path = local.blobs.path(digest)
+        if file_sha256(path) != digest:
+            raise BarFedError(
+                "BLOB_CORRUPT",
+                f"{path} does not hash to its name; restore it from a backup (or have its organization submit the "
+                "expert again) and run migrate again.",
+            )
+        remote.store.put_file(blob_key(digest), path, digest)
 
 
 def set_in_toml(path: Path, key: str, value: str) -> Path:

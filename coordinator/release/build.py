@@ -135,6 +135,7 @@ def build_model(
     threads: int,
     timer: Timer,
     on_step: Callable[[str], None],
+    on_checkpoint: Callable[[], None] | None = None,
 ) -> tuple[Path, dict[str, Path]]:
     """Merge and route into ``work/routed`` (each step skipped when done); returns it and the packages."""
     packages = {e.domain: runtime.blobs.materialize(e.files, work / "packages" / e.domain) for e in experts}
@@ -156,6 +157,7 @@ def build_model(
                 keep_rows=kept,
                 untrained_ok=True,
                 progress=False,
+                on_checkpoint=on_checkpoint,
             )
     return routed, packages
 
@@ -165,12 +167,14 @@ def build_release(
     request: BuildRequest,
     work: Path,
     on_step: Callable[[str], None] = lambda step: None,
+    on_checkpoint: Callable[[], None] | None = None,
 ) -> dict:
     """Build, gate, sign and publish one release; returns what was published, or NOTHING_CHANGED's code and message
-    when the latest release holds these experts already (raises GateRefused)."""
+    when the latest release holds these experts already (raises GateRefused). ``on_checkpoint()`` runs after each
+    router checkpoint is saved (the job keeps it on the artifact store)."""
     settings, registry = runtime.settings, runtime.registry
     work.mkdir(parents=True, exist_ok=True)
-    number = ReleaseNumber(registry, settings.releases_dir, work, request.job_id)
+    number = ReleaseNumber(runtime, work, request.job_id)
     done = number.published()
     timer = Timer(work)
     if done is not None:  # a redelivered or retried job whose release is out: record it if needed, nothing more
@@ -192,7 +196,9 @@ def build_release(
     recipe = load_router_recipe(settings.router_recipe)
     if settings.top_k:  # the release policy's sparsity; a release of fewer slots routes to every one of them
         recipe = recipe.model_copy(update={"top_k": min(settings.top_k, len(experts) + 1)})
-    routed, packages = build_model(runtime, experts, parent_dir, work, recipe, settings.build_threads, timer, on_step)
+    routed, packages = build_model(
+        runtime, experts, parent_dir, work, recipe, settings.build_threads, timer, on_step, on_checkpoint
+    )
 
     on_step("evaluate")
     eval_path = work / "eval.json"
@@ -285,10 +291,11 @@ def _withdrawn(runtime: Runtime, request: BuildRequest, final: Path, refused: Ba
     request is queued again (once per job), so a fresh plan builds what is ACCEPTED now."""
     number = read_manifest(final).number
     publish.withdraw(final)
-    if runtime.store is not None:
+    if runtime.store is not None:  # the number may be taken again: no object and no cached copy of this one stays
         runtime.store.delete(
             [f"{release_prefix(number)}/{name}" for name in runtime.store.sizes(release_prefix(number))]
         )
+        shutil.rmtree(runtime.settings.home / "cache" / "releases" / f"r{number}", ignore_errors=True)
     key = f"recheck-{request.job_id if request.job_id is not None else uuid.uuid4().hex[:12]}"
     rebuild = jobs.queue(runtime.registry, "build", key, request.params())
     runtime.dispatch(rebuild.id)

@@ -1,6 +1,12 @@
 """Which number a build's release takes: the next free one, remembered in the job's directory so that a retried job
-takes the same one; the rename of the staged release into ``releases/r<N>`` is the lock on it (a build that finds
-``r<N>`` taken by another job forgets its number, takes the next, and signs again)."""
+takes the same one. Two locks hold it: the registry's claim (`state.claim_number`: one job per number, which
+workers on different machines agree on) and the rename of the staged release into ``releases/r<N>`` on this
+machine. A build that finds the number taken forgets it, takes the next, and signs again.
+
+With an artifact store, a claimed number's objects that carry no signature yet are an earlier attempt's (or a
+failed job's, whose claim this one took over): never visible, they are removed before this job uploads its own. A
+job taken over by a worker on another machine finds its published release on the store rather than under home.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from coordinator.release import publish
+from coordinator.release.signed_files import local_copy
+from coordinator.runtime import Runtime
 from coordinator.state import releases as state
-from coordinator.state.db import Registry
+from coordinator.storage import release_prefix
 from protocol.errors import BarFedError
+from protocol.package import SIGNATURE_FILE
+from protocol.release import read_manifest
 
 NUMBER_FILE = "number.json"
 MAX_TRIES = 100
@@ -21,16 +31,26 @@ MAX_TRIES = 100
 class ReleaseNumber:
     """The number one build job claims; ``job_id`` None (a rebuild, a test) keeps nothing between calls."""
 
-    def __init__(self, registry: Registry, releases_dir: Path, work: Path, job_id: int | None) -> None:
-        self.registry, self.releases_dir, self.job_id = registry, releases_dir, job_id
+    def __init__(self, runtime: Runtime, work: Path, job_id: int | None) -> None:
+        self.runtime, self.job_id = runtime, job_id
+        self.registry, self.releases_dir, self.store = runtime.registry, runtime.settings.releases_dir, runtime.store
         self.path = work / NUMBER_FILE if job_id is not None else None
 
     def published(self) -> Path | None:
-        """This job's release, when an earlier attempt already renamed it into place (then only its row is due)."""
+        """This job's release, when an earlier attempt already published it (then only its row is due): renamed
+        into place here, or, by a worker elsewhere, complete on the artifact store."""
         if self.path is None or not self.path.is_file():
             return None
-        final = self.releases_dir / f"r{json.loads(self.path.read_text())}"
-        return final if final.is_dir() and publish.owned_by(final, self.job_id) else None
+        number = int(json.loads(self.path.read_text()))
+        final = self.releases_dir / f"r{number}"
+        if final.is_dir() and publish.owned_by(final, self.job_id):
+            return final
+        if self.store is None or self.store.sha256(f"{release_prefix(number)}/{SIGNATURE_FILE}") is None:
+            return None
+        if not state.claim_number(self.registry, number, self.job_id):
+            return None
+        copy = local_copy(self.runtime, number)
+        return copy if read_manifest(copy).job_id == self.job_id else None
 
     def publish(self, stage: Callable[[int], Path]) -> Path:
         """``stage(number)`` makes the complete, signed staging directory for r<number>; it becomes r<number> by
@@ -40,13 +60,25 @@ class ReleaseNumber:
             final = self.releases_dir / f"r{number}"
             if final.exists() and self.job_id is not None and publish.owned_by(final, self.job_id):
                 return final
-            if not final.exists():
+            if not final.exists() and self._hold(number):
                 staging = stage(number)
                 if publish.move_into_place(staging, final):
                     return final
                 shutil.rmtree(staging, ignore_errors=True)
             self._forget()
         raise BarFedError("NO_RELEASE_NUMBER", "could not claim a release number; another build keeps taking them.")
+
+    def _hold(self, number: int) -> bool:
+        """The registry's claim on ``number`` (a job's; a rebuild or test holds none) and a clean slate for it on
+        the store."""
+        if self.job_id is None:
+            return True
+        if not state.claim_number(self.registry, number, self.job_id):
+            return False
+        if self.store is not None:
+            prefix = release_prefix(number)
+            self.store.delete([f"{prefix}/{name}" for name in self.store.sizes(prefix)])
+        return True
 
     def _claim(self) -> int:
         if self.path is not None and self.path.is_file():

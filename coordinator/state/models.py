@@ -194,6 +194,18 @@ class Release(Base):
     published_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class ReleaseClaim(Base):
+    """The build job that holds release number ``number`` while it signs and publishes it: the lock on a number
+    that workers on different machines (no shared directory to rename into) agree on. A claim whose job ended
+    without publishing is taken over, so numbers stay without gaps."""
+
+    __tablename__ = "release_claims"
+
+    number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    claimed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class ExpertScore(Base):
     """An expert's own score, evaluated alone (its package merged with the anchor only), kept so an unchanged expert
     is never scored again. The key holds everything the score depends on, so a cached score is the one a fresh

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from coordinator.state import audit
 from coordinator.state.db import Registry
-from coordinator.state.models import AuditEntry, Channel, ChannelMove, Expert, Release
+from coordinator.state.models import AuditEntry, Channel, ChannelMove, Expert, Job, Release, ReleaseClaim, utcnow
 from protocol.errors import BarFedError
 
 CHANNEL_NAME = r"^[a-z][a-z0-9-]{0,31}$"
@@ -102,6 +103,33 @@ def resolve(registry: Registry, name: str) -> Release:
 def next_number(registry: Registry) -> int:
     with registry.session() as session:
         return (session.scalar(select(func.max(Release.number))) or 0) + 1
+
+
+def claim_number(registry: Registry, number: int, job_id: int) -> bool:
+    """Whether build job ``job_id`` holds release number ``number`` now: claimed by it before, claimed now, or taken
+    over from a job that ended without publishing it (failed, cancelled); False when another holds it or it is
+    published."""
+    try:
+        with registry.session() as session:
+            if session.get(Release, number) is not None:
+                return False
+            claim = session.get(ReleaseClaim, number)
+            if claim is None:
+                session.add(ReleaseClaim(number=number, job_id=job_id))
+                return True
+            if claim.job_id == job_id:
+                return True
+            holder = session.get(Job, claim.job_id)
+            if holder is not None and holder.state not in ("failed", "cancelled"):
+                return False
+            taken = session.execute(  # only if the claim is still the one read: two takers, one wins
+                update(ReleaseClaim)
+                .where(ReleaseClaim.number == number, ReleaseClaim.job_id == claim.job_id)
+                .values(job_id=job_id, claimed_at=utcnow())
+            )
+            return taken.rowcount == 1
+    except IntegrityError:  # another job inserted the same number first
+        return False
 
 
 def insert_release(registry: Registry, release: Release, actor: str) -> list[str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from coordinator.runtime import Runtime
 from coordinator.state import jobs
 from coordinator.state.db import Registry
+from coordinator.tasks.scratch import JobScratch
 from protocol.errors import BarFedError
 
 log = logging.getLogger(__name__)
@@ -68,11 +69,18 @@ class JobContext:
     attempt: int
     work_dir: Path  # settings.jobs_dir / <id>: kept across attempts, for resuming
     lease: Lease = field(repr=False)
+    scratch: JobScratch | None = field(default=None, repr=False)  # work_dir kept on the artifact store too
 
     def step(self, name: str) -> None:
-        """Record the current step on the job row, at once, renewing the lease (raises if it was lost)."""
+        """Record the current step on the job row, at once, renewing the lease (raises if it was lost); what the
+        steps before kept goes onto the artifact store first, for a worker that may take the job over."""
         self.check()
+        self.save_scratch()
         self.lease.beat(name)
+
+    def save_scratch(self) -> None:
+        if self.scratch is not None:
+            self.scratch.save()
 
     def check(self) -> None:
         """Raise LEASE_LOST or JOB_CANCELLED when this worker must stop working on the job."""

@@ -16,9 +16,11 @@ import socket
 import uuid
 
 from coordinator.runtime import Runtime
+from coordinator.setup import fetch_anchor
 from coordinator.state import jobs
 from coordinator.tasks.handlers import HANDLERS, ON_FAILED, Gated
 from coordinator.tasks.job_context import JobContext, Lease
+from coordinator.tasks.scratch import JobScratch
 from protocol.errors import BarFedError
 
 log = logging.getLogger(__name__)
@@ -59,7 +61,8 @@ def run_job(runtime: Runtime, job_id: int) -> str:
     lease = Lease(registry, job_id, owner, settings.job_lease_s, job.step)
     work_dir = settings.jobs_dir / str(job_id)
     work_dir.mkdir(parents=True, exist_ok=True)
-    ctx = JobContext(runtime, job_id, job.kind, job.key, dict(job.params or {}), job.attempts, work_dir, lease)
+    scratch = JobScratch(runtime.store, job_id, work_dir) if runtime.store is not None else None
+    ctx = JobContext(runtime, job_id, job.kind, job.key, dict(job.params or {}), job.attempts, work_dir, lease, scratch)
     lease.start()
     try:
         return _run_handler(ctx)
@@ -71,6 +74,9 @@ def _run_handler(ctx: JobContext) -> str:
     runtime, lease, job_id = ctx.runtime, ctx.lease, ctx.job_id
     handler = HANDLERS.get(ctx.kind)
     try:
+        if ctx.scratch is not None:  # a worker with a home of its own: what an earlier attempt kept, and the anchor
+            ctx.scratch.restore()
+            fetch_anchor(runtime)
         if handler is None:
             raise BarFedError(
                 "NO_HANDLER", f"no handler runs jobs of kind {ctx.kind!r}; is the worker the same version?"
@@ -106,6 +112,11 @@ def _run_handler(ctx: JobContext) -> str:
         return "lost"
     if outcome[0] == "failed":
         _after_failure(runtime, job_id)
+    if ctx.scratch is not None:  # ended: nothing of it is resumed any more
+        try:
+            ctx.scratch.discard()
+        except BarFedError as exc:
+            log.warning("job %s: its scratch stays on the artifact store: %s", job_id, exc.message)
     with contextlib.suppress(OSError):
         ctx.work_dir.rmdir()  # only when the handler left nothing behind
     return outcome[0]

@@ -161,6 +161,9 @@ class Uploads:
                     )
             admission.check_pending(records.count_pending(self.registry, org_id), org_id, self.settings)
             self._check_digests(org_id, session_id, files)
+            for f in files:  # onto the artifact store, if any, before the lock: the put under it then only checks
+                if (staged := self.staged(session_id, f.path)).exists():
+                    self.blobs.upload(staged, f.sha256)
             submission_id = str(uuid.uuid4())
             # No garbage collection may decide about these digests meanwhile; the pending limit is checked
             # again under the organization's lock, before a byte moves, in the transaction that inserts.
@@ -219,10 +222,7 @@ class Uploads:
         """Delete blobs nothing references (e.g. kept for a session that then failed); returns how many. Runs
         under the store's lock, which commits and rejections also take, so no digest changes hands meanwhile."""
         with self.blobs.lock:
-            orphans = self.blobs.digests() - records.referenced_digests(self.registry)
-            for digest in orphans:
-                self.blobs.delete(digest)
-        return len(orphans)
+            return self.blobs.collect_orphans(records.referenced_digests(self.registry))
 
 
 __all__ = ["DISCARDED", "PENDING_STATES", "ChunkWriter", "Declared", "Uploads"]

@@ -28,7 +28,7 @@ def test_migrating_twice_is_harmless(db_url):
     Registry(db_url).dispose()
     registry = Registry(db_url)
     with registry.session() as session:
-        assert session.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0005"
+        assert session.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0006"
     registry.dispose()
 
 
