@@ -33,8 +33,9 @@ RUN pip install --no-cache-dir ".[node,coordinator]"
 # volume starts with that owner: the coordinator's home (keys, registry files, blob store, jobs), its releases,
 # the public files (CA certificate, release key) nodes read, and a node's home.
 RUN useradd --uid 1000 --user-group --create-home --home-dir /home/barfed --shell /usr/sbin/nologin barfed \
-    && mkdir -p /var/lib/barfed/releases /var/lib/barfed-public /var/lib/barfed-node \
-    && chown -R barfed:barfed /var/lib/barfed /var/lib/barfed-public /var/lib/barfed-node
+    && mkdir -p /var/lib/barfed/releases /var/lib/barfed/pki /var/lib/barfed-public /var/lib/barfed-node \
+        /var/lib/barfed-release-keys \
+    && chown -R barfed:barfed /var/lib/barfed /var/lib/barfed-public /var/lib/barfed-node /var/lib/barfed-release-keys
 USER barfed
 WORKDIR /home/barfed
 

@@ -271,5 +271,12 @@ def download_signed_tree(store: ObjectStore, prefix: str, target: Path, public_k
             if name.startswith("/") or ".." in name.split("/"):
                 raise BarFedError("RELEASE_UNVERIFIED", f"{prefix}/{SIGNATURE_FILE} names {name[:200]!r}, no file.")
             store.get_file(f"{prefix}/{name}", staging / name, digest)
-        verify_directory(staging, public_key, known_digests=signed)
+        try:
+            verify_directory(staging, public_key, known_digests=signed)
+        except BarFedError as exc:
+            raise BarFedError(
+                exc.code,
+                f"{prefix}/ on the artifact store does not verify with this machine's release.pub ({exc.message}); "
+                "give every worker the coordinator's release key pair (home/pki/release.key and release.pub).",
+            ) from None
     return target

@@ -19,6 +19,7 @@ from coordinator.runtime import Runtime
 from coordinator.settings import load_settings
 from coordinator.setup import initialize
 from coordinator.state import tokens
+from protocol.package import file_sha256
 
 from .conftest import make_settings
 from .fake_release import publish_fake_release
@@ -104,3 +105,34 @@ def test_a_store_url_that_is_not_s3_is_refused(federation):
     runtime, _, _ = federation
     result = migrate(runtime, "--to", "/mnt/bucket")
     assert getattr(result.exception, "code", None) == "BAD_SETTINGS" and "artifact_store" in str(result.exception)
+
+
+def test_the_anchor_and_every_blob_are_copied_and_a_corrupt_blob_stops_it(federation, micro, tmp_path):
+    runtime, config, to = federation
+    initialize(runtime.settings, micro["branch"])  # the anchor, under home only
+    digests = []
+    for content in (b"first blob", b"second blob"):
+        source = tmp_path / "blob"
+        source.write_bytes(content)
+        digests.append(file_sha256(source))
+        runtime.blobs.put(source, digests[-1])
+    anchor_files = sorted(p.name for p in runtime.settings.anchor_dir.iterdir())
+
+    dry = migrate(runtime, "--to", to, "--dry-run")
+    assert f"anchor: {len(anchor_files)} files to copy" in dry.output and "blobs: 2 to copy" in dry.output
+
+    bad = runtime.blobs.path(digests[1])
+    bad.chmod(0o644)
+    bad.write_bytes(b"rotted on disk")
+    refused = migrate(runtime, "--to", to)
+    assert getattr(refused.exception, "code", None) == "BLOB_CORRUPT", refused.output
+    assert "artifact_store" not in tomllib.loads(config.read_text())
+
+    bad.unlink()  # the operator restores it from a backup
+    source.write_bytes(b"second blob")
+    runtime.blobs.put(source, digests[1])
+    done = migrate(runtime, "--to", to)
+    assert done.exit_code == 0, done.output
+    store = storage.ObjectStore(load_settings(artifact_store=to))
+    assert sorted(store.sizes(storage.ANCHOR_PREFIX)) == anchor_files
+    assert [store.sha256(storage.blob_key(d)) for d in digests] == digests

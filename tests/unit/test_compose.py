@@ -411,7 +411,7 @@ def test_the_settings_accept_the_values_and_every_service_they_name_is_there(tmp
         monkeypatch.undo()
 
 
-def test_the_coordinator_serves_with_workers_that_share_its_settings_and_storage(tmp_path, monkeypatch):
+def test_the_coordinator_serves_with_workers_that_share_its_settings_but_no_volume(tmp_path, monkeypatch):
     coordinator, worker = SERVICES["coordinator"], SERVICES["worker"]
     assert argv(coordinator)[:4] == ["barfed", "coordinator", "serve", "--no-worker"]
     assert argv(worker)[:4] == ["celery", "-A", "coordinator.tasks.celery_app", "worker"]
@@ -420,9 +420,15 @@ def test_the_coordinator_serves_with_workers_that_share_its_settings_and_storage
         variable = f"BARFED_COORD_{key}"
         assert environment(coordinator).get(variable) == environment(worker).get(variable), variable
     assert secret_targets(coordinator) == secret_targets(worker)
-    assert named_volumes(coordinator) == named_volumes(worker)
     assert depends(coordinator).get("init") == "service_completed_successfully"
     settings = coordinator_settings(coordinator, tmp_path, monkeypatch)
+    # workers on any machine: artifacts on the store, nothing mounted in common with the coordinator but what
+    # init wrote for them, the release key pair, where their home keeps its keys
+    assert settings.artifact_store
+    assert not set(named_volumes(coordinator)) & set(named_volumes(worker))
+    assert named_volumes(worker) == {"release-keys": str(settings.pki_dir)}
+    assert "release-keys" in named_volumes(SERVICES["init"])
+    assert "release.key" in " ".join(argv(SERVICES["init"]))
     home = str(settings.home)
     mounted = set(named_volumes(coordinator).values())
     assert home in mounted and str(settings.releases_dir) in mounted, "home and releases must live on volumes"

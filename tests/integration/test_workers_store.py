@@ -1,0 +1,176 @@
+"""What lets a worker on another machine do a job, on a real S3 server (SeaweedFS): blobs fetched by digest into a
+bounded cache, the anchor fetched and checked, a job's scratch kept on the store and restored, orphan blobs removed
+from the store, and release numbers claimed in the registry (a failed job's claim taken over, its unsigned objects
+cleared)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from coordinator.release.numbering import ReleaseNumber
+from coordinator.runtime import Runtime
+from coordinator.setup import fetch_anchor, initialize
+from coordinator.state import jobs
+from coordinator.state import releases as state
+from coordinator.storage import ANCHOR_PREFIX, blob_key
+from coordinator.tasks.scratch import CHECKPOINTS, COMPLETE, JobScratch
+from protocol.errors import BarFedError
+from protocol.fingerprint import anchor_fingerprint
+from protocol.package import file_sha256
+
+from .conftest import make_settings
+
+pytestmark = pytest.mark.integration
+
+
+def runtime_at(root, db_url, s3_settings, **overrides) -> Runtime:
+    settings = make_settings(root, db_url, **s3_settings, **overrides)
+    initialize(settings)
+    return Runtime.from_settings(settings)
+
+
+@pytest.fixture
+def two_machines(tmp_path, db_url, s3_settings):
+    """The coordinator's runtime and a worker's: one registry and one store, homes with nothing in common but the
+    release key pair."""
+    coordinator = runtime_at(tmp_path / "c", db_url, s3_settings)
+    worker_settings = make_settings(tmp_path / "w", db_url, **s3_settings)
+    (worker_settings.pki_dir).mkdir(parents=True)
+    for name in ("release.key", "release.pub"):
+        shutil.copy2(coordinator.settings.pki_dir / name, worker_settings.pki_dir / name)
+    worker = Runtime.from_settings(worker_settings)
+    yield coordinator, worker
+    coordinator.registry.dispose()
+    worker.registry.dispose()
+
+
+def blob(runtime: Runtime, tmp_path, content: bytes) -> str:
+    source = runtime.settings.staging_dir / f"t-{len(content)}-{content[:8].hex()}"
+    source.parent.mkdir(parents=True, exist_ok=True)
+    source.write_bytes(content)
+    digest = file_sha256(source)
+    runtime.blobs.put(source, digest)
+    source.unlink(missing_ok=True)
+    return digest
+
+
+def test_a_worker_fetches_blobs_by_digest_into_a_bounded_cache(two_machines, tmp_path, s3_server):
+    coordinator, worker = two_machines
+    digests = [blob(coordinator, tmp_path, bytes([i]) * 1000) for i in range(3)]
+    for digest in digests:  # on the store before any commit could record it
+        assert coordinator.store.sha256(blob_key(digest)) == digest
+    assert not any(worker.blobs.exists(d) and worker.blobs.path(d).is_file() for d in digests)
+
+    package = worker.blobs.materialize({f"f{i}": d for i, d in enumerate(digests)}, tmp_path / "package")
+    assert [(package / f"f{i}").read_bytes()[:1] for i in range(3)] == [b"\0", b"\1", b"\2"]
+
+    # a cache of 2500 bytes keeps the two used last; the links already made keep their bytes
+    worker.blobs.cache_bytes = 2500
+    for when, digest in enumerate(digests):
+        os.utime(worker.blobs.path(digest), (1000 + when, 1000 + when))
+    assert worker.blobs.trim() == 1
+    assert not worker.blobs.path(digests[0]).is_file() and worker.blobs.path(digests[2]).is_file()
+    assert (package / "f0").read_bytes() == bytes([0]) * 1000
+    assert worker.blobs.local(digests[0]).read_bytes() == bytes([0]) * 1000  # fetched again on demand
+
+    # bytes on the store that are not their digest are refused; nothing of them stays in the cache
+    worker.blobs.path(digests[1]).unlink()
+    bucket_key = f"{coordinator.store.location.prefix}/{blob_key(digests[1])}"
+    s3_server.client().put_object(Bucket=s3_server.bucket, Key=bucket_key, Body=b"tampered")
+    with pytest.raises(BarFedError) as corrupt:
+        worker.blobs.local(digests[1])
+    assert corrupt.value.code == "STORE_OBJECT_CORRUPT" and not worker.blobs.path(digests[1]).exists()
+
+
+def test_orphan_blobs_leave_the_store_only_by_collection(two_machines, tmp_path):
+    coordinator, worker = two_machines
+    kept, orphan = blob(coordinator, tmp_path, b"kept" * 100), blob(coordinator, tmp_path, b"orphan" * 100)
+    worker.blobs.local(orphan)
+    worker.blobs.delete(orphan)  # a worker's rejection: its cache only
+    assert coordinator.store.sha256(blob_key(orphan)) == orphan
+    with coordinator.blobs.lock:
+        assert coordinator.blobs.collect_orphans({kept}) == 1
+    assert coordinator.store.sha256(blob_key(orphan)) is None and coordinator.store.sha256(blob_key(kept)) == kept
+    assert not coordinator.blobs.path(orphan).exists() and coordinator.blobs.path(kept).is_file()
+
+
+def test_the_anchor_is_published_to_the_store_and_fetched_checked(micro, tmp_path, db_url, s3_settings):
+    coordinator = runtime_at(tmp_path / "c", db_url, s3_settings)
+    try:
+        initialize(coordinator.settings, micro["branch"])
+        assert "config.json" in coordinator.store.sizes(ANCHOR_PREFIX)
+        worker_settings = make_settings(tmp_path / "w", db_url, **s3_settings)
+        shutil.copytree(coordinator.settings.pki_dir, worker_settings.pki_dir)
+        worker = Runtime.from_settings(worker_settings)
+        fetch_anchor(worker)
+        assert anchor_fingerprint(worker.settings.anchor_dir) == anchor_fingerprint(coordinator.settings.anchor_dir)
+
+        # an anchor on the store signed by another key is refused, and leaves no anchor behind
+        shutil.rmtree(worker.settings.anchor_dir)
+        other = make_settings(tmp_path / "o", db_url, **s3_settings)
+        initialize(other)  # a key pair of its own
+        shutil.copy2(other.pki_dir / "release.pub", worker.settings.pki_dir / "release.pub")
+        with pytest.raises(BarFedError) as refused:
+            fetch_anchor(worker)
+        assert refused.value.code == "SIGNATURE_WRONG_KEY" and "release key pair" in refused.value.message
+        assert not worker.settings.anchor_dir.exists()
+        worker.registry.dispose()
+    finally:
+        coordinator.registry.dispose()
+
+
+def test_a_jobs_scratch_survives_its_worker_and_goes_with_the_job(two_machines, tmp_path):
+    coordinator, worker = two_machines
+    first = tmp_path / "first" / "7"
+    first.mkdir(parents=True)
+    (first / "plan.json").write_text('{"experts": []}')
+    done = first / CHECKPOINTS / "checkpoint-20"
+    partial = first / CHECKPOINTS / "checkpoint-40"  # being written when the worker died: no trainer_state.json
+    for checkpoint in (done, partial):
+        checkpoint.mkdir(parents=True)
+        (checkpoint / "model.safetensors").write_bytes(b"weights")
+    (done / COMPLETE).write_text("{}")
+    (first / "merged").mkdir()
+    (first / "merged" / "model.safetensors").write_bytes(b"made again from blobs")
+    scratch = JobScratch(coordinator.store, 7, first)
+    scratch.save()
+    (first / "plan.json").write_text('{"experts": ["changed"]}')
+    scratch.save()  # top-level files are put again at every step
+
+    second = tmp_path / "second" / "7"
+    assert JobScratch(worker.store, 7, second).restore() == 3
+    assert (second / "plan.json").read_text() == '{"experts": ["changed"]}'
+    assert (second / CHECKPOINTS / "checkpoint-20" / COMPLETE).is_file()
+    assert not (second / CHECKPOINTS / "checkpoint-40").exists() and not (second / "merged").exists()
+
+    JobScratch(worker.store, 7, second).discard()
+    assert worker.store.sizes("jobs/7") == {}
+
+
+def test_a_release_number_is_held_by_one_job_and_a_failed_jobs_claim_is_taken_over(two_machines, tmp_path):
+    coordinator, worker = two_machines
+    registry = coordinator.registry
+    first, second = (jobs.queue(registry, "build", f"k{i}").id for i in range(2))
+    jobs.claim(registry, first, "w1", 60)
+    assert state.claim_number(registry, 1, first) and state.claim_number(registry, 1, first)
+    assert not state.claim_number(registry, 1, second)  # its holder is still running
+
+    # the first job uploaded part of r1 and then failed for good: its claim and its unsigned objects are taken over
+    stray = tmp_path / "shard"
+    stray.write_bytes(b"half a release")
+    coordinator.store.put_file("releases/r1/model.safetensors", stray, file_sha256(stray))
+    jobs.finish(registry, first, "w1", "failed", code="JOB_CRASHED", message="gone")
+    number = ReleaseNumber(worker, tmp_path / "work", second)
+
+    def stage(n: int):
+        staging = worker.settings.releases_dir / f".r{n}.staging"
+        staging.mkdir(parents=True)
+        (staging / "release.json").write_text("{}")
+        return staging
+
+    assert number.publish(stage).name == "r1"
+    assert coordinator.store.sizes("releases/r1") == {}
+    assert not state.claim_number(registry, 1, first)
