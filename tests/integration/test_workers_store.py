@@ -174,3 +174,49 @@ def test_a_release_number_is_held_by_one_job_and_a_failed_jobs_claim_is_taken_ov
     assert number.publish(stage).name == "r1"
     assert coordinator.store.sizes("releases/r1") == {}
     assert not state.claim_number(registry, 1, first)
+
+
+def test_a_worker_with_its_own_home_verifies_a_submission_from_the_store(
+    micro, packages, db_url, s3_settings, tmp_path
+):
+    """The coordinator commits the upload (its blobs onto the store first); a verification worker that shares no
+    directory with it fetches the anchor and every blob, checks them and accepts the expert."""
+    from contributor_node.package import build_package
+    from coordinator.embedded import running_coordinator
+    from coordinator.keys import CoordinatorKeys
+    from coordinator.uploads.sessions import Declared, Uploads
+    from coordinator.verification.job import Verifier
+
+    from .conftest import Federation
+    from .test_submission import _write_all
+
+    settings = make_settings(tmp_path, db_url, **s3_settings)
+    initialize(settings, micro["branch"])
+    coordinator = Runtime.from_settings(settings)
+    with running_coordinator(settings) as address:
+        federation = Federation(settings, coordinator.registry, CoordinatorKeys(settings.pki_dir), address, tmp_path)
+        acme = federation.enroll("acme-labs", ["test-vowels"])
+    package = tmp_path / "pkg"
+    build_package(packages["test-vowels"], package, org="acme-labs", version=1, private_key=acme.key_path)
+    uploads = Uploads(coordinator.registry, settings, coordinator.blobs)
+    files = sorted(package.iterdir())
+    declared = [Declared(p.name, p.stat().st_size, file_sha256(p)) for p in files]
+    session_id = uploads.create("acme-labs", "test-vowels", 1, declared)
+    _write_all(uploads, session_id, files, settings.chunk_bytes)
+    submission_id = uploads.commit("acme-labs", session_id)  # outside the server: only the worker below verifies
+    uploads.close()
+    for d in declared:
+        assert coordinator.store.sha256(blob_key(d.sha256)) == d.sha256
+
+    worker_settings = make_settings(tmp_path / "worker", db_url, **s3_settings)
+    worker_settings.pki_dir.mkdir(parents=True)
+    for name in ("release.key", "release.pub"):
+        shutil.copy2(settings.pki_dir / name, worker_settings.pki_dir / name)
+    worker = Runtime.from_settings(worker_settings)
+    try:
+        fetch_anchor(worker)
+        assert Verifier(worker.registry, worker_settings, worker.blobs).run(submission_id) == "ACCEPTED"
+        assert {d.sha256 for d in declared} <= worker.blobs.digests()  # fetched into its own cache
+    finally:
+        worker.registry.dispose()
+        coordinator.registry.dispose()
