@@ -81,11 +81,13 @@ _fetching = threading.Lock()
 
 def fetch_anchor(runtime: Runtime) -> None:
     """A worker with a home of its own: the published anchor from the artifact store, once (it never changes),
-    every file checked against the anchor's signature."""
+    every file checked against the anchor's signature. None published yet: nothing to fetch (a job that needs
+    one refuses with NO_ANCHOR)."""
     settings = runtime.settings
     if runtime.store is None or (settings.anchor_dir / "config.json").is_file():
         return
     with _fetching:
-        if not (settings.anchor_dir / "config.json").is_file():
+        published = runtime.store.sha256(f"{ANCHOR_PREFIX}/{SIGNATURE_FILE}") is not None
+        if published and not (settings.anchor_dir / "config.json").is_file():
             public_key = runtime.keys.release_public_path.read_bytes()
             download_signed_tree(runtime.store, ANCHOR_PREFIX, settings.anchor_dir, public_key)

@@ -44,7 +44,7 @@ from coordinator.release.numbering import ReleaseNumber
 from coordinator.release.plan import load_plan, plan_experts, save_plan, unchanged
 from coordinator.release.retention import add_retention, alone_scores
 from coordinator.release.routing import add_routing
-from coordinator.release.signed_files import local_copy
+from coordinator.release.signed_files import cached_dir, keep_in_cache, local_copy
 from coordinator.runtime import Runtime
 from coordinator.state import jobs
 from coordinator.state import releases as state
@@ -181,6 +181,7 @@ def build_release(
         on_step("publish")
         with timer.step("publish"):
             result = _record(runtime, request, done)
+            keep_in_cache(runtime, result["release"])
         return {**result, "wall_s": {**result["wall_s"], **timer.times}}
     on_step("plan")
     if load_plan(work) is None:
@@ -253,6 +254,7 @@ def build_release(
     final = number.publish(stage)
     on_step("publish")
     result = _record(runtime, request, final)
+    keep_in_cache(runtime, result["release"])  # with a store: the release is there; here it is a cached copy
     timer.add("publish", time.perf_counter() - staged_at[-1])  # the rename into place, the row, the announcement
     result["wall_s"] = {**result["wall_s"], **timer.times}
     result["experts_scored"] = json.loads((work / "experts_scored.json").read_text())  # evaluated alone, not cached
@@ -295,7 +297,7 @@ def _withdrawn(runtime: Runtime, request: BuildRequest, final: Path, refused: Ba
         runtime.store.delete(
             [f"{release_prefix(number)}/{name}" for name in runtime.store.sizes(release_prefix(number))]
         )
-        shutil.rmtree(runtime.settings.home / "cache" / "releases" / f"r{number}", ignore_errors=True)
+        shutil.rmtree(cached_dir(runtime, number), ignore_errors=True)
     key = f"recheck-{request.job_id if request.job_id is not None else uuid.uuid4().hex[:12]}"
     rebuild = jobs.queue(runtime.registry, "build", key, request.params())
     runtime.dispatch(rebuild.id)

@@ -10,6 +10,8 @@ With an object store, the listing and ``model.sig`` come from the store and down
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -112,20 +114,62 @@ def file_url(runtime: Runtime, number: int, name: str) -> tuple[str, FileEntry]:
     return runtime.store.presigned_get(f"{release_prefix(number)}/{name}"), entry
 
 
+def cached_dir(runtime: Runtime, number: int) -> Path:
+    return runtime.settings.home / "cache" / "releases" / f"r{number}"
+
+
 def local_copy(runtime: Runtime, number: int, names: tuple[str, ...] | None = None) -> Path:
     """A directory holding r``number``'s files ``names`` (all when None): the published directory under home when
     this machine has it, else a cache under ``home/cache`` filled from the store, each file checked against its
-    signed sha256 (a release's files never change, so what is cached stays good)."""
+    signed sha256 (a release's files never change, so what is cached stays good). The cache keeps the releases
+    used last within ``cache_max_gb``."""
     directory = release_dir(runtime, number)
     if runtime.store is None or (directory / SIGNATURE_FILE).is_file():
         return directory
-    cache = runtime.settings.home / "cache" / "releases" / f"r{number}"
+    cache = cached_dir(runtime, number)
     entries = release_files(runtime, number)
+    fetched = False
     for name in names if names is not None else tuple(entries):
         entry = _entry(runtime, number, name)
         if not (cache / name).is_file():
             runtime.store.get_file(f"{release_prefix(number)}/{name}", cache / name, entry.sha256)
+            fetched = True
+    os.utime(cache)  # the cache's recency
+    if fetched:
+        trim_cache(runtime, keep=cache)
     return cache
+
+
+def keep_in_cache(runtime: Runtime, number: int) -> None:
+    """With a store, a release this machine built and published moves from ``releases/`` into the cache (one
+    rename): the store holds it, and the next build finds its parent here without a download."""
+    directory, cache = release_dir(runtime, number), cached_dir(runtime, number)
+    if runtime.store is None or not directory.is_dir():
+        return
+    if cache.exists():
+        shutil.rmtree(directory)
+    else:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(directory, cache)
+    trim_cache(runtime, keep=cache)
+
+
+def trim_cache(runtime: Runtime, keep: Path) -> int:
+    """Remove the releases used least recently (the directory's mtime) until the cache fits ``cache_max_gb``;
+    ``keep`` stays. Returns how many went."""
+    root = runtime.settings.home / "cache" / "releases"
+    sized = []
+    for directory in root.glob("r*"):
+        size = sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+        sized.append((directory.stat().st_mtime, size, directory))
+    total, removed = sum(size for _, size, _ in sized), 0
+    for _, size, directory in sorted(sized):
+        if total <= runtime.settings.cache_max_gb * 2**30:
+            break
+        if directory != keep:
+            shutil.rmtree(directory, ignore_errors=True)
+            total, removed = total - size, removed + 1
+    return removed
 
 
 def _entry(runtime: Runtime, number: int, name: str) -> FileEntry:

@@ -70,6 +70,14 @@ def run_job(runtime: Runtime, job_id: int) -> str:
         lease.stop()  # also when the worker itself is going down (SystemExit): the lease then runs out
 
 
+def _discard(ctx: JobContext) -> None:
+    if ctx.scratch is not None:
+        try:
+            ctx.scratch.discard()
+        except BarFedError as exc:
+            log.warning("job %s: its scratch stays on the artifact store: %s", ctx.job_id, exc.message)
+
+
 def _run_handler(ctx: JobContext) -> str:
     runtime, lease, job_id = ctx.runtime, ctx.lease, ctx.job_id
     handler = HANDLERS.get(ctx.kind)
@@ -88,6 +96,8 @@ def _run_handler(ctx: JobContext) -> str:
         if lease.error is not None and exc.code in ("LEASE_LOST", "JOB_CANCELLED"):
             lease.stop()
             log.warning("job %s stopped: %s", job_id, exc.message)
+            if exc.code == "JOB_CANCELLED":  # nobody resumes it (a lost lease's new holder still needs the scratch)
+                _discard(ctx)
             return "lost"
         outcome = ("failed", {}, exc.code, exc.message)
     except Exception:
@@ -112,11 +122,7 @@ def _run_handler(ctx: JobContext) -> str:
         return "lost"
     if outcome[0] == "failed":
         _after_failure(runtime, job_id)
-    if ctx.scratch is not None:  # ended: nothing of it is resumed any more
-        try:
-            ctx.scratch.discard()
-        except BarFedError as exc:
-            log.warning("job %s: its scratch stays on the artifact store: %s", job_id, exc.message)
+    _discard(ctx)  # ended: nothing of it is resumed any more
     with contextlib.suppress(OSError):
         ctx.work_dir.rmdir()  # only when the handler left nothing behind
     return outcome[0]

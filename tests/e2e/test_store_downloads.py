@@ -40,8 +40,10 @@ def on_store(micro, say_experts, s3_server, tmp_path_factory):
     coordinator = coordinator_for(settings)
     accept(coordinator, package(coordinator, say_experts["yes"], "org-yes", 1, root / "pkg-yes"), "org-yes")
     build(coordinator, root)
-    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (settings.releases_dir / "r1").iterdir()}
-    shutil.rmtree(settings.releases_dir)  # the API's machine holds no release: the store does
+    assert not (settings.releases_dir / "r1").exists()  # published: the store holds it, this machine a cached copy
+    cached = settings.home / "cache" / "releases" / "r1"
+    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in cached.iterdir()}
+    shutil.rmtree(cached)  # the API's machine holds no release: the store does
     token, _ = tokens.create(coordinator.registry, "org", "test", org_id="org-yes")
     commit = state.commit_id(state.resolve(coordinator.registry, "r1"))
     with running_coordinator(settings) as address:

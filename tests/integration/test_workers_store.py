@@ -220,3 +220,70 @@ def test_a_worker_with_its_own_home_verifies_a_submission_from_the_store(
     finally:
         worker.registry.dispose()
         coordinator.registry.dispose()
+
+
+def test_the_release_cache_keeps_what_was_used_last_within_its_size(two_machines):
+    from coordinator.release.signed_files import cached_dir, trim_cache
+
+    _, worker = two_machines
+    for number, when in ((1, 1000), (2, 3000), (3, 2000)):
+        directory = cached_dir(worker, number)
+        directory.mkdir(parents=True)
+        (directory / "model.safetensors").write_bytes(b"w" * 600)
+        os.utime(directory, (when, when))
+    worker.settings = worker.settings.model_copy(update={"cache_max_gb": 1300 / 2**30})
+    assert trim_cache(worker, keep=cached_dir(worker, 1)) == 1  # r1 is in use: the oldest other one goes
+    assert [cached_dir(worker, n).exists() for n in (1, 2, 3)] == [True, True, False]
+
+
+def test_a_job_taken_over_after_its_release_reached_the_store_only_records_it(two_machines, tmp_path):
+    """The first worker uploaded r1 whole (model.sig last) and died before the row: the job's next attempt, on
+    another machine, finds r1 on the store by its signed job id and publishes nothing new."""
+    from coordinator.storage import upload_release
+    from protocol.release import write_manifest
+    from protocol.signing import sign_directory
+
+    from .fake_release import stub_manifest
+
+    coordinator, worker = two_machines
+    job = jobs.queue(coordinator.registry, "build", "taken-over").id
+    built = tmp_path / "built" / "r1"
+    built.mkdir(parents=True)
+    (built / "model.safetensors").write_bytes(b"weights")
+    write_manifest(built, stub_manifest(1, []).model_copy(update={"job_id": job}))
+    sign_directory(built, coordinator.keys.release_key_path)
+    upload_release(coordinator.store, built, 1)
+    work = tmp_path / "second" / str(job)
+    work.mkdir(parents=True)
+    (work / "number.json").write_text("1")
+
+    found = ReleaseNumber(worker, work, job).published()
+    assert found is not None and (found / "model.safetensors").read_bytes() == b"weights"
+    assert ReleaseNumber(worker, work, job + 1).published() is None  # r1 is another job's
+
+
+def test_the_runner_restores_a_jobs_scratch_and_removes_it_when_the_job_ends(two_machines, monkeypatch):
+    from coordinator.tasks import handlers, runner
+
+    coordinator, worker = two_machines
+    seen = []
+
+    def resumable(ctx):
+        seen.append((ctx.work_dir / "plan.json").read_text() if (ctx.work_dir / "plan.json").exists() else None)
+        (ctx.work_dir / "plan.json").write_text("planned")
+        ctx.step("next")  # what the steps before kept goes onto the store
+        raise RuntimeError("the worker's machine dies here")
+
+    monkeypatch.setitem(handlers.HANDLERS, "t-resume", resumable)
+    job = jobs.queue(coordinator.registry, "t-resume", "k").id
+    assert runner.run_job(coordinator, job) == "crashed"
+    assert "plan.json" in coordinator.store.sizes(f"jobs/{job}")
+
+    def finish(ctx):
+        seen.append((ctx.work_dir / "plan.json").read_text())
+        return {}
+
+    monkeypatch.setitem(handlers.HANDLERS, "t-resume", finish)
+    assert runner.run_job(worker, job) == "done"  # another machine: its home never saw the job
+    assert seen == [None, "planned"]
+    assert coordinator.store.sizes(f"jobs/{job}") == {}
