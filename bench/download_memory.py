@@ -34,6 +34,21 @@ MiB = 1024**2
 BIG, SMALL = "big.safetensors", "small.safetensors"
 
 
+def coordinator_env(root: Path, **settings) -> dict[str, str]:
+    """A benchmark coordinator's environment: free loopback ports, no auto-build, no operator's config file, and
+    ``settings`` as BARFED_COORD_* variables."""
+    env = {
+        **os.environ,
+        "BARFED_COORD_LISTEN": "127.0.0.1:0",
+        "BARFED_COORD_ENROLL_LISTEN": "127.0.0.1:0",
+        "BARFED_COORD_API_LISTEN": "127.0.0.1:0",
+        "BARFED_COORD_AUTO_BUILD": "false",
+        "BARFED_COORDINATOR_CONFIG": str(root / "none.toml"),
+    }
+    env.update({f"BARFED_COORD_{k.upper()}": str(v) for k, v in settings.items()})
+    return env
+
+
 @contextlib.contextmanager
 def served_release(root: Path, size: int, database_url: str | None = None) -> Iterator[tuple[int, str, str, Path]]:
     """A `barfed coordinator serve` process over release r1 ({BIG}: ``size`` bytes, {SMALL}: 1 MiB); yields
@@ -44,16 +59,7 @@ def served_release(root: Path, size: int, database_url: str | None = None) -> It
     from tests.integration.fake_release import publish_fake_release
 
     home = root / "coordinator"
-    env = {
-        **os.environ,
-        "BARFED_COORD_LISTEN": "127.0.0.1:0",
-        "BARFED_COORD_ENROLL_LISTEN": "127.0.0.1:0",
-        "BARFED_COORD_API_LISTEN": "127.0.0.1:0",
-        "BARFED_COORD_AUTO_BUILD": "false",
-        "BARFED_COORDINATOR_CONFIG": str(root / "none.toml"),
-    }
-    if database_url:
-        env["BARFED_COORD_DATABASE_URL"] = database_url
+    env = coordinator_env(root, **({"database_url": database_url} if database_url else {}))
     cli = [sys.executable, "-m", "barfed.cli", "coordinator"]
     subprocess.run([*cli, "init", "--home", str(home)], env=env, check=True, capture_output=True, timeout=120)
     runtime = Runtime.from_settings(load_settings(home=home, database_url=database_url))

@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
 
+from bench.download_memory import coordinator_env  # noqa: E402
 from bench.download_throughput import curl, pull_argv, timed, with_target  # noqa: E402
 from bench.report import machine_line, replace_section  # noqa: E402
 
@@ -59,7 +60,7 @@ def prepare(root: Path, size: int, server) -> tuple[Path, Path, dict, str]:
         "s3_credentials_file": str(server.credentials_file(root / "s3.json")),
     }
     home = root / "with-store"
-    subprocess.run([*CLI, "init", "--home", str(home)], env=env_for(root), check=True, capture_output=True)
+    subprocess.run([*CLI, "init", "--home", str(home)], env=coordinator_env(root), check=True, capture_output=True)
     runtime = Runtime.from_settings(load_settings(home=home, **store))
     release = publish_fake_release(runtime, 1, {BIG: os.urandom(size), SMALL: os.urandom(MiB)})
     upload_release(runtime.store, release, 1)
@@ -68,19 +69,6 @@ def prepare(root: Path, size: int, server) -> tuple[Path, Path, dict, str]:
     plain = root / "api-only"
     shutil.copytree(home, plain)
     return home, plain, store, token
-
-
-def env_for(root: Path, **settings) -> dict:
-    env = {
-        **os.environ,
-        "BARFED_COORD_LISTEN": "127.0.0.1:0",
-        "BARFED_COORD_ENROLL_LISTEN": "127.0.0.1:0",
-        "BARFED_COORD_API_LISTEN": "127.0.0.1:0",
-        "BARFED_COORD_AUTO_BUILD": "false",
-        "BARFED_COORDINATOR_CONFIG": str(root / "none.toml"),
-    }
-    env.update({f"BARFED_COORD_{k.upper()}": str(v) for k, v in settings.items()})
-    return env
 
 
 @contextlib.contextmanager
@@ -138,8 +126,8 @@ def measure(root: Path, size: int, rounds: int) -> dict[str, list[tuple]]:
         home, plain, store, token = prepare(root, size, server)
         ca = home / "pki" / "ca.pem"
         with contextlib.ExitStack() as stack:
-            store_pid, store_api = stack.enter_context(serving(home, env_for(root, **store)))
-            plain_pid, plain_api = stack.enter_context(serving(plain, env_for(root)))
+            store_pid, store_api = stack.enter_context(serving(home, coordinator_env(root, **store)))
+            plain_pid, plain_api = stack.enter_context(serving(plain, coordinator_env(root)))
             client_env = {**os.environ, "XDG_CONFIG_HOME": str(root / "config")}
             big = f"/v1/releases/r1/files/{BIG}"
             contenders = {
