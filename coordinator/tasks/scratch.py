@@ -38,7 +38,8 @@ class JobScratch:
         for path in sorted(self.work.glob("*")):
             if path.is_file() and not path.name.startswith("."):
                 self.store.put_file(f"{self.prefix}/{path.name}", path, file_sha256(path), scratch=True)
-        for checkpoint in sorted((self.work / CHECKPOINTS).glob("checkpoint-*")):
+        newest = None
+        for checkpoint in sorted((self.work / CHECKPOINTS).glob("checkpoint-*"), key=_step):
             if checkpoint.name in self._saved or not (checkpoint / COMPLETE).is_file():
                 continue
             files = [p for p in sorted(checkpoint.rglob("*")) if p.is_file() and p.name != COMPLETE]
@@ -46,6 +47,14 @@ class JobScratch:
                 key = f"{self.prefix}/{path.relative_to(self.work).as_posix()}"
                 self.store.put_file(key, path, file_sha256(path), scratch=True)
             self._saved.add(checkpoint.name)
+            newest = checkpoint.name
+        if newest is not None:  # the trainer keeps one checkpoint; so does the store, once the new one is whole
+            stored = self.store.sizes(f"{self.prefix}/{CHECKPOINTS}")
+            self.store.delete([f"{self.prefix}/{CHECKPOINTS}/{k}" for k in stored if k.split("/", 1)[0] != newest])
 
     def discard(self) -> None:
         self.store.delete([f"{self.prefix}/{name}" for name in self.store.sizes(self.prefix)])
+
+
+def _step(checkpoint: Path) -> int:
+    return int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint.name.rsplit("-", 1)[1].isdigit() else -1

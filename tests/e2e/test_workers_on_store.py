@@ -1,9 +1,10 @@
 """At scale without a shared filesystem: a coordinator (`serve --no-worker`) and two `celery worker` processes, each
 with a home of its own (no directory in common), the registry on PostgreSQL, the broker on Redis and every artifact
-on SeaweedFS. The first worker fetches the anchor and the experts' blobs from the store, trains the router and is
-killed with SIGKILL once a checkpoint is on the store; the second takes the job over, resumes from that checkpoint
-and publishes r1 once. r1 then comes to users from the store through the API's redirect: `barfed pull` (signature
-checked) and stock huggingface_hub + transformers.
+on SeaweedFS. Three organizations enroll and submit their experts over gRPC; the first worker verifies them (fetching
+the anchor and each blob from the store), starts the build, and is killed with SIGKILL once a router checkpoint is on
+the store; the second takes the job over, resumes from that checkpoint and publishes r1 once. r1 then comes to users
+from the store through the API's redirect: `barfed pull` (signature checked) and stock huggingface_hub +
+transformers.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import uuid
 
 import pytest
 
+from coordinator.embedded import Addresses
 from coordinator.release import actions
 from coordinator.release.signed_files import local_copy
 from coordinator.serve import PORT_FILES
@@ -27,13 +29,13 @@ from coordinator.tasks.scratch import CHECKPOINTS, COMPLETE
 from coordinator.tasks.worker import worker_command
 from protocol.release import read_manifest
 from protocol.signing import verify_directory
+from protocol.v1 import barfed_pb2 as pb
 from tests.e2e.test_pull import barfed_pull
-from tests.integration.conftest import fresh_database
-from tests.integration.release_helpers import coordinator_for, release_settings
+from tests.integration.conftest import Federation, fresh_database
+from tests.integration.release_helpers import coordinator_for, package, release_settings
 from tests.integration.test_hub_api import LOAD, REPO, run_client
 from tests.integration.test_release_tasks import (
     SLOW_ROUTER,
-    accept_three,
     finished,
     settings_env,
     slow_recipe,
@@ -75,8 +77,6 @@ def test_two_workers_with_separate_homes_finish_a_killed_build_from_the_stored_c
         initialize(settings, micro["branch"])  # the anchor goes onto the store too
         coordinator = coordinator_for(settings)
         store = coordinator.store
-        accept_three(coordinator, say_experts, tmp_path)  # each blob onto the store before its row
-        job = actions.request_build(coordinator.registry, {}, False, "operator")
 
         env = settings_env(settings)
         env.update({f"BARFED_COORD_{k.upper()}": str(v) for k, v in s3_settings.items()})
@@ -94,7 +94,10 @@ def test_two_workers_with_separate_homes_finish_a_killed_build_from_the_stored_c
         serve = start([sys.executable, "-m", "barfed.cli", "coordinator", "serve", "--no-worker"], settings.home)
         first = start(worker_command(1, "WARNING"), homes["worker-1"])
         try:
-            wait_for(lambda: stored_checkpoint(store, job.id), 240, "a router checkpoint on the store", poll=0.5)
+            address = wait_for(lambda: addresses(settings), 120, "the coordinator's ports")
+            submit_three(settings, coordinator, address, say_experts, tmp_path)  # verified by the first worker
+            job = actions.request_build(coordinator.registry, {}, False, "operator")
+            wait_for(lambda: stored_checkpoint(store, job.id), 240, "a router checkpoint on the store", poll=0.2)
             assert jobs.get(coordinator.registry, job.id).step == "route"
             first.send_signal(signal.SIGKILL)
             first.wait(30)
@@ -116,7 +119,7 @@ def test_two_workers_with_separate_homes_finish_a_killed_build_from_the_stored_c
             assert manifest.router.resumed_from and manifest.router.resumed_from.startswith("checkpoint-")
             assert store.sizes(f"jobs/{job.id}") == {}  # the job's scratch went with it
 
-            api = f"https://127.0.0.1:{(settings.home / PORT_FILES[2]).read_text().strip()}"
+            api = address.api
             token, _ = tokens.create(coordinator.registry, "org", "test", org_id="org-yes")
             pulled = barfed_pull("r1", tmp_path / "pulled", api, settings, token, tmp_path / "config")
             assert pulled.returncode == 0, pulled.stderr[-3000:]
@@ -147,6 +150,27 @@ def test_two_workers_with_separate_homes_finish_a_killed_build_from_the_stored_c
                     process.kill()
             log.close()
             coordinator.registry.dispose()
+
+
+def addresses(settings) -> Addresses | None:
+    files = [settings.home / name for name in PORT_FILES]
+    if not all(f.is_file() and f.read_text().strip() for f in files):
+        return None
+    grpc, enroll, api = (f"127.0.0.1:{f.read_text().strip()}" for f in files)
+    return Addresses(grpc, enroll, f"https://{api}")
+
+
+def submit_three(settings, coordinator, address, say_experts, tmp_path) -> None:
+    """Enroll three organizations and submit their packages over gRPC (mTLS); each must come back ACCEPTED."""
+    federation = Federation(settings, coordinator.registry, coordinator.keys, address, tmp_path)
+    for word in ("yes", "no", "ok"):
+        org = f"org-{word}"
+        identity = federation.enroll(org, [f"test-say-{word}"])
+        shutil.copy2(identity.key_path, tmp_path / f"{org}.key")  # the helper signs with the org's own key
+        built = package(coordinator, say_experts[word], org, 1, tmp_path / f"pkg-{word}")
+        with identity.client(address.service) as client:
+            status = client.wait(client.submit(built), timeout=300)
+        assert status.state == pb.ACCEPTED, (status.error_code, status.message)
 
 
 def _tail(tmp_path) -> str:

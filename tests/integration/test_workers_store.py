@@ -146,6 +146,12 @@ def test_a_jobs_scratch_survives_its_worker_and_goes_with_the_job(two_machines, 
     assert (second / CHECKPOINTS / "checkpoint-20" / COMPLETE).is_file()
     assert not (second / CHECKPOINTS / "checkpoint-40").exists() and not (second / "merged").exists()
 
+    # a newer checkpoint, once whole on the store, replaces the older one there (the trainer keeps one too)
+    (partial / COMPLETE).write_text("{}")
+    scratch.save()
+    stored = {name.split("/")[0] for name in coordinator.store.sizes(f"jobs/7/{CHECKPOINTS}")}
+    assert stored == {"checkpoint-40"}
+
     JobScratch(worker.store, 7, second).discard()
     assert worker.store.sizes("jobs/7") == {}
 
