@@ -293,3 +293,48 @@ def test_the_runner_restores_a_jobs_scratch_and_removes_it_when_the_job_ends(two
     assert runner.run_job(worker, job) == "done"  # another machine: its home never saw the job
     assert seen == [None, "planned"]
     assert coordinator.store.sizes(f"jobs/{job}") == {}
+
+
+def test_a_commit_while_the_store_is_down_is_refused_and_succeeds_once_it_is_back(tmp_path, db_url, s3_settings):
+    """Every blob must be on the store before a commit records it: with the store away the commit is refused
+    (STORE_UNREACHABLE), no submission exists and the staged bytes stay; the same commit goes through later."""
+    from coordinator.state.models import Domain, Organization, Submission
+    from coordinator.storage import ObjectStore
+    from coordinator.uploads.sessions import Declared, Uploads
+    from protocol.package import MANIFEST_FILE
+
+    from .test_submission import _write_all
+
+    away = {**s3_settings, "s3_endpoint_url": "http://127.0.0.1:9", "s3_retry_timeout_s": 1}
+    runtime = runtime_at(tmp_path, db_url, away)
+    uploads = Uploads(runtime.registry, runtime.settings, runtime.blobs)
+    try:
+        with runtime.registry.session() as session:
+            session.add(Organization(id="acme-labs", status="active"))
+            session.flush()
+            session.add(Domain(name="test-vowels", org_id="acme-labs"))
+        package = tmp_path / "package"
+        package.mkdir()
+        (package / MANIFEST_FILE).write_text('{"domain": "test-vowels"}')
+        (package / "model.safetensors").write_bytes(b"weights" * 1000)
+        (package / "model.sig").write_text("{}")  # what a commit checks is the bytes, not the signature yet
+        files = sorted(package.iterdir())
+        declared = [Declared(p.name, p.stat().st_size, file_sha256(p)) for p in files]
+        session_id = uploads.create("acme-labs", "test-vowels", 1, declared)
+        _write_all(uploads, session_id, files, runtime.settings.chunk_bytes)
+        with pytest.raises(BarFedError) as refused:
+            uploads.commit("acme-labs", session_id)
+        assert refused.value.code == "STORE_UNREACHABLE"
+        with runtime.registry.session() as session:
+            assert session.query(Submission).count() == 0
+        assert runtime.blobs.digests() == set()
+
+        back = ObjectStore(runtime.settings.model_copy(update=s3_settings))
+        runtime.blobs.mirror_to(back, 2**30)
+        submission_id = uploads.commit("acme-labs", session_id)
+        assert all(back.sha256(blob_key(d.sha256)) == d.sha256 for d in declared)
+        with runtime.registry.session() as session:
+            assert session.get(Submission, submission_id) is not None
+    finally:
+        uploads.close()
+        runtime.registry.dispose()
