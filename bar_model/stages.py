@@ -71,7 +71,8 @@ class StepReport(TrainerCallback):
 
 class CheckpointSaved(TrainerCallback):
     """Calls ``on_save()`` once each checkpoint is on disk (older ones already rotated away), so a caller can copy
-    it off the machine; it only observes."""
+    it off the machine. It changes nothing that is trained; an error it raises ends the run (resumable from that
+    checkpoint)."""
 
     def __init__(self, on_save: Callable[[], None]) -> None:
         self.saved = on_save

@@ -12,6 +12,7 @@ through `collect_orphans` on the coordinator, under the lock commits take, never
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -87,7 +88,8 @@ class BlobStore:
         return blob_key(digest)
 
     def upload(self, source: Path, digest: str) -> None:
-        """Onto the artifact store (if any) unless there already: before the commit, outside its lock."""
+        """Onto the artifact store (if any) unless there already. A commit calls it before taking its lock, so the
+        `put` under the lock only finds it there."""
         if self.mirror is not None and self.mirror.sha256(self._key(digest)) != digest:
             self.mirror.put_file(self._key(digest), source, digest)
 
@@ -147,7 +149,9 @@ class BlobStore:
         """The blob's path here, fetched from the artifact store (checked against ``digest``) when missing."""
         path = self.path(digest)
         if path.is_file():
-            os.utime(path)  # the cache's recency: mtime, since atime is often not kept
+            if self.mirror is not None:  # the cache's recency: mtime, since atime is often not kept
+                with contextlib.suppress(OSError):
+                    os.utime(path)
             return path
         if self.mirror is None:
             raise BarFedError("BLOB_MISSING", f"blob {digest} is not in {self.root}; restore it from a backup.")
@@ -163,11 +167,17 @@ class BlobStore:
         which keeps them all); returns how many went. Hard links already made from them keep their bytes."""
         if self.mirror is None or self.cache_bytes is None:
             return 0
-        files = [(p.stat(), p) for p in (self.root / "sha256").glob("??/*") if p.is_file()]
+        files = []
+        for path in (self.root / "sha256").glob("??/*"):
+            with contextlib.suppress(FileNotFoundError):  # another thread's trim was first
+                files.append((path.stat(), path))
         total, removed = sum(st.st_size for st, _ in files), 0
         for st, path in sorted(files, key=lambda item: item[0].st_mtime):
             if total <= self.cache_bytes:
                 break
+            digest = path.parent.name + path.name
+            if self.mirror.sha256(self._key(digest)) != digest:  # e.g. from before the store: the only copy
+                self.upload(path, digest)
             path.unlink(missing_ok=True)
             total, removed = total - st.st_size, removed + 1
         return removed
@@ -180,10 +190,18 @@ class BlobStore:
         for relative, digest in files.items():
             destination = target / relative
             destination.parent.mkdir(parents=True, exist_ok=True)
-            source = self.local(digest)
-            try:
-                os.link(source, destination)
-            except OSError:
-                shutil.copy2(source, destination)
+            for _attempt in range(3):  # another thread's trim may remove the blob between fetch and link
+                source = self.local(digest)
+                try:
+                    os.link(source, destination)
+                    break
+                except FileNotFoundError:
+                    continue
+                except OSError:
+                    with contextlib.suppress(FileNotFoundError):
+                        shutil.copy2(source, destination)
+                        break
+            else:
+                raise BarFedError("BLOB_MISSING", f"blob {digest} kept disappearing from {self.root}; try again.")
         self.trim()
         return target

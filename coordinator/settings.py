@@ -181,8 +181,8 @@ class CoordinatorSettings(BaseSettings):
     cache_max_gb: float = Field(
         default=50.0,
         gt=0,
-        description="with artifact_store: the blobs kept under home/blobs as a cache, least recently used removed "
-        "beyond this size",
+        description="with artifact_store: the size each local cache of the store keeps (blobs under home/blobs, "
+        "releases under home/cache), least recently used removed beyond it",
     )
     s3_endpoint_url: str | None = Field(
         default=None, description="the S3 server, e.g. http://127.0.0.1:8333 (SeaweedFS); unset: AWS's for s3_region"

@@ -6,6 +6,7 @@ The anchor is the 2-expert training checkpoint every expert branches from; it is
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import threading
 from pathlib import Path
@@ -86,7 +87,9 @@ def fetch_anchor(runtime: Runtime) -> None:
     settings = runtime.settings
     if runtime.store is None or (settings.anchor_dir / "config.json").is_file():
         return
-    with _fetching:
+    settings.home.mkdir(parents=True, exist_ok=True)
+    with _fetching, open(settings.home / ".anchor.lock", "a") as lock:  # threads here, processes on this home
+        fcntl.flock(lock, fcntl.LOCK_EX)
         published = runtime.store.sha256(f"{ANCHOR_PREFIX}/{SIGNATURE_FILE}") is not None
         if published and not (settings.anchor_dir / "config.json").is_file():
             public_key = runtime.keys.release_public_path.read_bytes()

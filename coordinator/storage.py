@@ -34,6 +34,7 @@ from protocol.signing import signed_digests
 PART = 8 * 1024 * 1024  # multipart part size and streamed download chunk (bench/object_store_clients.py)
 CONCURRENCY = 4  # parts in flight per upload
 LAST = (RELEASE_FILE, SIGNATURE_FILE)  # uploaded after every other object of a release, in this order
+OUTAGE_CODES = ("STORE_UNREACHABLE", "STORE_ACCESS_DENIED")  # the store's failures, not the work's: worth a retry
 SHA256_METADATA = "sha256"  # x-amz-meta-sha256: what an object's bytes hash to, so a retried put can compare
 OCTETS, CONTENT_TYPES = "application/octet-stream", {".json": "application/json"}
 
@@ -98,14 +99,18 @@ class ObjectStore:
             f"and list bucket {self.location.bucket}.",
         )
 
-    def put_file(self, key: str, path: Path, sha256: str, scratch: bool = False) -> None:
+    def put_file(self, key: str, path: Path, sha256: str, scratch: bool = False, metadata: dict | None = None) -> None:
         """Create ``key`` from ``path`` (whose sha256 the caller knows), the digest kept in the object's metadata;
         an object already there with that digest is this one (the same job's earlier attempt), another is refused:
         objects are never overwritten, except a job's ``scratch`` files (its plan, its step times)."""
         import obstore
         from obstore.exceptions import AlreadyExistsError, PreconditionError
 
-        attributes = {"Content-Type": CONTENT_TYPES.get(path.suffix, OCTETS), SHA256_METADATA: sha256}
+        attributes = {
+            "Content-Type": CONTENT_TYPES.get(path.suffix, OCTETS),
+            SHA256_METADATA: sha256,
+            **(metadata or {}),
+        }
         multipart = {"chunk_size": PART, "max_concurrency": CONCURRENCY}
         mode = "overwrite" if scratch else "create"
         with self._reaching(f"the upload of {key}"):
@@ -121,37 +126,18 @@ class ObjectStore:
                 "Remove the stray object (no release row points at it) and build again.",
             )
 
-    def create(self, key: str, data: bytes) -> bool:
-        """Create a small object unless ``key`` exists; False when it does (a lock taken by a conditional put)."""
-        import obstore
-        from obstore.exceptions import AlreadyExistsError, PreconditionError
-
-        with self._reaching(f"the creation of {key}"):
-            try:
-                obstore.put(self._store, key, data, mode="create", attributes={"Content-Type": CONTENT_TYPES[".json"]})
-                return True
-            except (AlreadyExistsError, PreconditionError):
-                return False
-
-    def read(self, key: str) -> bytes | None:
-        """A small object's bytes (None: absent)."""
-        import obstore
-        from obstore.exceptions import NotFoundError
-
-        with self._reaching(f"the download of {key}"):
-            try:
-                return bytes(obstore.get(self._store, key).bytes())
-            except (NotFoundError, FileNotFoundError):
-                return None
-
     def sha256(self, key: str) -> str | None:
         """The digest `put_file` recorded in the object's metadata (None: absent, or not written by us)."""
+        return (self.metadata(key) or {}).get(SHA256_METADATA)
+
+    def metadata(self, key: str) -> dict | None:
+        """What `put_file` recorded with the object (None: absent)."""
         import obstore
         from obstore.exceptions import NotFoundError
 
         with self._reaching(f"a look at {key}"):
             try:
-                return obstore.get(self._store, key, options={"head": True}).attributes.get(SHA256_METADATA)
+                return dict(obstore.get(self._store, key, options={"head": True}).attributes)
             except (NotFoundError, FileNotFoundError):  # obstore raises the built-in one for a missing object
                 return None
 

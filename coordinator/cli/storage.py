@@ -6,7 +6,9 @@ create-only puts as a publish, so a run that stopped halfway resumes where it st
 with another sha256 is refused), then verified where it landed: the store's listing must be exactly the signed
 files, and every object's recorded sha256 the signed one. Only when all of them are there does it set
 ``artifact_store`` in the coordinator's TOML file; restart the coordinator and workers to serve from the store. Set
-``s3_endpoint_url`` and the credentials first (README, "Run at scale"): it connects with them.
+``s3_endpoint_url`` and the credentials first (README, "Run at scale"): it connects with them. Stop the coordinator
+first, or run it once more after the restart: a blob committed while it ran is copied by the next run, which copies
+only what is missing.
 """
 
 from __future__ import annotations

@@ -168,13 +168,15 @@ def build_release(
     work: Path,
     on_step: Callable[[str], None] = lambda step: None,
     on_checkpoint: Callable[[], None] | None = None,
+    check: Callable[[], None] = lambda: None,
 ) -> dict:
     """Build, gate, sign and publish one release; returns what was published, or NOTHING_CHANGED's code and message
     when the latest release holds these experts already (raises GateRefused). ``on_checkpoint()`` runs after each
-    router checkpoint is saved (the job keeps it on the artifact store)."""
+    router checkpoint is saved (the job keeps it on the artifact store); ``check()`` raises once this worker no
+    longer holds the job (asked before it removes anything from the store)."""
     settings, registry = runtime.settings, runtime.registry
     work.mkdir(parents=True, exist_ok=True)
-    number = ReleaseNumber(runtime, work, request.job_id)
+    number = ReleaseNumber(runtime, work, request.job_id, check)
     done = number.published()
     timer = Timer(work)
     if done is not None:  # a redelivered or retried job whose release is out: record it if needed, nothing more

@@ -3,9 +3,10 @@ takes the same one. Two locks hold it: the registry's claim (`state.claim_number
 workers on different machines agree on) and the rename of the staged release into ``releases/r<N>`` on this
 machine. A build that finds the number taken forgets it, takes the next, and signs again.
 
-With an artifact store, a claimed number's objects that carry no signature yet are an earlier attempt's (or a
-failed job's, whose claim this one took over): never visible, they are removed before this job uploads its own. A
-job taken over by a worker on another machine finds its published release on the store rather than under home.
+With an artifact store, whatever objects a claimed number has on the store while it has no release row are an
+earlier attempt's (or a failed job's, whose claim this one took over): never visible (a release is listed by its
+row), they are removed before this job uploads its own. A job taken over by a worker on another machine finds its
+published release on the store rather than under home.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from coordinator.state import releases as state
 from coordinator.storage import release_prefix
 from protocol.errors import BarFedError
 from protocol.package import SIGNATURE_FILE
-from protocol.release import read_manifest
+from protocol.release import RELEASE_FILE, read_manifest
 
 NUMBER_FILE = "number.json"
 MAX_TRIES = 100
@@ -31,8 +32,12 @@ MAX_TRIES = 100
 class ReleaseNumber:
     """The number one build job claims; ``job_id`` None (a rebuild, a test) keeps nothing between calls."""
 
-    def __init__(self, runtime: Runtime, work: Path, job_id: int | None) -> None:
-        self.runtime, self.job_id = runtime, job_id
+    def __init__(
+        self, runtime: Runtime, work: Path, job_id: int | None, check: Callable[[], None] = lambda: None
+    ) -> None:
+        """``check()`` raises when this worker no longer holds the job (its lease): asked before anything on the
+        store is removed, so an attempt that lost its job never touches the one that took it over."""
+        self.runtime, self.job_id, self.check = runtime, job_id, check
         self.registry, self.releases_dir, self.store = runtime.registry, runtime.settings.releases_dir, runtime.store
         self.path = work / NUMBER_FILE if job_id is not None else None
 
@@ -47,14 +52,15 @@ class ReleaseNumber:
             return final
         if self.store is None or self.store.sha256(f"{release_prefix(number)}/{SIGNATURE_FILE}") is None:
             return None
-        copy = local_copy(self.runtime, number)  # checked against its signature, which names the job
+        copy = local_copy(self.runtime, number, (RELEASE_FILE, SIGNATURE_FILE))  # signed: it names the job
         return copy if read_manifest(copy).job_id == self.job_id else None
 
     def publish(self, stage: Callable[[int], Path]) -> Path:
         """``stage(number)`` makes the complete, signed staging directory for r<number>; it becomes r<number> by
         one rename, under the next free number. Returns the release directory."""
+        floor = 1  # above every number found taken so far
         for _ in range(MAX_TRIES):
-            number = self._claim()
+            number = self._claim(floor)
             final = self.releases_dir / f"r{number}"
             if final.exists() and self.job_id is not None and publish.owned_by(final, self.job_id):
                 return final
@@ -64,6 +70,7 @@ class ReleaseNumber:
                     return final
                 shutil.rmtree(staging, ignore_errors=True)
             self._forget()
+            floor = number + 1
         raise BarFedError("NO_RELEASE_NUMBER", "could not claim a release number; another build keeps taking them.")
 
     def _hold(self, number: int) -> bool:
@@ -74,15 +81,16 @@ class ReleaseNumber:
         if not state.claim_number(self.registry, number, self.job_id):
             return False
         if self.store is not None:
+            self.check()
             prefix = release_prefix(number)
             self.store.delete([f"{prefix}/{name}" for name in self.store.sizes(prefix)])
         return True
 
-    def _claim(self) -> int:
+    def _claim(self, floor: int = 1) -> int:
         if self.path is not None and self.path.is_file():
             return int(json.loads(self.path.read_text()))
         taken = [int(p.name[1:]) for p in self.releases_dir.glob("r*") if p.name[1:].isdigit()]
-        number = max([state.next_number(self.registry) - 1, *taken], default=0) + 1
+        number = max([state.next_number(self.registry) - 1, *taken, floor - 1]) + 1
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps(number))

@@ -10,6 +10,7 @@ With an object store, the listing and ``model.sig`` come from the store and down
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -156,20 +157,32 @@ def keep_in_cache(runtime: Runtime, number: int) -> None:
 
 def trim_cache(runtime: Runtime, keep: Path) -> int:
     """Remove the releases used least recently (the directory's mtime) until the cache fits ``cache_max_gb``;
-    ``keep`` stays. Returns how many went."""
+    ``keep`` and the latest release (the parent a build now running reads) stay. Returns how many went."""
+    from coordinator.state import releases as state
+
     root = runtime.settings.home / "cache" / "releases"
+    latest = state.latest_release(runtime.registry)
+    kept = {keep, cached_dir(runtime, latest.number) if latest is not None else keep}
     sized = []
     for directory in root.glob("r*"):
-        size = sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
-        sized.append((directory.stat().st_mtime, size, directory))
+        with contextlib.suppress(FileNotFoundError):  # another thread removed or renamed it meanwhile
+            size = sum(_size(p) for p in directory.rglob("*"))
+            sized.append((directory.stat().st_mtime, size, directory))
     total, removed = sum(size for _, size, _ in sized), 0
     for _, size, directory in sorted(sized):
         if total <= runtime.settings.cache_max_gb * 2**30:
             break
-        if directory != keep:
+        if directory not in kept:
             shutil.rmtree(directory, ignore_errors=True)
             total, removed = total - size, removed + 1
     return removed
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size if path.is_file() else 0
+    except FileNotFoundError:  # a download's temporary file, renamed meanwhile
+        return 0
 
 
 def _entry(runtime: Runtime, number: int, name: str) -> FileEntry:

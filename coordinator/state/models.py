@@ -196,8 +196,8 @@ class Release(Base):
 
 class ReleaseClaim(Base):
     """The build job that holds release number ``number`` while it signs and publishes it: the lock on a number
-    that workers on different machines (no shared directory to rename into) agree on. A claim whose job ended
-    without publishing is taken over, so numbers stay without gaps."""
+    that workers on different machines (no shared directory to rename into) agree on. A claim whose job failed or
+    was cancelled is taken over by the next build, so a failed build leaves no gap in the numbers."""
 
     __tablename__ = "release_claims"
 

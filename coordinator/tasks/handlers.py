@@ -45,7 +45,7 @@ def build(ctx: JobContext) -> dict:
     """Build, gate, sign and publish a release (coordinator.release.build); a gate's refusal ends the job gated."""
     request = BuildRequest.from_params(ctx.params, ctx.job_id)
     try:
-        return build_release(ctx.runtime, request, ctx.work_dir, ctx.step, ctx.save_scratch)
+        return build_release(ctx.runtime, request, ctx.work_dir, ctx.step, ctx.save_scratch, ctx.confirm)
     except GateRefused as refused:
         raise Gated(
             {

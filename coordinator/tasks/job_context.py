@@ -82,6 +82,12 @@ class JobContext:
         if self.scratch is not None:
             self.scratch.save()
 
+    def confirm(self) -> None:
+        """Renew the lease now, in the registry (raises LEASE_LOST or JOB_CANCELLED): before an act that must not
+        happen once another worker holds the job."""
+        self.check()
+        self.lease.beat(self.lease.step)
+
     def check(self) -> None:
         """Raise LEASE_LOST or JOB_CANCELLED when this worker must stop working on the job."""
         if self.lease.error is not None:

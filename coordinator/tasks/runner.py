@@ -2,9 +2,11 @@
 
 A message names a job id and nothing else, so a redelivered message, a duplicate from the sweeper or a second
 worker finds the job not claimable and does nothing. The handler (coordinator.tasks.handlers) resumes from what it
-kept in ``ctx.work_dir`` (the same directory on every attempt) and calls ``ctx.check()`` between steps, so that a
-lost lease or a cancellation stops it. A crash releases the lease, so the job runs again (up to its
-``max_attempts``), then fails with ``JOB_CRASHED``.
+kept in ``ctx.work_dir`` (the same directory on every attempt; with an artifact store, restored from it on another
+machine) and calls ``ctx.check()`` between steps, so that a lost lease or a cancellation stops it. A crash releases
+the lease, so the job runs again (up to its ``max_attempts``), then fails with ``JOB_CRASHED``; so does an artifact
+store that is away or refuses (STORE_UNREACHABLE, STORE_ACCESS_DENIED, after obstore's own retries): never a
+verdict on the work.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import uuid
 from coordinator.runtime import Runtime
 from coordinator.setup import fetch_anchor
 from coordinator.state import jobs
+from coordinator.storage import OUTAGE_CODES
 from coordinator.tasks.handlers import HANDLERS, ON_FAILED, Gated
 from coordinator.tasks.job_context import JobContext, Lease
-from coordinator.tasks.scratch import JobScratch
+from coordinator.tasks.scratch import JobScratch, scratch_key
 from protocol.errors import BarFedError
 
 log = logging.getLogger(__name__)
@@ -61,7 +64,9 @@ def run_job(runtime: Runtime, job_id: int) -> str:
     lease = Lease(registry, job_id, owner, settings.job_lease_s, job.step)
     work_dir = settings.jobs_dir / str(job_id)
     work_dir.mkdir(parents=True, exist_ok=True)
-    scratch = JobScratch(runtime.store, job_id, work_dir) if runtime.store is not None else None
+    scratch = None
+    if runtime.store is not None:
+        scratch = JobScratch(runtime.store, job_id, work_dir, scratch_key(runtime.keys.release_key_path))
     ctx = JobContext(runtime, job_id, job.kind, job.key, dict(job.params or {}), job.attempts, work_dir, lease, scratch)
     lease.start()
     try:
@@ -76,6 +81,22 @@ def _discard(ctx: JobContext) -> None:
             ctx.scratch.discard()
         except BarFedError as exc:
             log.warning("job %s: its scratch stays on the artifact store: %s", ctx.job_id, exc.message)
+
+
+def _give_back(ctx: JobContext, code: str, message: str, said: str) -> str:
+    """Release the job: queued again (and sent) while attempts remain, else failed."""
+    runtime = ctx.runtime
+    ctx.lease.stop()
+    try:
+        state = jobs.release(runtime.registry, ctx.job_id, ctx.lease.owner, code, message)
+    except BarFedError as exc:
+        log.warning("job %s: %s", ctx.job_id, exc.message)
+        return "lost"
+    if state == "queued":
+        runtime.dispatch(ctx.job_id)
+    if state == "failed":
+        _after_failure(runtime, ctx.job_id)
+    return said
 
 
 def _run_handler(ctx: JobContext) -> str:
@@ -99,21 +120,13 @@ def _run_handler(ctx: JobContext) -> str:
             if exc.code == "JOB_CANCELLED":  # nobody resumes it (a lost lease's new holder still needs the scratch)
                 _discard(ctx)
             return "lost"
+        if exc.code in OUTAGE_CODES:  # the store, not the job: another attempt once it is back
+            log.warning("job %s: %s", job_id, exc.message)
+            return _give_back(ctx, exc.code, exc.message, "released")
         outcome = ("failed", {}, exc.code, exc.message)
     except Exception:
-        lease.stop()
         log.exception("job %s (%s %s) crashed", job_id, ctx.kind, ctx.key)
-        message = "the job crashed; the workers' log has the traceback."
-        try:
-            state = jobs.release(runtime.registry, job_id, lease.owner, "JOB_CRASHED", message)
-        except BarFedError as exc:
-            log.warning("job %s: %s", job_id, exc.message)
-            return "lost"
-        if state == "queued":
-            runtime.dispatch(job_id)
-        if state == "failed":
-            _after_failure(runtime, job_id)
-        return "crashed"
+        return _give_back(ctx, "JOB_CRASHED", "the job crashed; the workers' log has the traceback.", "crashed")
     lease.stop()
     try:
         jobs.finish(runtime.registry, job_id, lease.owner, *outcome)
@@ -122,7 +135,8 @@ def _run_handler(ctx: JobContext) -> str:
         return "lost"
     if outcome[0] == "failed":
         _after_failure(runtime, job_id)
-    _discard(ctx)  # ended: nothing of it is resumed any more
+    if outcome[0] == "done":  # a failed or gated job keeps its scratch, as its directory, for `jobs retry`
+        _discard(ctx)
     with contextlib.suppress(OSError):
         ctx.work_dir.rmdir()  # only when the handler left nothing behind
     return outcome[0]

@@ -20,6 +20,7 @@ from coordinator.enrollment import pinned_keys
 from coordinator.settings import CoordinatorSettings
 from coordinator.state import submissions
 from coordinator.state.db import Registry
+from coordinator.storage import OUTAGE_CODES
 from coordinator.verification.checks import Expectations, verify_package
 from protocol.errors import BarFedError
 from protocol.fingerprint import anchor_fingerprint
@@ -72,6 +73,8 @@ class Verifier:
                 wall_s["materialize"] = round(time.perf_counter() - started, 3)
             verify_package(package, expect, digests=files, wall_s=wall_s)
         except BarFedError as exc:
+            if exc.code in OUTAGE_CODES:  # the artifact store is away: no verdict on the package, the job retries
+                raise
             outcome = ("REJECTED", exc.code, exc.message)
         except Exception:  # a bug must not leave the submission VERIFYING forever
             log.exception("verification of %s crashed", submission_id)

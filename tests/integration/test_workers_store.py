@@ -5,21 +5,24 @@ cleared)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
 import pytest
 
+from coordinator.release.build import BuildRequest, _record
 from coordinator.release.numbering import ReleaseNumber
 from coordinator.runtime import Runtime
 from coordinator.setup import fetch_anchor, initialize
 from coordinator.state import jobs
 from coordinator.state import releases as state
 from coordinator.storage import ANCHOR_PREFIX, blob_key
-from coordinator.tasks.scratch import CHECKPOINTS, COMPLETE, JobScratch
+from coordinator.tasks.scratch import CHECKPOINTS, COMPLETE, JobScratch, scratch_key
 from protocol.errors import BarFedError
 from protocol.fingerprint import anchor_fingerprint
 from protocol.package import file_sha256
+from protocol.release import read_manifest
 
 from .conftest import make_settings
 
@@ -135,13 +138,14 @@ def test_a_jobs_scratch_survives_its_worker_and_goes_with_the_job(two_machines, 
     (done / COMPLETE).write_text("{}")
     (first / "merged").mkdir()
     (first / "merged" / "model.safetensors").write_bytes(b"made again from blobs")
-    scratch = JobScratch(coordinator.store, 7, first)
+    key = scratch_key(coordinator.keys.release_key_path)
+    scratch = JobScratch(coordinator.store, 7, first, key)
     scratch.save()
     (first / "plan.json").write_text('{"experts": ["changed"]}')
     scratch.save()  # top-level files are put again at every step
 
     second = tmp_path / "second" / "7"
-    assert JobScratch(worker.store, 7, second).restore() == 3
+    assert JobScratch(worker.store, 7, second, key).restore() == 3
     assert (second / "plan.json").read_text() == '{"experts": ["changed"]}'
     assert (second / CHECKPOINTS / "checkpoint-20" / COMPLETE).is_file()
     assert not (second / CHECKPOINTS / "checkpoint-40").exists() and not (second / "merged").exists()
@@ -152,8 +156,32 @@ def test_a_jobs_scratch_survives_its_worker_and_goes_with_the_job(two_machines, 
     stored = {name.split("/")[0] for name in coordinator.store.sizes(f"jobs/7/{CHECKPOINTS}")}
     assert stored == {"checkpoint-40"}
 
-    JobScratch(worker.store, 7, second).discard()
+    JobScratch(worker.store, 7, second, key).discard()
     assert worker.store.sizes("jobs/7") == {}
+
+
+def test_a_jobs_scratch_written_by_anyone_but_a_worker_is_not_taken(two_machines, tmp_path, s3_server):
+    """Someone with the bucket's keys rewrites a job's eval table (with a fresh sha256 in its metadata): the MAC,
+    keyed from the release key the bucket never sees, does not match, and the job starts over from nothing."""
+    coordinator, worker = two_machines
+    key = scratch_key(coordinator.keys.release_key_path)
+    work = tmp_path / "first" / "8"
+    work.mkdir(parents=True)
+    (work / "eval.json").write_text('{"math": {"score": 20}}')
+    (work / "plan.json").write_text("{}")
+    JobScratch(coordinator.store, 8, work, key).save()
+    forged = b'{"math": {"score": 99}}'
+    bucket_key = f"{coordinator.store.location.prefix}/jobs/8/eval.json"
+    import hashlib
+
+    s3_server.client().put_object(
+        Bucket=s3_server.bucket, Key=bucket_key, Body=forged, Metadata={"sha256": hashlib.sha256(forged).hexdigest()}
+    )
+    second = tmp_path / "second" / "8"
+    assert JobScratch(worker.store, 8, second, key).restore() == 0
+    assert not second.exists() or list(second.iterdir()) == []
+    other = scratch_key(tmp_path / "first" / "8" / "plan.json")  # any key but the release key's
+    assert JobScratch(worker.store, 8, second, other).restore() == 0
 
 
 def test_a_release_number_is_held_by_one_job_and_a_failed_jobs_claim_is_taken_over(two_machines, tmp_path):
@@ -190,6 +218,7 @@ def test_a_worker_with_its_own_home_verifies_a_submission_from_the_store(
     from contributor_node.package import build_package
     from coordinator.embedded import running_coordinator
     from coordinator.keys import CoordinatorKeys
+    from coordinator.state.models import Submission
     from coordinator.uploads.sessions import Declared, Uploads
     from coordinator.verification.job import Verifier
 
@@ -213,6 +242,17 @@ def test_a_worker_with_its_own_home_verifies_a_submission_from_the_store(
     uploads.close()
     for d in declared:
         assert coordinator.store.sha256(blob_key(d.sha256)) == d.sha256
+
+    # a worker that cannot reach the store gives no verdict: the job is retried, the submission stays pending
+    away = {**s3_settings, "s3_endpoint_url": "http://127.0.0.1:9", "s3_retry_timeout_s": 1}
+    cut_off = Runtime.from_settings(make_settings(tmp_path / "cut-off", db_url, **away))
+    shutil.copytree(settings.anchor_dir, cut_off.settings.anchor_dir)
+    with pytest.raises(BarFedError) as away_error:
+        Verifier(cut_off.registry, cut_off.settings, cut_off.blobs).run(submission_id)
+    assert away_error.value.code == "STORE_UNREACHABLE"
+    with coordinator.registry.session() as session:
+        assert session.get(Submission, submission_id).state == "VERIFYING"
+    cut_off.registry.dispose()
 
     worker_settings = make_settings(tmp_path / "worker", db_url, **s3_settings)
     worker_settings.pki_dir.mkdir(parents=True)
@@ -263,9 +303,12 @@ def test_a_job_taken_over_after_its_release_reached_the_store_only_records_it(tw
     work.mkdir(parents=True)
     (work / "number.json").write_text("1")
 
-    found = ReleaseNumber(worker, work, job).published()
-    assert found is not None and (found / "model.safetensors").read_bytes() == b"weights"
     assert ReleaseNumber(worker, work, job + 1).published() is None  # r1 is another job's
+    found = ReleaseNumber(worker, work, job).published()
+    assert found is not None and read_manifest(found).job_id == job
+    recorded = _record(worker, BuildRequest({}, False, "operator", job_id=job), found)
+    assert recorded["release"] == 1 and state.latest_release(coordinator.registry).job_id == job
+    assert coordinator.store.sha256("releases/r1/model.safetensors") == file_sha256(built / "model.safetensors")
 
 
 def test_the_runner_restores_a_jobs_scratch_and_removes_it_when_the_job_ends(two_machines, monkeypatch):
@@ -338,3 +381,35 @@ def test_a_commit_while_the_store_is_down_is_refused_and_succeeds_once_it_is_bac
     finally:
         uploads.close()
         runtime.registry.dispose()
+
+
+def test_while_another_job_holds_a_number_a_build_takes_the_next(two_machines, tmp_path):
+    coordinator, worker = two_machines
+    registry = coordinator.registry
+    first, second = (jobs.queue(registry, "build", f"n{i}").id for i in range(2))
+    jobs.claim(registry, first, "w1", 60)
+    assert state.claim_number(registry, 1, first)  # the first build is signing r1 on another machine
+
+    def stage(n: int):
+        staging = worker.settings.releases_dir / f".r{n}.staging"
+        staging.mkdir(parents=True)
+        (staging / "release.json").write_text("{}")
+        return staging
+
+    assert ReleaseNumber(worker, tmp_path / "work", second).publish(stage).name == "r2"
+    assert json.loads((tmp_path / "work" / "number.json").read_text()) == 2  # what a retry of it takes again
+
+
+def test_a_store_that_is_away_releases_the_job_for_another_attempt_instead_of_failing_it(two_machines, monkeypatch):
+    from coordinator.tasks import handlers, runner
+
+    coordinator, _ = two_machines
+
+    def needs_the_store(ctx):
+        raise BarFedError("STORE_UNREACHABLE", "the artifact store did not answer.")
+
+    monkeypatch.setitem(handlers.HANDLERS, "t-store", needs_the_store)
+    job = jobs.queue(coordinator.registry, "t-store", "k").id
+    assert runner.run_job(coordinator, job) == "released"
+    row = jobs.get(coordinator.registry, job)
+    assert (row.state, row.error_code) == ("queued", "STORE_UNREACHABLE")
