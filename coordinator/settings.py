@@ -134,9 +134,9 @@ class CoordinatorSettings(BaseSettings):
     router_recipe: str = Field(default="tiny", description="router recipe (name or TOML path) release builds use")
     eval_examples: int = Field(default=100, gt=0, le=10000, description="coordinator's held-out problems per domain")
     gate_tolerance: float = Field(
-        default=5.0,
+        default=8.0,
         ge=0,
-        description="points a domain may score below the parent release before the gate refuses; 5 is above "
+        description="points a domain may score below the parent release before the gate refuses; 8 is above "
         "every move of an unchanged domain measured between consecutive builds (docs/PERFORMANCE.md)",
     )
     gate_tolerances: dict[str, float] = Field(default={}, description="per-domain overrides of gate_tolerance")
