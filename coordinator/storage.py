@@ -1,12 +1,16 @@
-"""Where published releases live: under ``home/releases`` (the embedded default), or also on an S3-compatible store.
+"""The coordinator's artifacts on an S3-compatible store, when ``artifact_store = "s3://bucket/prefix"`` is set (the
+embedded default keeps everything under ``home``). Layout under the prefix:
 
-With ``artifact_store = "s3://bucket/prefix"`` a release built on a worker is uploaded object by object under
-``prefix/releases/r<N>/`` before its registry row is written, ``release.json`` and then ``model.sig`` last, so a
-release is visible (listed, downloadable) only once every object is there; a worker that dies between objects
-leaves objects no row points at, and the next attempt of the same job uploads what is missing. Objects are created,
-never overwritten (a conditional put); one that exists already with another sha256 (kept in its metadata) is
-refused. The API answers a
-download with a redirect to a short-lived presigned URL, so the bytes flow from the store, not through it.
+- ``blobs/sha256/ab/cdef…``: every committed blob (coordinator.blobs mirrors to it, fetches from it);
+- ``anchor/``: the published anchor, ``model.sig`` last;
+- ``jobs/<id>/``: a running job's scratch (coordinator.tasks.scratch), gone when the job is done;
+- ``releases/r<N>/``: every published release, uploaded object by object before its registry row is written,
+  ``release.json`` and then ``model.sig`` last, so a release is visible (listed, downloadable) only once every
+  object is there; objects a dead worker left are never listed and are cleared by whichever job claims the number.
+
+Objects are created, never overwritten (a conditional put), except a job's scratch; one that exists already with
+another sha256 (kept in its metadata) is refused. The API answers a download with a redirect to a short-lived
+presigned URL, so the bytes flow from the store, not through it.
 
 The client is obstore (Rust's object_store): bench/object_store_clients.py measured it against boto3 on a 1 GiB
 upload and download (docs/PERFORMANCE.md, "The S3 client"). Credentials come from ``s3_credentials_file`` (JSON
