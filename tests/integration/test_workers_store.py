@@ -36,11 +36,19 @@ def runtime_at(root, db_url, s3_settings, **overrides) -> Runtime:
 
 
 @pytest.fixture
-def two_machines(tmp_path, db_url, s3_settings):
+def registry_url(request, tmp_path):
+    """SQLite, except for a test that asks for ``db_url`` too (the claims: SQL both databases must agree on)."""
+    if "db_url" in request.fixturenames:
+        return request.getfixturevalue("db_url")
+    return f"sqlite:///{tmp_path / 'registry.db'}"
+
+
+@pytest.fixture
+def two_machines(tmp_path, registry_url, s3_settings):
     """The coordinator's runtime and a worker's: one registry and one store, homes with nothing in common but the
     release key pair."""
-    coordinator = runtime_at(tmp_path / "c", db_url, s3_settings)
-    worker_settings = make_settings(tmp_path / "w", db_url, **s3_settings)
+    coordinator = runtime_at(tmp_path / "c", registry_url, s3_settings)
+    worker_settings = make_settings(tmp_path / "w", registry_url, **s3_settings)
     (worker_settings.pki_dir).mkdir(parents=True)
     for name in ("release.key", "release.pub"):
         shutil.copy2(coordinator.settings.pki_dir / name, worker_settings.pki_dir / name)
@@ -100,12 +108,12 @@ def test_orphan_blobs_leave_the_store_only_by_collection(two_machines, tmp_path)
     assert not coordinator.blobs.path(orphan).exists() and coordinator.blobs.path(kept).is_file()
 
 
-def test_the_anchor_is_published_to_the_store_and_fetched_checked(micro, tmp_path, db_url, s3_settings):
-    coordinator = runtime_at(tmp_path / "c", db_url, s3_settings)
+def test_the_anchor_is_published_to_the_store_and_fetched_checked(micro, tmp_path, registry_url, s3_settings):
+    coordinator = runtime_at(tmp_path / "c", registry_url, s3_settings)
     try:
         initialize(coordinator.settings, micro["branch"])
         assert "config.json" in coordinator.store.sizes(ANCHOR_PREFIX)
-        worker_settings = make_settings(tmp_path / "w", db_url, **s3_settings)
+        worker_settings = make_settings(tmp_path / "w", registry_url, **s3_settings)
         shutil.copytree(coordinator.settings.pki_dir, worker_settings.pki_dir)
         worker = Runtime.from_settings(worker_settings)
         fetch_anchor(worker)
@@ -113,7 +121,7 @@ def test_the_anchor_is_published_to_the_store_and_fetched_checked(micro, tmp_pat
 
         # an anchor on the store signed by another key is refused, and leaves no anchor behind
         shutil.rmtree(worker.settings.anchor_dir)
-        other = make_settings(tmp_path / "o", db_url, **s3_settings)
+        other = make_settings(tmp_path / "o", registry_url, **s3_settings)
         initialize(other)  # a key pair of its own
         shutil.copy2(other.pki_dir / "release.pub", worker.settings.pki_dir / "release.pub")
         with pytest.raises(BarFedError) as refused:
@@ -184,7 +192,7 @@ def test_a_jobs_scratch_written_by_anyone_but_a_worker_is_not_taken(two_machines
     assert JobScratch(worker.store, 8, second, other).restore() == 0
 
 
-def test_a_release_number_is_held_by_one_job_and_a_failed_jobs_claim_is_taken_over(two_machines, tmp_path):
+def test_a_release_number_is_held_by_one_job_and_a_failed_jobs_claim_is_taken_over(two_machines, db_url, tmp_path):
     coordinator, worker = two_machines
     registry = coordinator.registry
     first, second = (jobs.queue(registry, "build", f"k{i}").id for i in range(2))
@@ -211,7 +219,7 @@ def test_a_release_number_is_held_by_one_job_and_a_failed_jobs_claim_is_taken_ov
 
 
 def test_a_worker_with_its_own_home_verifies_a_submission_from_the_store(
-    micro, packages, db_url, s3_settings, tmp_path
+    micro, packages, registry_url, s3_settings, tmp_path
 ):
     """The coordinator commits the upload (its blobs onto the store first); a verification worker that shares no
     directory with it fetches the anchor and every blob, checks them and accepts the expert."""
@@ -225,7 +233,7 @@ def test_a_worker_with_its_own_home_verifies_a_submission_from_the_store(
     from .conftest import Federation
     from .test_submission import _write_all
 
-    settings = make_settings(tmp_path, db_url, **s3_settings)
+    settings = make_settings(tmp_path, registry_url, **s3_settings)
     initialize(settings, micro["branch"])
     coordinator = Runtime.from_settings(settings)
     with running_coordinator(settings) as address:
@@ -245,7 +253,7 @@ def test_a_worker_with_its_own_home_verifies_a_submission_from_the_store(
 
     # a worker that cannot reach the store gives no verdict: the job is retried, the submission stays pending
     away = {**s3_settings, "s3_endpoint_url": "http://127.0.0.1:9", "s3_retry_timeout_s": 1}
-    cut_off = Runtime.from_settings(make_settings(tmp_path / "cut-off", db_url, **away))
+    cut_off = Runtime.from_settings(make_settings(tmp_path / "cut-off", registry_url, **away))
     shutil.copytree(settings.anchor_dir, cut_off.settings.anchor_dir)
     with pytest.raises(BarFedError) as away_error:
         Verifier(cut_off.registry, cut_off.settings, cut_off.blobs).run(submission_id)
@@ -254,7 +262,7 @@ def test_a_worker_with_its_own_home_verifies_a_submission_from_the_store(
         assert session.get(Submission, submission_id).state == "VERIFYING"
     cut_off.registry.dispose()
 
-    worker_settings = make_settings(tmp_path / "worker", db_url, **s3_settings)
+    worker_settings = make_settings(tmp_path / "worker", registry_url, **s3_settings)
     worker_settings.pki_dir.mkdir(parents=True)
     for name in ("release.key", "release.pub"):
         shutil.copy2(settings.pki_dir / name, worker_settings.pki_dir / name)
@@ -338,7 +346,7 @@ def test_the_runner_restores_a_jobs_scratch_and_removes_it_when_the_job_ends(two
     assert coordinator.store.sizes(f"jobs/{job}") == {}
 
 
-def test_a_commit_while_the_store_is_down_is_refused_and_succeeds_once_it_is_back(tmp_path, db_url, s3_settings):
+def test_a_commit_while_the_store_is_down_is_refused_and_succeeds_once_it_is_back(tmp_path, registry_url, s3_settings):
     """Every blob must be on the store before a commit records it: with the store away the commit is refused
     (STORE_UNREACHABLE), no submission exists and the staged bytes stay; the same commit goes through later."""
     from coordinator.state.models import Domain, Organization, Submission
@@ -349,7 +357,7 @@ def test_a_commit_while_the_store_is_down_is_refused_and_succeeds_once_it_is_bac
     from .test_submission import _write_all
 
     away = {**s3_settings, "s3_endpoint_url": "http://127.0.0.1:9", "s3_retry_timeout_s": 1}
-    runtime = runtime_at(tmp_path, db_url, away)
+    runtime = runtime_at(tmp_path, registry_url, away)
     uploads = Uploads(runtime.registry, runtime.settings, runtime.blobs)
     try:
         with runtime.registry.session() as session:
@@ -383,7 +391,7 @@ def test_a_commit_while_the_store_is_down_is_refused_and_succeeds_once_it_is_bac
         runtime.registry.dispose()
 
 
-def test_while_another_job_holds_a_number_a_build_takes_the_next(two_machines, tmp_path):
+def test_while_another_job_holds_a_number_a_build_takes_the_next(two_machines, db_url, tmp_path):
     coordinator, worker = two_machines
     registry = coordinator.registry
     first, second = (jobs.queue(registry, "build", f"n{i}").id for i in range(2))
