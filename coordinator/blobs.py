@@ -98,6 +98,11 @@ class BlobStore:
         source stays where it is, for its owner to discard. With an artifact store the blob is on it first."""
         target = self.path(digest)
         self.upload(target if target.is_file() else source, digest)
+        return self._place(source, digest)
+
+    def _place(self, source: Path, digest: str) -> Path:
+        """The rename into this directory (the content already there: ``source`` stays, for its owner)."""
+        target = self.path(digest)
         if target.is_file():
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -145,20 +150,21 @@ class BlobStore:
             orphans |= set(stray)
         return len(orphans)
 
-    def local(self, digest: str) -> Path:
-        """The blob's path here, fetched from the artifact store (checked against ``digest``) when missing."""
+    def local(self, digest: str) -> tuple[Path, bool]:
+        """The blob's path here, fetched from the artifact store (checked against ``digest``) when missing; and
+        whether it was fetched."""
         path = self.path(digest)
         if path.is_file():
             if self.mirror is not None:  # the cache's recency: mtime, since atime is often not kept
                 with contextlib.suppress(OSError):
                     os.utime(path)
-            return path
+            return path, False
         if self.mirror is None:
             raise BarFedError("BLOB_MISSING", f"blob {digest} is not in {self.root}; restore it from a backup.")
         staging = self.root / ".staging" / f"fetch-{digest[:16]}-{os.getpid()}-{threading.get_ident()}"
         self.mirror.get_file(self._key(digest), staging, digest)
         try:
-            return self.put(staging, digest)
+            return self._place(staging, digest), True  # it came from the store: nothing to upload
         finally:
             staging.unlink(missing_ok=True)
 
@@ -175,9 +181,7 @@ class BlobStore:
         for st, path in sorted(files, key=lambda item: item[0].st_mtime):
             if total <= self.cache_bytes:
                 break
-            digest = path.parent.name + path.name
-            if self.mirror.sha256(self._key(digest)) != digest:  # e.g. from before the store: the only copy
-                self.upload(path, digest)
+            self.upload(path, path.parent.name + path.name)  # a blob from before the store may be the only copy
             path.unlink(missing_ok=True)
             total, removed = total - st.st_size, removed + 1
         return removed
@@ -187,11 +191,13 @@ class BlobStore:
         if target.exists():
             shutil.rmtree(target)
         target.mkdir(parents=True)
+        fetched = False
         for relative, digest in files.items():
             destination = target / relative
             destination.parent.mkdir(parents=True, exist_ok=True)
             for _attempt in range(3):  # another thread's trim may remove the blob between fetch and link
-                source = self.local(digest)
+                source, came = self.local(digest)
+                fetched |= came
                 try:
                     os.link(source, destination)
                     break
@@ -203,5 +209,6 @@ class BlobStore:
                         break
             else:
                 raise BarFedError("BLOB_MISSING", f"blob {digest} kept disappearing from {self.root}; try again.")
-        self.trim()
+        if fetched:  # the cache grew: bring it back within its size
+            self.trim()
         return target

@@ -85,7 +85,9 @@ def test_a_worker_fetches_blobs_by_digest_into_a_bounded_cache(two_machines, tmp
     assert worker.blobs.trim() == 1
     assert not worker.blobs.path(digests[0]).is_file() and worker.blobs.path(digests[2]).is_file()
     assert (package / "f0").read_bytes() == bytes([0]) * 1000
-    assert worker.blobs.local(digests[0]).read_bytes() == bytes([0]) * 1000  # fetched again on demand
+    again, fetched = worker.blobs.local(digests[0])
+    assert fetched and again.read_bytes() == bytes([0]) * 1000  # fetched again on demand
+    assert worker.blobs.local(digests[0])[1] is False  # and then kept
 
     # bytes on the store that are not their digest are refused; nothing of them stays in the cache
     worker.blobs.path(digests[1]).unlink()
