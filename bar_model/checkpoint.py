@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from accelerate import PartialState
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
@@ -145,16 +144,32 @@ class SafetensorsCheckpoint:
         entry = self._entries[key]
         return entry.end - entry.start
 
+    def torch_dtype(self, key: str) -> torch.dtype:
+        return DTYPES[self._entries[key].dtype]
+
+    def byte_range(self, key: str) -> tuple[Path, int, int]:
+        """Where the tensor's bytes lie: file, first byte, one past the last (checked against the header)."""
+        entry = self._entries[key]
+        return entry.path, entry.start, entry.end
+
+    def read_into(self, key: str, buffer) -> None:
+        """Read the tensor's raw bytes into ``buffer`` (exactly ``nbytes(key)`` long)."""
+        entry = self._entries[key]
+        with open(entry.path, "rb", buffering=0) as fh:
+            fh.seek(entry.start)
+            view, got = memoryview(buffer).cast("B"), 0
+            while got < len(view):
+                read = fh.readinto(view[got:])
+                if not read:
+                    raise BarFedError("BAD_SAFETENSORS", f"{entry.path.name} is truncated inside tensor {key!r}.")
+                got += read
+
     def tensor(self, key: str) -> torch.Tensor:
         entry = self._entries[key]
-        buffer = bytearray(entry.end - entry.start)
-        with open(entry.path, "rb") as fh:
-            fh.seek(entry.start)
-            if fh.readinto(buffer) != len(buffer):
-                raise BarFedError("BAD_SAFETENSORS", f"{entry.path.name} is truncated inside tensor {key!r}.")
-        if not buffer:
-            return torch.empty(entry.shape, dtype=DTYPES[entry.dtype])
-        return torch.frombuffer(buffer, dtype=DTYPES[entry.dtype]).reshape(entry.shape)
+        raw = torch.empty(entry.end - entry.start, dtype=torch.uint8)  # not zero-filled: every byte is read
+        if raw.numel():
+            self.read_into(key, raw.numpy())
+        return raw.view(DTYPES[entry.dtype]).reshape(entry.shape)
 
 
 ENTRY_FIELDS = {"dtype", "shape", "data_offsets"}
@@ -288,6 +303,8 @@ def write_json(path: Path, data: object) -> None:
 
 def on_main_process(fn, *args, **kwargs):
     """Run ``fn`` on the main process of an `accelerate launch` (or the only process); others wait."""
+    from accelerate import PartialState  # only training needs it; importing it costs a merge 0.2 s
+
     state = PartialState()
     result = fn(*args, **kwargs) if state.is_main_process else None
     state.wait_for_everyone()

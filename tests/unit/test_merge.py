@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 
 import pytest
@@ -10,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
+from bar_model import planned_shards
 from bar_model.baselines import weight_average
 from bar_model.domains import get_domain
 from bar_model.evaluate import load_model
@@ -99,6 +102,63 @@ def test_refuses_other_anchor_and_modified_slot0(micro, micro_expert, tmp_path):
         merge_experts(micro["branch"], [other], tmp_path / "y")
     assert err.value.code == "SLOT0_MODIFIED"
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def _same_tensors(left, right):
+    a, b = (
+        AutoModelForCausalLM.from_pretrained(left).state_dict(),
+        AutoModelForCausalLM.from_pretrained(right).state_dict(),
+    )
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sharded_output_and_copies_through_a_buffer_give_the_same_model(
+    micro, micro_expert, micro_math, merged, tmp_path, monkeypatch
+):
+    sharded = merge_experts(micro["branch"], [micro_expert, micro_math], tmp_path / "sharded", max_shard_bytes=4096)
+    index = json.loads((sharded / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) > 2 and not (sharded / "model.safetensors").exists()
+    for shard in shards:  # stock safetensors reads every shard, and each holds what the index says
+        assert set(load_file(sharded / shard)) == {k for k, v in index["weight_map"].items() if v == shard}
+    assert _same_tensors(sharded, merged)
+
+    def no_kernel_copy(*_args):  # another filesystem, or a kernel without copy_file_range
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "copy_file_range", no_kernel_copy)
+    buffered = merge_experts(micro["branch"], [micro_expert, micro_math], tmp_path / "buffered")
+    assert (buffered / "model.safetensors").read_bytes() == (merged / "model.safetensors").read_bytes()
+
+
+def test_refuses_an_expert_of_another_shape_and_a_file_cut_short_during_the_merge(
+    micro, micro_expert, tmp_path, monkeypatch
+):
+    other = tmp_path / "other"
+    shutil.copytree(micro_expert, other)
+    tensors = load_file(other / "model.safetensors")
+    key = "model.layers.0.mlp.experts.1.up_proj.weight"
+    tensors[key] = torch.cat([tensors[key], tensors[key][:1]])
+    save_file(tensors, other / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(BarFedError) as err:
+        merge_experts(micro["branch"], [other], tmp_path / "x")
+    assert err.value.code == "SHAPE_MISMATCH" and key in err.value.message
+
+    shutil.rmtree(other)
+    shutil.copytree(micro_expert, other)
+    original_copy = planned_shards._copy_range
+
+    def truncate_then_copy(source, out_fd, nbytes, name):
+        if source.path.parent == other:  # the expert's file shrinks after the merge checked it
+            os.truncate(source.path, source.start + 1)
+        return original_copy(source, out_fd, nbytes, name)
+
+    monkeypatch.setattr(planned_shards, "_copy_range", truncate_then_copy)
+    with pytest.raises(BarFedError) as err:
+        merge_experts(micro["branch"], [other], tmp_path / "y")
+    assert err.value.code == "BAD_SAFETENSORS" and "truncated" in err.value.message
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    assert not list(tmp_path.glob(".y.staging-*"))
 
 
 def test_duplicate_domain_and_empty_merge(micro, micro_expert, tmp_path):
