@@ -12,6 +12,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from protocol.errors import BarFedError
@@ -36,6 +37,41 @@ def fsync_tree(directory: Path) -> None:
         for name in files:
             fsync_file(os.path.join(root, name))
     fsync_dir(directory)
+
+
+class Writeback:
+    """Syncs what was written so far on a thread while the writing goes on, so the caller's final fsync of the
+    directory finds little left to do (the disk works while the CPU copies, instead of after it)."""
+
+    EVERY_BYTES = 128 * 1024**2  # what a writer lets pass between two calls to `start`
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="writeback")
+        self._syncs: list[Future] = []
+
+    def start(self, fd: int, *, unless_busy: bool = True) -> None:
+        if unless_busy and self._syncs and not self._syncs[-1].done():
+            return
+        self._syncs.append(self._pool.submit(_sync_and_close, os.dup(fd)))
+
+    def close(self, *, check: bool = True) -> None:
+        """Wait for the syncs in flight; with ``check``, a failed one (EIO, ENOSPC) fails the write."""
+        self._pool.shutdown(wait=True)
+        for sync in self._syncs if check else ():
+            sync.result()
+
+    def __enter__(self) -> Writeback:
+        return self
+
+    def __exit__(self, exc_type, *_exc) -> None:
+        self.close(check=exc_type is None)  # an error already on its way is the one to report
+
+
+def _sync_and_close(fd: int) -> None:
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
 
 
 def staging_path(final: Path) -> Path:

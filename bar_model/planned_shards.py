@@ -16,17 +16,16 @@ import json
 import math
 import os
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from bar_model.checkpoint import DTYPES, INDEX_FILE, SINGLE_FILE
+from bar_model.durable import Writeback
 from protocol.errors import BarFedError
 
 CODES = {dtype: code for code, dtype in DTYPES.items()}
-WRITEBACK_EVERY_BYTES = 128 * 1024**2
 _COPY_FALLBACK = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF)
 
 
@@ -65,7 +64,7 @@ def write_planned_shards(directory: Path, plan: list[PlannedTensor], max_shard_b
         if len(shards) == 1
         else [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
     )
-    with _Writeback() as writeback:
+    with Writeback() as writeback:
         for name, shard in zip(names, shards, strict=True):
             _write_shard(directory / name, shard, writeback)
     if len(shards) > 1:
@@ -91,36 +90,7 @@ def _header(shard: list[PlannedTensor]) -> bytes:
     return len(encoded).to_bytes(8, "little") + encoded
 
 
-class _Writeback:
-    """Syncs what was written so far on a thread while the writing goes on, so the caller's final fsync of the
-    directory finds little left to do (the disk works while the CPU copies, instead of after it)."""
-
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="writeback")
-        self._syncs: list[Future] = []
-
-    def start(self, fd: int, *, unless_busy: bool = True) -> None:
-        if unless_busy and self._syncs and not self._syncs[-1].done():
-            return
-        self._syncs.append(self._pool.submit(_sync_and_close, os.dup(fd)))
-
-    def __enter__(self) -> _Writeback:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._pool.shutdown(wait=True)
-        for sync in self._syncs:
-            sync.result()  # a failed write-back (EIO, ENOSPC) fails the write
-
-
-def _sync_and_close(fd: int) -> None:
-    try:
-        os.fdatasync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_shard(path: Path, shard: list[PlannedTensor], writeback: _Writeback) -> None:
+def _write_shard(path: Path, shard: list[PlannedTensor], writeback: Writeback) -> None:
     with open(path, "wb", buffering=0) as out:
         _write_all(out.fileno(), _header(shard))
         unsynced = 0
@@ -135,7 +105,7 @@ def _write_shard(path: Path, shard: list[PlannedTensor], writeback: _Writeback) 
                     )
                 _write_all(out.fileno(), tensor.contiguous().reshape(-1).view(torch.uint8).numpy())
             unsynced += item.nbytes
-            if unsynced >= WRITEBACK_EVERY_BYTES:
+            if unsynced >= Writeback.EVERY_BYTES:
                 writeback.start(out.fileno())
                 unsynced = 0
         writeback.start(out.fileno(), unless_busy=False)

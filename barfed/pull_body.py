@@ -1,4 +1,4 @@
-"""A release file's bytes for `barfed pull`, read with the standard library's http.client into one 1 MiB buffer.
+"""A release file's bytes for `barfed pull`, read with the standard library's http.client into 1 MiB buffers.
 
 httpx hands a body over one TLS record (16 KiB) at a time, each through h11's event machinery: about 2 CPU-s per
 GiB of Python, more than curl spends on the whole download (bench/download_throughput.py). Here the buffer takes
@@ -24,7 +24,10 @@ MAX_ERROR_BYTES = 64 * 1024  # a refusal is a short JSON body; never read more o
 
 
 class Body:
-    """One response: its status, its body in blocks (views of one reused buffer), or an httpx.Response to refuse."""
+    """One response: its status, its body in blocks, or an httpx.Response to refuse.
+
+    Blocks are views of two buffers used in turn: a block stays valid until the block after the next is read, so
+    the caller may hash and write one on a thread while the next one arrives."""
 
     def __init__(self, url: str, response: http.client.HTTPResponse | httpx.Response, sock=None) -> None:
         self.url, self._response, self.sock = url, response, sock
@@ -35,10 +38,12 @@ class Body:
         if isinstance(response, httpx.Response):
             yield from response.iter_bytes()
             return
-        view = memoryview(bytearray(BUFFER))
+        views = (memoryview(bytearray(BUFFER)), memoryview(bytearray(BUFFER)))
+        turn = 0
         try:
-            while block := self._available(response, view):
+            while block := self._available(response, views[turn]):
                 yield block
+                turn ^= 1
         except (OSError, http.client.HTTPException) as exc:
             raise httpx.ReadError(f"{type(exc).__name__}: {exc}") from None
         if response.length:  # the connection ended inside the body: a transport error (rerun resumes), not a digest
