@@ -16,6 +16,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,6 +164,7 @@ def run_jobs(jobs: dict[str, Job], workers: int) -> dict[str, object]:
         return {name: job.fn(*job.args) for name, job in jobs.items()}
     done: dict[str, object] = {}
     pending = dict(jobs)
+    started: dict[str, float] = {}
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
         running = {}
@@ -170,13 +172,17 @@ def run_jobs(jobs: dict[str, Job], workers: int) -> dict[str, object]:
             for name, job in list(pending.items()):
                 if len(running) < workers and set(job.after) <= done.keys():
                     running[pool.submit(job.fn, *job.args)] = name
+                    started[name] = time.perf_counter()
                     del pending[name]
             if not running:
                 raise RuntimeError(f"jobs wait on something that never runs: {sorted(pending)}")
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 result = future.result()  # a failed job stops the run; a rerun resumes from what was published
-                done[running.pop(future)] = result
+                name = running.pop(future)
+                done[name] = result
+                seconds = time.perf_counter() - started[name]
+                print(f"[{len(done)}/{len(jobs)}] {name}: {seconds:.0f} s", flush=True)
     return done
 
 

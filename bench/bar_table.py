@@ -303,6 +303,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     pick_family(args)
+    started = time.perf_counter()
 
     base_recipe, router_recipe = load_base_recipe(args.base_recipe), load_router_recipe(args.router_recipe)
     work = args.work / base_recipe.name
@@ -311,6 +312,11 @@ def main() -> None:
     doc = ROOT / "docs" / "PERFORMANCE.md"
     if args.part in ("table", "all"):
         report = table_part(args, work, anchor, branch, router_recipe)
+        report += (
+            f"\nWall time of this command: {(time.perf_counter() - started) / 60:.0f} min with --jobs {args.jobs} "
+            "(a rerun reuses every product already under --work, so only a run from an empty --work times the "
+            "whole table).\n"
+        )
         print(report, flush=True)
         if not args.no_write:
             replace_section(doc, *section_names(args)[:2], report)
