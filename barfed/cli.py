@@ -114,15 +114,13 @@ def configure(
 ) -> None:
     """Read settings, set up logging and threads before any command runs, without importing torch: commands
     that need no model (and a node's commands that find nothing to do) start in a fraction of a second."""
-    from barfed.logs import setup_logging
+    from barfed.logs import quiet_progress_bars, setup_logging
     from barfed.settings import load_settings
 
     settings = load_settings()
     setup_logging("DEBUG" if verbose else settings.log_level, settings.log_format, verbose=verbose)
-    if not verbose:  # read by transformers, datasets and huggingface_hub when they load, here and in children
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if not verbose:
+        quiet_progress_bars()
     if settings.num_threads:  # torch takes its thread count from OpenMP's variable when it loads
         os.environ["OMP_NUM_THREADS"] = str(settings.num_threads)
         if "torch" in sys.modules:

@@ -63,6 +63,14 @@ class RoutedLogger(logging.Logger):
         pass
 
 
+def quiet_progress_bars() -> None:
+    """Progress bars of transformers, datasets and huggingface_hub off, here and in children: read from the
+    environment when those libraries load, so call this before they are imported."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
 def route_libraries() -> None:
     """Every library logger through the root's handler, whether the library loaded already or loads later (an
     existing logger becomes a `RoutedLogger` in place, so whoever holds it keeps it)."""

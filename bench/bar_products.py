@@ -164,25 +164,22 @@ def run_jobs(jobs: dict[str, Job], workers: int) -> dict[str, object]:
         return {name: job.fn(*job.args) for name, job in jobs.items()}
     done: dict[str, object] = {}
     pending = dict(jobs)
-    started: dict[str, float] = {}
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_one_thread) as pool:
         running = {}
         while pending or running:
             for name, job in list(pending.items()):
                 if len(running) < workers and set(job.after) <= done.keys():
-                    running[pool.submit(job.fn, *job.args)] = name
-                    started[name] = time.perf_counter()
+                    running[pool.submit(job.fn, *job.args)] = name, time.perf_counter()
                     del pending[name]
             if not running:
                 raise RuntimeError(f"jobs wait on something that never runs: {sorted(pending)}")
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
                 result = future.result()  # a failed job stops the run; a rerun resumes from what was published
-                name = running.pop(future)
+                name, started = running.pop(future)
                 done[name] = result
-                seconds = time.perf_counter() - started[name]
-                print(f"[{len(done)}/{len(jobs)}] {name}: {seconds:.0f} s", flush=True)
+                print(f"[{len(done)}/{len(jobs)}] {name}: {time.perf_counter() - started:.0f} s", flush=True)
     return done
 
 

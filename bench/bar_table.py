@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -33,10 +32,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-for quiet in ("HF_HUB_DISABLE_PROGRESS_BARS", "HF_DATASETS_DISABLE_PROGRESS_BARS"):  # a line per product, no bars
-    os.environ.setdefault(quiet, "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+from barfed.logs import quiet_progress_bars  # noqa: E402
+
+quiet_progress_bars()  # a line per product, no bars
 from bar_model.base import build_base  # noqa: E402
 from bar_model.baselines import train_multitask  # noqa: E402
 from bar_model.branch import init_anchor  # noqa: E402
