@@ -181,6 +181,11 @@ class RouterRecipe(LoopRecipe):
         gt=0,
         description="step budget when a previous release fixes every unchanged expert's rows (default: steps)",
     )
+    fit_steps: int = Field(
+        default=0,
+        ge=0,
+        description="before training, fit each layer's rows to the mixtures the experts trained with (0: off)",
+    )
 
 
 def _load(kind: str, name_or_path: str | Path, model: type[_Strict]) -> _Strict:

@@ -5,6 +5,9 @@ DESIGN §2: masked cross-entropy (assistant tokens) + router z-loss 0.001, AdamW
 A domain whose organization shares no sample can have its router row initialised from the mean hidden
 state of its own data under the anchor (FlexOlmo's domain-informed router), computed on its own node.
 
+With the recipe's ``fit_steps``, the rows are first fitted to the mixtures the experts trained with
+(``router_fit``), which the LM loss alone does not find once a release holds many experts.
+
 A rebuild can start from the previous release: every slot whose FFN is bit-identical there keeps its
 router rows, frozen, and only new or changed experts' rows train, so one expert's update leaves the
 routing of every other domain as it was.
@@ -23,13 +26,14 @@ import torch
 from torch import nn
 from transformers import AutoTokenizer, FlexOlmoForCausalLM
 
-from bar_model.calibration import stratified_sample
+from bar_model.calibration import slot_sample
 from bar_model.checkpoint import SafetensorsCheckpoint, write_json
 from bar_model.domains import Example
 from bar_model.durable import atomic_directory
 from bar_model.freezing import part_of
 from bar_model.merge import MERGE_CARD, merge_card
 from bar_model.recipe import RouterRecipe
+from bar_model.router_fit import fit_rows
 from bar_model.stages import CheckpointSaved, chat_trainer, run_trainer
 from bar_model.tokenizer import render_prompt
 from protocol.errors import BarFedError
@@ -207,6 +211,7 @@ def train_router(
     if recipe.top_k and not 1 <= recipe.top_k <= len(slots):
         raise BarFedError("BAD_TOP_K", f"top-k must be between 1 and {len(slots)}, not {recipe.top_k}.")
     set_routing(model, recipe.top_k or model.config.num_experts_per_tok, recipe.norm_topk_prob)
+    expert_gates = [block.mlp.gate.weight.detach().clone() for block in model.model.layers]
     frozen = carry_rows(model, merged_dir, slots, Path(previous)) if previous is not None else []
     _init_rows(model, slots, init_rows)
     frozen = [slot for slot in frozen if slot not in init_rows]
@@ -219,20 +224,23 @@ def train_router(
             f"every expert in {merged_dir} is unchanged since {previous}; its router already fits, publish it as is.",
         )
     # An organization that initialises its row from its own hidden states shares no sample.
-    if samples is not None:
-        examples = [e for slot in slots for e in samples.get(slot, [])]
-        random.Random(recipe.seed).shuffle(examples)
-    else:
-        examples = stratified_sample(slots, recipe, skip=frozenset(init_rows))
+    if samples is None:
+        samples = {slot: slot_sample(slot, recipe) for slot in slots if slot not in init_rows}
+    examples = [e for slot in slots for e in samples.get(slot, [])]
+    random.Random(recipe.seed).shuffle(examples)
     dtype = model.dtype
     work = out_dir.parent / f".{out_dir.name}.router-run"
     started = time.perf_counter()
+    fit = None
     if len(frozen) == len(slots):
         summary = {"steps": 0, "wall_s": 0.0, "resumed_from": None, "trainable_params": 0}
     else:
         if not examples:
             raise BarFedError("NO_ROUTER_DATA", "no sample to train the router on; give calibration data or a recipe.")
         frozen_slots = [slots.index(slot) for slot in frozen]
+        if recipe.fit_steps:
+            fixed = sorted({*frozen_slots, *(i for i, slot in enumerate(slots) if not samples.get(slot))})
+            fit = fit_rows(model, tokenizer, samples, slots, expert_gates, fixed, recipe.fit_steps)
         summary = _train(model, tokenizer, examples, recipe, work, frozen_slots, progress, on_checkpoint)
     with atomic_directory(out_dir) as staging:
         model.to(dtype).save_pretrained(staging)
@@ -251,6 +259,7 @@ def train_router(
                 "previous": str(Path(previous).resolve()) if previous is not None else None,
                 "frozen_rows": frozen,
                 "summary": summary,
+                "fit": fit,
                 "wall_s": round(time.perf_counter() - started, 1),
             },
         )

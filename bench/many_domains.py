@@ -212,13 +212,14 @@ def fmt(value, spec: str = ".0%") -> str:
 def report(rows: dict[int, dict], setup: dict, args, expert_recipe, router_recipe) -> str:
     sizes = sorted(rows)
     flags = f" --n {args.n}" if args.n != ",".join(map(str, SIZES)) else ""
+    fit = f"rows fitted in {router_recipe.fit_steps} steps, then " if router_recipe.fit_steps else ""
     lines = [
         f"Command: `.venv/bin/python bench/many_domains.py{flags}`  ",
         f"Machine: {machine_line()}; one torch thread everywhere; {setup['wall_s'] / 60:.0f} minutes for this run.",
         "",
         f"Parametric domains on the shipped tiny anchor (4 layers), experts from `expert-{expert_recipe.name}` "
         f"({expert_recipe.sft.steps} SFT steps, only the expert's FFN trains), routers from "
-        f"`router-{router_recipe.name}` ({router_recipe.steps} steps, {router_recipe.incremental_steps} for an "
+        f"`router-{router_recipe.name}` ({fit}{router_recipe.steps} steps, {router_recipe.incremental_steps} for an "
         f"update; 32 calibration examples per domain); the coordinator evaluates {args.eval_examples} held-out "
         "problems per domain. Retention is over the domains whose expert scores above 0 alone (learned).",
         "",
