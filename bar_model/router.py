@@ -6,7 +6,8 @@ A domain whose organization shares no sample can have its router row initialised
 state of its own data under the anchor (FlexOlmo's domain-informed router), computed on its own node.
 
 With the recipe's ``fit_steps``, the rows are first fitted to the mixtures the experts trained with
-(``router_fit``), which the LM loss alone does not find once a release holds many experts.
+(``router_fit``), which the LM loss alone does not find once a release holds many experts; a rebuild fits
+only rows its previous release did not have.
 
 A rebuild can start from the previous release: every slot whose FFN is bit-identical there keeps its
 router rows, frozen, and only new or changed experts' rows train, so one expert's update leaves the
@@ -238,8 +239,11 @@ def train_router(
         if not examples:
             raise BarFedError("NO_ROUTER_DATA", "no sample to train the router on; give calibration data or a recipe.")
         frozen_slots = [slots.index(slot) for slot in frozen]
-        if recipe.fit_steps:
-            fixed = sorted({*frozen_slots, *(i for i, slot in enumerate(slots) if not samples.get(slot))})
+        # A row carried from the previous release was fitted (and trained) for its domain there already.
+        carried = set(merge_card(previous)["slots"]) if previous is not None else set()
+        unfitted = [i for i, slot in enumerate(slots) if samples.get(slot) and slot not in carried | set(frozen)]
+        if recipe.fit_steps and unfitted:
+            fixed = [i for i in range(len(slots)) if i not in unfitted]
             fit = fit_rows(model, tokenizer, samples, slots, expert_gates, fixed, recipe.fit_steps)
         summary = _train(model, tokenizer, examples, recipe, work, frozen_slots, progress, on_checkpoint)
     with atomic_directory(out_dir) as staging:

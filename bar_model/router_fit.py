@@ -21,22 +21,32 @@ from bar_model.tokenizer import render_prompt
 from protocol.layout import ANCHOR_SLOT
 
 BATCH = 32
-LEARNING_RATE = 1e-2
 L2 = 1e-4  # keeps the anchor's row finite where general tokens want it alone
 
 
+class _Captured(Exception):
+    """Raised by the hook once a layer's input is in hand: the layers above it need not run."""
+
+
 @torch.no_grad()
-def _layer_inputs(model, tokenizer, texts: list[str], layer: int) -> list[torch.Tensor]:
+def layer_inputs(model, tokenizer, texts: list[str], layer: int) -> list[torch.Tensor]:
     """Per text, the hidden states [tokens, hidden] entering ``layer``'s FFN under the model as it routes now."""
     captured: dict[str, torch.Tensor] = {}
-    block = model.model.layers[layer]
-    handle = block.mlp.register_forward_pre_hook(lambda _m, args: captured.__setitem__("x", args[0]))
+
+    def capture(_module, args):
+        captured["x"] = args[0]
+        raise _Captured
+
+    handle = model.model.layers[layer].mlp.register_forward_pre_hook(capture)
     tokenizer.padding_side = "right"
     states = []
     try:
         for start in range(0, len(texts), BATCH):
             batch = tokenizer(texts[start : start + BATCH], return_tensors="pt", padding=True, add_special_tokens=False)
-            model(**batch)
+            try:
+                model(**batch)
+            except _Captured:
+                pass
             lengths = batch["attention_mask"].sum(dim=1).tolist()
             states += [captured["x"][i, :n].float() for i, n in enumerate(lengths)]
     finally:
@@ -70,7 +80,7 @@ def fit_rows(
     fixed[fixed_rows] = 1.0
     layers = []
     for layer, block in enumerate(model.model.layers):
-        states = _layer_inputs(model, tokenizer, [text for _, text in labelled], layer)
+        states = layer_inputs(model, tokenizer, [text for _, text in labelled], layer)
         gate = expert_gates[layer].float()
         targets, weights = [], []
         for (slot, _), hidden in zip(labelled, states, strict=True):
@@ -87,17 +97,22 @@ def fit_rows(
         features, target, weight = torch.cat(states), torch.cat(targets), torch.cat(weights)
         rows = block.mlp.gate.weight
         fitted = rows.detach().float().clone().requires_grad_(True)
-        optimizer = torch.optim.Adam([fitted], lr=LEARNING_RATE)
-        for _ in range(steps):
+        # A convex problem, full batch: L-BFGS gets there in a fraction of the steps a first-order method needs.
+        optimizer = torch.optim.LBFGS([fitted], max_iter=steps, history_size=20, line_search_fn="strong_wolfe")
+
+        def closure():
             optimizer.zero_grad()
             log_mixture = F.log_softmax(features @ fitted.T, dim=-1)
             loss = -(weight * (target * log_mixture).sum(-1)).sum() + L2 * fitted.pow(2).sum()
             loss.backward()
             fitted.grad.mul_(1.0 - fixed)
-            optimizer.step()
+            return loss
+
+        optimizer.step(closure)
         with torch.no_grad():
             rows.copy_(fitted.to(rows.dtype))
             mixture = F.softmax(features @ fitted.T, dim=-1)
+            loss = -(weight * (target * F.log_softmax(features @ fitted.T, dim=-1)).sum(-1)).sum()
             on_target = (weight * (mixture * (target > 0)).sum(-1)).sum().item()
         layers.append({"loss": round(loss.item(), 4), "on_target": round(on_target, 3)})
     return {"steps": steps, "layers": layers, "wall_s": round(time.perf_counter() - started, 1)}

@@ -61,24 +61,25 @@ def _share_on_target(path, recipe) -> float:
 
 
 def test_fitted_rows_give_calibration_tokens_the_mixture_their_expert_trained_with(merged, tmp_path):
-    recipe = _recipe(300)
+    recipe = _recipe(100)
     plain = train_router(merged, tmp_path / "plain", _recipe(0), progress=False)
     fitted = train_router(merged, tmp_path / "fitted", recipe, progress=False)
     before, after = _share_on_target(plain, recipe), _share_on_target(fitted, recipe)
     assert after > before + 0.1, (before, after)
     card = json.loads((fitted / "bar_router.json").read_text())
-    assert card["fit"]["steps"] == 300 and len(card["fit"]["layers"]) == len(_rows(fitted))
+    assert card["fit"]["steps"] == 100 and len(card["fit"]["layers"]) == len(_rows(fitted))
     assert json.loads((plain / "bar_router.json").read_text())["fit"] is None
 
 
 def test_the_fit_leaves_frozen_and_domain_informed_rows_as_they_were(micro, micro_expert, merged, tmp_path):
-    recipe = _recipe(300)
+    recipe = _recipe(100)
     alone = train_router(
         merge_experts(micro["branch"], [micro_expert], tmp_path / "alone-merged"), tmp_path / "alone", recipe
     )
     grown = train_router(merged, tmp_path / "grown", recipe, previous=alone, progress=False)
     for before, after in zip(_rows(alone), _rows(grown), strict=True):
         assert torch.equal(after[:2], before)  # anchor and test-vowels unchanged since the last release
+    assert json.loads((grown / "bar_router.json").read_text())["fit"]["steps"] == 100  # math is new: fitted
 
     anchor = AutoModelForCausalLM.from_pretrained(micro["anchor"], dtype=torch.float32)
     rows = mean_hidden_states(anchor, AutoTokenizer.from_pretrained(micro["anchor"]), get_domain("math").sft(8))
