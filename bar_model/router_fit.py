@@ -11,6 +11,7 @@ Rows without a sample (a domain-informed row, a frozen one) keep their values; o
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
@@ -43,10 +44,8 @@ def layer_inputs(model, tokenizer, texts: list[str], layer: int) -> list[torch.T
     try:
         for start in range(0, len(texts), BATCH):
             batch = tokenizer(texts[start : start + BATCH], return_tensors="pt", padding=True, add_special_tokens=False)
-            try:
+            with contextlib.suppress(_Captured):
                 model(**batch)
-            except _Captured:
-                pass
             lengths = batch["attention_mask"].sum(dim=1).tolist()
             states += [captured["x"][i, :n].float() for i, n in enumerate(lengths)]
     finally:
@@ -94,25 +93,29 @@ def fit_rows(
                 target[:, slot], target[:, anchor] = own, 1.0 - own
             targets.append(target)
             weights.append(torch.full((len(hidden),), 1.0 / (len(hidden) * len(labelled))))
-        features, target, weight = torch.cat(states), torch.cat(targets), torch.cat(weights)
-        rows = block.mlp.gate.weight
-        fitted = rows.detach().float().clone().requires_grad_(True)
-        # A convex problem, full batch: L-BFGS gets there in a fraction of the steps a first-order method needs.
-        optimizer = torch.optim.LBFGS([fitted], max_iter=steps, history_size=20, line_search_fn="strong_wolfe")
-
-        def closure():
-            optimizer.zero_grad()
-            log_mixture = F.log_softmax(features @ fitted.T, dim=-1)
-            loss = -(weight * (target * log_mixture).sum(-1)).sum() + L2 * fitted.pow(2).sum()
-            loss.backward()
-            fitted.grad.mul_(1.0 - fixed)
-            return loss
-
-        optimizer.step(closure)
-        with torch.no_grad():
-            rows.copy_(fitted.to(rows.dtype))
-            mixture = F.softmax(features @ fitted.T, dim=-1)
-            loss = -(weight * (target * F.log_softmax(features @ fitted.T, dim=-1)).sum(-1)).sum()
-            on_target = (weight * (mixture * (target > 0)).sum(-1)).sum().item()
-        layers.append({"loss": round(loss.item(), 4), "on_target": round(on_target, 3)})
+        target, weight = torch.cat(targets), torch.cat(weights)
+        layers.append(_fit_layer(block.mlp.gate.weight, torch.cat(states), target, weight, fixed, steps))
     return {"steps": steps, "layers": layers, "wall_s": round(time.perf_counter() - started, 1)}
+
+
+def _fit_layer(rows, features, target, weight, fixed, steps: int) -> dict:
+    """Minimise the weighted soft cross-entropy of softmax(features @ rows.T) against ``target``; rows in place."""
+    fitted = rows.detach().float().clone().requires_grad_(True)
+    # A convex problem, full batch: L-BFGS gets there in a fraction of the steps a first-order method needs.
+    optimizer = torch.optim.LBFGS([fitted], max_iter=steps, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        log_mixture = F.log_softmax(features @ fitted.T, dim=-1)
+        loss = -(weight * (target * log_mixture).sum(-1)).sum() + L2 * fitted.pow(2).sum()
+        loss.backward()
+        fitted.grad.mul_(1.0 - fixed)
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        rows.copy_(fitted.to(rows.dtype))
+        log_mixture = F.log_softmax(features @ fitted.T, dim=-1)
+        loss = -(weight * (target * log_mixture).sum(-1)).sum().item()
+        on_target = (weight * (log_mixture.exp() * (target > 0)).sum(-1)).sum().item()
+    return {"loss": round(loss, 4), "on_target": round(on_target, 3)}
