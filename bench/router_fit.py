@@ -11,7 +11,7 @@ for general data) from the hidden state entering that layer's FFN under the anch
 with a bias on standardised features, fitted on the calibration sample, scored on held-out problems). A router
 row is a linear map without a bias, so this bounds how well any router of this shape can tell domains apart.
 
-    .venv/bin/python bench/router_fit.py --n 16        # 15 min on 2 CPU cores once the experts exist
+    .venv/bin/python bench/router_fit.py --n 16        # 11 min on 2 CPU cores once the experts exist (2026-12-06)
 """
 
 from __future__ import annotations
