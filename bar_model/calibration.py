@@ -28,3 +28,10 @@ def slot_sample(slot: str, recipe: RouterRecipe) -> list[Example]:
     # Same seed as the expert's own SFT data, so this is a sample *of* it, drawn per slot.
     data = domain.sft(pool, recipe.seed)
     return random.Random(f"router/{slot}/{recipe.seed}").sample(data, min(count, len(data)))
+
+
+def stratified_sample(slots: list[str], recipe: RouterRecipe, skip: frozenset[str] = frozenset()) -> list[Example]:
+    """Every slot's sample but those in ``skip``, shuffled together."""
+    examples = [example for slot in slots if slot not in skip for example in slot_sample(slot, recipe)]
+    random.Random(recipe.seed).shuffle(examples)
+    return examples

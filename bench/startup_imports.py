@@ -30,7 +30,8 @@ COMMANDS = [
     ("node init / enroll / fetch-anchor / submit", NETWORK, f"{NETWORK}; import torch, accelerate, safetensors"),
     (
         "node package",
-        f"{NETWORK}; from contributor_node.package import build_package; from bar_model.calibration import slot_sample",
+        f"{NETWORK}; from contributor_node.package import build_package; "
+        "from bar_model.calibration import stratified_sample",
         f"{NETWORK}; from contributor_node.package import build_package; from bar_model.router import train_router",
     ),
     ("node eval (unchanged)", "from bar_model.evaluate import evaluate, load_model", None),

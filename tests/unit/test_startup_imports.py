@@ -53,7 +53,7 @@ def test_a_rerun_of_train_or_package_with_nothing_to_do_loads_no_ml_library():
     "statement",
     [
         "from contributor_node.package import build_package",
-        "from bar_model.calibration import slot_sample",
+        "from bar_model.calibration import stratified_sample",
     ],
 )
 def test_packaging_loads_no_training_library(statement):
