@@ -225,7 +225,9 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
         await _settle(writing)
         if writer is not None:
             try:
-                await asyncio.to_thread(writer.close)
+                # Shielded: a stream cancelled again meanwhile must still close its writer, which makes what it
+                # received durable and frees the session (a cancelled, not yet started thread job never would).
+                await asyncio.shield(asyncio.to_thread(writer.close))
             finally:
                 self.holders.release(writer.session_id, holder)
 

@@ -216,6 +216,20 @@ def _until_released(client, session_id: str, timeout: float) -> tuple[str | None
     return code, time.monotonic() - start
 
 
+def _received() -> float:
+    """Package bytes the in-process coordinator has received so far (its own metric)."""
+    from coordinator import metrics
+
+    return metrics.PROCESS.get_sample_value("barfed_upload_bytes_total") or 0.0
+
+
+def _until_received(at_least: float, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while _received() < at_least:
+        assert time.monotonic() < deadline, "the coordinator received no chunk of the stream"
+        time.sleep(0.02)
+
+
 def test_a_rerun_takes_over_a_stalled_stream_of_its_own_org_and_resumes(federation, packages, tmp_path):
     acme = federation.enroll("acme-labs", ["test-vowels"])
     package = _package(acme, packages["test-vowels"], tmp_path / "pkg")
@@ -317,6 +331,7 @@ def test_a_frozen_client_releases_its_session_within_seconds(serve_with, package
             identity_home = tmp_path / "nodes" / "acme-labs"
             env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
             args = [identity_home, "acme-labs", federation.address.service, session.session_id, _largest(package)]
+            received = _received()
             process = subprocess.Popen(
                 [sys.executable, "-c", FROZEN_CLIENT, *map(str, args)],
                 stdout=subprocess.PIPE,
@@ -326,6 +341,9 @@ def test_a_frozen_client_releases_its_session_within_seconds(serve_with, package
             )
             try:
                 assert process.stdout.readline().strip() == "sent"
+                # "sent" means gRPC took the chunks, not that they left the process: on a loaded machine the
+                # client could freeze with them still queued, and no stream would ever hold the session.
+                _until_received(received + 1)
                 process.send_signal(signal.SIGSTOP)
                 _wait_until_durable(client, session.session_id)
                 code, took = _until_released(client, session.session_id, timeout=60)
