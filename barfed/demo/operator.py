@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -65,15 +66,24 @@ class Operator:
             self.post(f"/v1/enrollments/{pending[0]['id']}/approve")
         return bool(pending)
 
-    def wait_release(self, number: int, timeout: float = 3600.0) -> dict:
-        """Poll until release ``number`` is published; a build that ends gated or failed stops the wait."""
+    def wait_release(
+        self, number: int, timeout: float = 3600.0, on_step: Callable[[str], None] = lambda step: None
+    ) -> dict:
+        """Poll until release ``number`` is published; a build that ends gated or failed stops the wait.
+        ``on_step(step)`` hears each step the running build job enters (merge, route, evaluate, …), once."""
         deadline = time.monotonic() + timeout
+        seen = ""
         while time.monotonic() < deadline:
             releases = {r["number"]: r for r in self.get("/v1/releases")}
             if number in releases:
                 return releases[number]
-            for job in self.get("/v1/jobs", kind="build"):
+            builds = self.get("/v1/jobs", kind="build")
+            for job in builds:
                 if job["state"] in ("failed", "gated") and not any(r >= number for r in releases):
                     raise BarFedError(job["error_code"] or "BUILD_FAILED", job["error_message"] or "the build failed.")
+            running = next((job["step"] for job in builds if job["state"] == "running" and job["step"]), "")
+            if running and running != seen:
+                seen = running
+                on_step(running)
             time.sleep(1.0)
         raise BarFedError("BUILD_TIMEOUT", f"r{number} was not published within {timeout:.0f} s.")

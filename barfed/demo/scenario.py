@@ -37,6 +37,7 @@ from barfed.demo.profiles import FULL, IMPROVED_ORG, ORGS, QUICK, recipe_summary
 from barfed.demo.progress import Board
 from barfed.demo.results import diff_rows, experts, retention_columns, score_columns, show, write_report
 from barfed.demo.user import ask, pull
+from contributor_node.progress import clock
 from protocol.errors import BarFedError
 
 
@@ -133,7 +134,7 @@ def run_demo(home: Path, console: Console | None = None, quick: bool = False) ->
             nodes.all("submit", "--wait")
 
         with demo.step("coordinator: builds, gates, signs and publishes r1 by itself"):
-            r1 = operator.wait_release(1)
+            r1 = operator.wait_release(1, on_step=build_steps(console, "r1"))
             console.print(f"    r1: {experts(r1)}", highlight=False)
 
         stable = work / "user" / "stable"
@@ -151,7 +152,7 @@ def run_demo(home: Path, console: Console | None = None, quick: bool = False) ->
             nodes.run(IMPROVED_ORG, "submit", "--version", "2", "--wait")
 
         with demo.step("coordinator: builds r2 incrementally (only the new expert's router rows train)"):
-            r2 = operator.wait_release(2)
+            r2 = operator.wait_release(2, on_step=build_steps(console, "r2"))
             diff = operator.get("/v1/releases/r1/diff/r2")
 
         with demo.step("evaluate the anchor; gather the experts' and releases' scores"):
@@ -185,3 +186,13 @@ def _enroll(nodes: Nodes, operator: Operator, org: str, address, ca: Path, relea
     while time.monotonic() < deadline and waiting.poll() is None and not operator.approve_pending(org):
         time.sleep(0.2)
     nodes.finish(waiting)
+
+
+def build_steps(console: Console, release: str):
+    """A line per step the coordinator's build enters (``r1 build: route at 0:03``): routing takes minutes."""
+    started = time.monotonic()
+
+    def report(step: str) -> None:
+        console.print(f"    {release} build: {step} at {clock(time.monotonic() - started)}", highlight=False)
+
+    return report
