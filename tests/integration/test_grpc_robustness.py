@@ -350,5 +350,5 @@ def test_a_frozen_client_releases_its_session_within_seconds(serve_with, package
             finally:
                 process.kill()
                 process.wait()
-            assert code == "UPLOAD_INCOMPLETE", code
+            assert code == "UPLOAD_INCOMPLETE", f"the commit probe answered {code} after {took:.1f} s"
             print(f"frozen client: session released after {took:.2f}s (keepalive 1 s + 1 s)")
