@@ -30,8 +30,8 @@ def slot_sample(slot: str, recipe: RouterRecipe) -> list[Example]:
     return random.Random(f"router/{slot}/{recipe.seed}").sample(data, min(count, len(data)))
 
 
-def stratified_sample(slots: list[str], recipe: RouterRecipe, skip: frozenset[str] = frozenset()) -> list[Example]:
-    """Every slot's sample but those in ``skip``, shuffled together."""
-    examples = [example for slot in slots if slot not in skip for example in slot_sample(slot, recipe)]
+def stratified_sample(slots: list[str], recipe: RouterRecipe) -> list[Example]:
+    """Every slot's sample, shuffled together (in the order `train_router` shuffles them)."""
+    examples = [example for slot in slots for example in slot_sample(slot, recipe)]
     random.Random(recipe.seed).shuffle(examples)
     return examples
