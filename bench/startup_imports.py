@@ -5,7 +5,11 @@ not need is paid again and again. For each command: the wall time of a fresh int
 command imports now, beside (in the same run) what it imported before the router's calibration sample moved to
 `bar_model/calibration.py` and the directory helpers to `bar_model/durable.py`: packaging imported the whole
 training stack (trl, datasets, torch's compiler stack through transformers' model code), and the network
-commands torch, accelerate and safetensors through the node's partial-anchor writer. Median of --runs runs.
+commands torch, accelerate and safetensors through the node's partial-anchor writer. And "now" twice: exiting as
+`barfed` exits (every object frozen out of the garbage collector's way first, so the interpreter's last full
+collection walks nothing: `barfed.cli.main`) and exiting as every command did before that, collecting last. The
+interpreters of a command run in turn, round by round, so a machine that slows down mid-run slows them all.
+Median of --runs runs.
 
 Run: `.venv/bin/python bench/startup_imports.py [--runs 5] [--write]` (--write records it in docs/PERFORMANCE.md).
 """
@@ -39,13 +43,18 @@ COMMANDS = [
 ]
 
 
-def import_seconds(statement: str, runs: int) -> float:
-    times = []
+EXIT_AS_BARFED = "; import gc; gc.freeze()"
+
+
+def import_seconds(statements: list[str], runs: int) -> list[float]:
+    """The median wall time of a fresh interpreter running each statement, the statements taking turns."""
+    times: list[list[float]] = [[] for _ in statements]
     for _ in range(runs):
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-c", statement], cwd=REPO, check=True)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for i, statement in enumerate(statements):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", statement], cwd=REPO, check=True)
+            times[i].append(time.perf_counter() - started)
+    return [statistics.median(t) for t in times]
 
 
 def main() -> None:
@@ -53,17 +62,22 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--write", action="store_true", help="record the table in docs/PERFORMANCE.md")
     args = parser.parse_args()
-    rows = ["| command | imports now (s) | imports before (s) |", "|---|---|---|"]
+    rows = [
+        "| command | imports now (s) | now, collecting at exit (s) | imports before (s) |",
+        "|---|---|---|---|",
+    ]
     for command, now, before in COMMANDS:
-        now_s = import_seconds(now, args.runs)
-        before_s = import_seconds(before, args.runs) if before else None
-        line = f"| `{command}` | {now_s:.2f} | {f'{before_s:.2f}' if before_s is not None else '-'} |"
+        now_s, collecting_s, *before_s = import_seconds(
+            [now + EXIT_AS_BARFED, now, *([before] if before else [])], args.runs
+        )
+        line = f"| `{command}` | {now_s:.2f} | {collecting_s:.2f} | {f'{before_s[0]:.2f}' if before_s else '-'} |"
         print(line, flush=True)
         rows.append(line)
     body = (
         f"`.venv/bin/python bench/startup_imports.py --runs {args.runs} --write` on {machine_line()}: the median wall "
-        "time of a fresh interpreter importing what each node command imports, now and before (measured in the "
-        "same run; see the script's docstring).\n\n" + "\n".join(rows) + "\n"
+        "time of a fresh interpreter importing what each node command imports and exiting, now (as `barfed` exits, "
+        "with no last garbage collection; and collecting at exit) and before (measured in the same run; see the "
+        "script's docstring).\n\n" + "\n".join(rows) + "\n"
     )
     if args.write:
         replace_section(REPO / "docs" / "PERFORMANCE.md", "startup-imports", "Node command start-up", body)

@@ -10,6 +10,7 @@ with its parent (PR_SET_PDEATHSIG), so a killed coordinator leaves no orphan hol
 from __future__ import annotations
 
 import ctypes
+import gc
 import json
 import logging
 import logging.config
@@ -123,7 +124,10 @@ def run_worker() -> None:
     from celery.__main__ import main
 
     sys.argv = ["celery", *sys.argv[1:]]
-    main()
+    try:
+        main()
+    finally:
+        gc.freeze()  # no last full collection over the training stack's objects at exit (as barfed.cli.main)
 
 
 def _keep_logging(**_kwargs) -> None:
