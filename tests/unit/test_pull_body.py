@@ -7,7 +7,6 @@ import contextlib
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -48,19 +47,26 @@ def blocks_of(api: str) -> list[bytes]:
 
 def test_buffered_bytes_then_the_socket_and_a_pause_ends_a_block():
     payload = os.urandom(SIZE)
+    handed_over = threading.Event()
 
     def answer(connection: socket.socket) -> None:
         # the first bytes travel with the headers, so http.client's buffer holds them before the body is read
         connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % SIZE + payload[:1000])
-        time.sleep(0.3)
         connection.sendall(payload[1000:100_000])
-        time.sleep(0.3)  # a server that pauses mid-file: what arrived is handed over, not held back
+        # a server that pauses mid-file: the rest comes only once the client has handed over what it has (a
+        # reader that held it back for more would wait here, and get everything in one block after 30 s)
+        handed_over.wait(timeout=30)
         connection.sendall(payload[100_000:])
 
-    with raw_server(answer) as api:
-        blocks = blocks_of(api)
-    assert b"".join(blocks) == payload
-    assert len(blocks) >= 3 and len(b"".join(blocks[:-1])) >= 100_000
+    received, totals = bytearray(), []
+    with raw_server(answer) as api, httpx.Client(timeout=60) as client, get(client, True, api, "/file", {}) as body:
+        for block in body.blocks():
+            received += block
+            totals.append(len(received))
+            if len(received) >= 100_000:
+                handed_over.set()
+    assert received == payload
+    assert 100_000 in totals, totals
 
 
 def test_a_connection_closed_inside_the_body_is_a_transport_error_not_a_short_file():
@@ -68,7 +74,6 @@ def test_a_connection_closed_inside_the_body_is_a_transport_error_not_a_short_fi
 
     def answer(connection: socket.socket) -> None:
         connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % SIZE + payload)
-        time.sleep(0.2)
 
     with raw_server(answer) as api, pytest.raises(httpx.RemoteProtocolError, match=f"{SIZE - 1000} bytes"):
         blocks_of(api)
