@@ -39,7 +39,7 @@ class Body:
         if isinstance(response, httpx.Response):
             yield from response.iter_bytes()
             return
-        if response.length is None or self.sock is None:  # no Content-Length: http.client reads the framing
+        if response.length is None:  # no Content-Length: http.client reads the framing
             yield from iter(lambda: response.read1(BUFFER), b"")
             return
         views = (memoryview(bytearray(BUFFER)), memoryview(bytearray(BUFFER)))
@@ -57,8 +57,6 @@ class Body:
                 turn ^= 1
         except (OSError, http.client.HTTPException) as exc:
             raise httpx.ReadError(f"{type(exc).__name__}: {exc}") from None
-        finally:
-            response.length = remaining  # read here, not through http.client: it is told what is left
         if remaining:  # the connection ended inside the body: a transport error (rerun resumes), not a digest
             raise httpx.RemoteProtocolError(f"the connection closed with {remaining} bytes of the body unread")
 
