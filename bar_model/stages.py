@@ -53,8 +53,10 @@ class LogitsLossOnCpuMixin:
     """On a CPU, SFT's loss comes from the model's own logits (transformers' causal-LM loss), not TRL's fused LM head.
 
     TRL scores every position through its chunked log-prob function, which on a device without Triton is a
-    torch loop that also computes entropy and top-1 accuracy for its metrics: at a vocabulary of 2048 and 16 × 128
-    tokens it took 80-105 ms a step against 20 ms for the logits and their cross-entropy (`bench/sft_loss_head.py`).
+    torch loop that also computes entropy and top-1 accuracy for its metrics, and slower still under the
+    deterministic algorithms router training runs with: on the tiny anchor (vocabulary 2048, 16 × 128 tokens, one
+    thread) a router step took 492 ms with it and 302 ms without, an expert's SFT step 274 and 192
+    (`bench/sft_loss_head.py`, docs/PERFORMANCE.md).
     The loss is the same: the answer tokens' negative log-likelihood summed over ``num_items_in_batch``. Only
     TRL's entropy and token-accuracy metrics go, which nothing here reads.
     """
