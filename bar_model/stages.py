@@ -49,8 +49,9 @@ class ConvertingResumeMixin:
         model.load_state_dict(saved.state_dict(), strict=True)
 
 
-class LogitsLossOnCpuMixin:
-    """On a CPU, SFT's loss comes from the model's own logits (transformers' causal-LM loss), not TRL's fused LM head.
+class LogitsLossWithoutTritonMixin:
+    """Where TRL has no Triton kernels (a CPU, Apple's MPS), SFT's loss comes from the model's own logits
+    (transformers' causal-LM loss), not TRL's fused LM head; on CUDA and XPU TRL's own path runs.
 
     TRL scores every position through its chunked log-prob function, which on a device without Triton is a
     torch loop that also computes entropy and top-1 accuracy for its metrics, and slower still under the
@@ -64,7 +65,7 @@ class LogitsLossOnCpuMixin:
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         plain = (
             not return_outputs
-            and model.device.type == "cpu"
+            and model.device.type not in ("cuda", "xpu")  # where TRL's log-prob kernels are Triton's
             and self.args.loss_type == "nll"  # type: ignore[attr-defined]
             and not self.aux_loss_enabled  # type: ignore[attr-defined]
             and self.label_smoother is None  # type: ignore[attr-defined]
@@ -81,7 +82,7 @@ class LogitsLossOnCpuMixin:
         return loss
 
 
-class BarSFTTrainer(ConvertingResumeMixin, ZLossTrainerMixin, LogitsLossOnCpuMixin, SFTTrainer):
+class BarSFTTrainer(ConvertingResumeMixin, ZLossTrainerMixin, LogitsLossWithoutTritonMixin, SFTTrainer):
     pass
 
 

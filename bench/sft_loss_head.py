@@ -1,5 +1,5 @@
 """What SFT's loss head costs a training step on a CPU: the model's own logits and cross-entropy (now) against TRL's
-fused LM head (before, `stages.LogitsLossOnCpuMixin` says why it went).
+fused LM head (before, `stages.LogitsLossWithoutTritonMixin` says why it went).
 
 Two loops the demo runs, on the shipped tiny anchor: an expert's SFT stage (the 2-slot branch, only the expert
 FFN and its router row training, `expert-demo-code`'s SFT settings) and the router of a 4-expert release (5 slots,
@@ -95,18 +95,18 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="record the table in docs/PERFORMANCE.md")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    logits_loss = stages.LogitsLossOnCpuMixin.compute_loss
+    logits_loss = stages.LogitsLossWithoutTritonMixin.compute_loss
     results: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         loops = models(Path(tmp))
         for round_ in range(args.rounds):
             for loop, directory in loops.items():
                 for arm, loss in (("now", logits_loss), ("before", fused_loss)):
-                    stages.LogitsLossOnCpuMixin.compute_loss = loss
+                    stages.LogitsLossWithoutTritonMixin.compute_loss = loss
                     seconds = seconds_per_step(loop, directory, args.steps, args.warmup, Path(tmp) / "work")
                     results.setdefault((loop, arm), []).append(seconds)
                     print(f"round {round_ + 1}: {loop}, {arm}: {seconds * 1000:.0f} ms a step", flush=True)
-    stages.LogitsLossOnCpuMixin.compute_loss = logits_loss
+    stages.LogitsLossWithoutTritonMixin.compute_loss = logits_loss
     rows = [
         "| loop | now: logits + cross-entropy (ms/step) | before: TRL's fused LM head (ms/step) | now / before |",
         "|---|---|---|---|",

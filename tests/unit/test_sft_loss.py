@@ -1,5 +1,6 @@
-"""On a CPU, SFT's loss comes from the model's logits instead of TRL's fused LM head (stages.LogitsLossOnCpuMixin):
-the same loss and the same gradients on the same batch, normalised by the same ``num_items_in_batch``."""
+"""On a CPU, SFT's loss comes from the model's logits instead of TRL's fused LM head
+(stages.LogitsLossWithoutTritonMixin): the same loss and the same gradients on the same batch, normalised by the
+same ``num_items_in_batch``."""
 
 from __future__ import annotations
 
