@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf.message import DecodeError, Message
 
+from coordinator.grpc.chunk_wire import ChunkView, parse_chunk
 from coordinator.grpc.errors import abort, outage
 from protocol.errors import BarFedError
 from protocol.text import is_plain
@@ -96,14 +97,18 @@ def _odd(text: str, newlines: bool) -> bool:
     return not is_plain(text, newlines=newlines)  # the same rule as the REST API's (protocol/text.py)
 
 
-def check(message: Message) -> None:
+def check(message: Message | ChunkView) -> None:
     """Raise `BarFedError` (the field's code) for the first field outside its range, nested messages included."""
-    name = message.DESCRIPTOR.name
+    if isinstance(message, ChunkView):
+        name, fields = "Chunk", message.fields()
+    else:
+        name = message.DESCRIPTOR.name
+        fields = [(field.name, value) for field, value in message.ListFields()]
     bounds = BOUNDS[name]
-    for field, value in message.ListFields():
-        bound = bounds[field.name]
-        where = f"{name}.{field.name}"
-        if field.is_repeated:
+    for field_name, value in fields:
+        bound = bounds[field_name]
+        where = f"{name}.{field_name}"
+        if isinstance(bound, Items):
             if len(value) > bound.max_items:
                 raise BarFedError(
                     bound.code, f"{where} holds {len(value)} items; at most {bound.max_items} are allowed."
@@ -120,6 +125,7 @@ def check(message: Message) -> None:
             raise BarFedError(bound.code, f"{where} carries {len(value)} bytes; at most {bound.max_bytes} are allowed.")
 
 
+DESERIALIZERS = {"WriteChunks": parse_chunk}  # read without protobuf's copies of the data (chunk_wire)
 REQUEST_TYPES = {  # method -> request message, from the committed service descriptor
     method.name: method.input_type.name for method in pb.DESCRIPTOR.services_by_name["Federation"].methods
 }
@@ -182,7 +188,8 @@ class RequestBounds(grpc.aio.ServerInterceptor):
         method = handler_call_details.method.rsplit("/", 1)[-1]
         gate = self.gate
         if handler.request_deserializer is not None:
-            handler = handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
+            deserializer = DESERIALIZERS.get(method, handler.request_deserializer)
+            handler = handler._replace(request_deserializer=_tolerant(deserializer))
 
         def admitted(context):
             return gate.admit(context.peer()) if gate is not None else _NoGate()

@@ -184,7 +184,7 @@ class FederationService(barfed_pb2_grpc.FederationServicer):
                     writer = await self._claim(org, chunk.session_id, holder)
                 elif chunk.session_id != writer.session_id:
                     raise BarFedError("MIXED_SESSIONS", "one WriteChunks stream carries chunks of one session only.")
-                data = chunk.data  # each read of a bytes field copies it
+                data = chunk.data  # a view of the received message (chunk_wire), or a copy from a parsed Chunk
                 if writing is not None:
                     await writing
                 writing = asyncio.ensure_future(asyncio.to_thread(writer.write, chunk.path, chunk.offset, data))
