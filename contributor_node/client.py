@@ -18,6 +18,7 @@ import grpc
 
 from contributor_node.partial_anchor import PartialAnchor
 from contributor_node.retry import CoordinatorUnavailable, CoordinatorUnreachable, backoff_delays, unreachable_cause
+from protocol.chunk_wire import encode_chunk
 from protocol.errors import BarFedError
 from protocol.package import MANIFEST_FILE, file_sha256, read_package
 from protocol.signing import verify_directory
@@ -102,6 +103,10 @@ class CoordinatorClient:
             self.channel = grpc.secure_channel(address, credentials, options=options)
             self.metadata = ()
         self.stub = barfed_pb2_grpc.FederationStub(self.channel)
+        # stub.WriteChunks taking the bytes `encode_chunk` serialized: one copy of the data before gRPC's, not two.
+        self._write_chunks = self.channel.stream_unary(
+            "/barfed.v1.Federation/WriteChunks", response_deserializer=pb.UploadProgress.FromString
+        )
         self.address, self.timeout, self.wait_for_ready = address, timeout, wait_for_ready
 
     def close(self) -> None:
@@ -272,7 +277,7 @@ class CoordinatorClient:
             if progress.complete:
                 return self._commit(package, session_id, unchanged)
             try:
-                self.stub.WriteChunks(
+                self._write_chunks(
                     self._chunks(package, session_id, progress, chunk_bytes, on_chunk),
                     **self._how(24 * 3600),
                 )
@@ -307,7 +312,8 @@ class CoordinatorClient:
     @staticmethod
     def _chunks(
         package: Path, session_id: str, progress: pb.UploadProgress, chunk_bytes: int, on_chunk=None
-    ) -> Iterator[pb.Chunk]:
+    ) -> Iterator[bytes]:
+        """Each chunk still to send, serialized (``encode_chunk``)."""
         for entry in progress.files:
             if entry.committed >= entry.size:
                 continue
@@ -317,7 +323,7 @@ class CoordinatorClient:
                 while data := fh.read(chunk_bytes):
                     if on_chunk is not None:
                         on_chunk(entry.path, offset, len(data))
-                    yield pb.Chunk(session_id=session_id, path=entry.path, offset=offset, data=data)
+                    yield encode_chunk(session_id, entry.path, offset, data)
                     offset += len(data)
 
     def submission(self, submission_id: str) -> pb.Submission:

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import grpc
 from google.protobuf.message import DecodeError, Message
 
-from coordinator.grpc.chunk_wire import ChunkView, parse_chunk
 from coordinator.grpc.errors import abort, outage
+from protocol.chunk_wire import ChunkView, parse_chunk
 from protocol.errors import BarFedError
 from protocol.text import is_plain
 from protocol.v1 import barfed_pb2 as pb

@@ -28,7 +28,7 @@ class Coordinator:
         progress = pb.UploadProgress(session_id="s", files=files)
         chunk_bytes = min(chunk_bytes or MAX_CHUNK, MAX_CHUNK)
         for chunk in CoordinatorClient._chunks(package_dir, "s", progress, chunk_bytes, on_chunk):
-            self.sent += len(chunk.data)
+            self.sent += len(pb.Chunk.FromString(chunk).data)
         return "submission"
 
 

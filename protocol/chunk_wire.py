@@ -1,13 +1,15 @@
-"""``Chunk`` messages read from their wire bytes, the data left in place.
+"""``Chunk`` messages on the wire without protobuf's copies of their data, on both ends of an upload.
 
 A 1 MiB chunk parsed by protobuf is copied three more times after gRPC hands over its bytes: into the parsed
-message, by every read of its ``data`` field, and by the bounds check's ``ListFields``. Uploads are the
-coordinator's hottest byte path, and those copies (with the page faults of their fresh buffers) cost about half a
-CPU-second per GiB (bench/submit_throughput.py), so the upload stream reads its four fields here instead, with
-``data`` a memoryview into the received bytes. What is accepted is what protobuf accepts for ``barfed.v1.Chunk``:
-the last occurrence of a field wins, unknown fields and fields of an unexpected wire type are skipped, strings must
-be UTF-8. Groups, a deprecated encoding no client of ours sends, are refused rather than skipped.
-tests/unit/test_chunk_wire.py holds it to protobuf's own parser.
+message, by every read of its ``data`` field, and by the bounds check's ``ListFields``; on the node, the message
+and its serialization copy it twice before gRPC does. Uploads are the hottest byte path we have, and those copies
+(with the page faults of their fresh buffers) cost the coordinator about half a CPU-second per GiB and the node
+about 0.15 (bench/submit_throughput.py, docs/PERFORMANCE.md). So the coordinator reads a chunk's four fields here,
+``data`` a memoryview into the received bytes, and the node appends the data to the small fields protobuf
+serialized. What is accepted is what protobuf accepts for ``barfed.v1.Chunk``: the last occurrence of a field
+wins, unknown fields and fields of an unexpected wire type are skipped, strings must be UTF-8. Groups, a
+deprecated encoding no client of ours sends, are refused rather than skipped. tests/unit/test_chunk_wire.py holds
+both directions to protobuf's own parser.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
+from protocol.v1 import barfed_pb2 as pb
+
 VARINT, FIXED64, LENGTH, FIXED32 = 0, 1, 2, 5
+DATA_TAG = bytes([4 << 3 | LENGTH])
 UINT64 = 2**64 - 1
 TEXT = {1: "session_id", 2: "path"}
 EMPTY = memoryview(b"")
@@ -90,3 +95,18 @@ def parse_chunk(raw: bytes) -> ChunkView:
         offset=fields.get(3, 0),
         data=fields.get(4, EMPTY),
     )
+
+
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def encode_chunk(session_id: str, path: str, offset: int, data: bytes) -> bytes:
+    """A serialized ``Chunk``: protobuf's bytes for the small fields, then ``data`` copied once, as field 4."""
+    head = pb.Chunk(session_id=session_id, path=path, offset=offset).SerializeToString()
+    return b"".join((head, DATA_TAG, _varint_bytes(len(data)), data))
