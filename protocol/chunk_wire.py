@@ -7,9 +7,10 @@ and its serialization copy it twice before gRPC does. Uploads are the hottest by
 about 0.15 (bench/submit_throughput.py, docs/PERFORMANCE.md). So the coordinator reads a chunk's four fields here,
 ``data`` a memoryview into the received bytes, and the node appends the data to the small fields protobuf
 serialized. What is accepted is what protobuf accepts for ``barfed.v1.Chunk``: the last occurrence of a field
-wins, unknown fields and fields of an unexpected wire type are skipped, strings must be UTF-8. Groups, a
-deprecated encoding no client of ours sends, are refused rather than skipped. tests/unit/test_chunk_wire.py holds
-both directions to protobuf's own parser.
+wins, unknown fields and fields of an unexpected wire type are skipped, strings must be UTF-8. Refused where
+protobuf would skip: groups (a deprecated encoding no client of ours sends) and more than `MAX_FIELDS` fields (a
+Chunk has 4; read in Python, 8 MiB of 2-byte unknown fields would cost seconds of CPU per message).
+tests/unit/test_chunk_wire.py holds both directions to protobuf's own parser.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ DATA_TAG = bytes([4 << 3 | LENGTH])
 UINT64 = 2**64 - 1
 TEXT = {1: "session_id", 2: "path"}
 EMPTY = memoryview(b"")
+MAX_FIELDS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,8 +66,11 @@ def parse_chunk(raw: bytes) -> ChunkView:
     """A ``Chunk`` from its serialized bytes, or `DecodeError` where protobuf would refuse them."""
     view = memoryview(raw)
     fields: dict[int, object] = {}
-    at, end = 0, len(raw)
+    at, end, count = 0, len(raw), 0
     while at < end:
+        count += 1
+        if count > MAX_FIELDS:
+            raise DecodeError(f"more than {MAX_FIELDS} fields; a Chunk has 4")
         key, at = _varint(raw, at)
         number, wire = key >> 3, key & 7
         if number == 0 or key > 0xFFFFFFFF:

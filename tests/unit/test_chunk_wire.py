@@ -99,6 +99,16 @@ def test_edges_read_as_protobuf_reads_them(raw):
     same(raw)
 
 
+def test_a_flood_of_unknown_fields_is_refused_at_once():
+    flood = field(5, 0, 1) * (4 * 1024**2)  # 8 MiB, the service port's message limit: protobuf skips them all
+    assert protobuf(flood[:128]) is not None
+    with pytest.raises(DecodeError, match="more than 64 fields"):
+        parse_chunk(flood)  # after 65 fields, not 4 million
+    with pytest.raises(DecodeError, match="more than 64 fields"):
+        parse_chunk(field(5, 0, 1) * 64 + field(4, 2, b"data"))
+    assert bytes(parse_chunk(field(5, 0, 1) * 63 + field(4, 2, b"data")).data) == b"data"
+
+
 def test_groups_are_refused():
     group = varint(7 << 3 | 3) + varint(7 << 3 | 4)
     assert protobuf(group + field(2, 2, b"p")) is not None  # protobuf skips an unknown group
