@@ -18,7 +18,7 @@ import grpc
 
 from contributor_node.partial_anchor import PartialAnchor
 from contributor_node.retry import CoordinatorUnavailable, CoordinatorUnreachable, backoff_delays, unreachable_cause
-from protocol.chunk_wire import encode_chunk
+from protocol.chunk_wire import encode_chunk, write_chunks
 from protocol.errors import BarFedError
 from protocol.package import MANIFEST_FILE, file_sha256, read_package
 from protocol.signing import verify_directory
@@ -103,10 +103,6 @@ class CoordinatorClient:
             self.channel = grpc.secure_channel(address, credentials, options=options)
             self.metadata = ()
         self.stub = barfed_pb2_grpc.FederationStub(self.channel)
-        # stub.WriteChunks taking the bytes `encode_chunk` serialized: one copy of the data before gRPC's, not two.
-        self._write_chunks = self.channel.stream_unary(
-            "/barfed.v1.Federation/WriteChunks", response_deserializer=pb.UploadProgress.FromString
-        )
         self.address, self.timeout, self.wait_for_ready = address, timeout, wait_for_ready
 
     def close(self) -> None:
@@ -277,7 +273,7 @@ class CoordinatorClient:
             if progress.complete:
                 return self._commit(package, session_id, unchanged)
             try:
-                self._write_chunks(
+                write_chunks(self.channel)(  # the chunks go as bytes `encode_chunk` serialized
                     self._chunks(package, session_id, progress, chunk_bytes, on_chunk),
                     **self._how(24 * 3600),
                 )
@@ -313,7 +309,6 @@ class CoordinatorClient:
     def _chunks(
         package: Path, session_id: str, progress: pb.UploadProgress, chunk_bytes: int, on_chunk=None
     ) -> Iterator[bytes]:
-        """Each chunk still to send, serialized (``encode_chunk``)."""
         for entry in progress.files:
             if entry.committed >= entry.size:
                 continue

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import grpc
 from google.protobuf.message import DecodeError
 
 from protocol.v1 import barfed_pb2 as pb
@@ -115,3 +116,8 @@ def encode_chunk(session_id: str, path: str, offset: int, data: bytes) -> bytes:
     """A serialized ``Chunk``: protobuf's bytes for the small fields, then ``data`` copied once, as field 4."""
     head = pb.Chunk(session_id=session_id, path=path, offset=offset).SerializeToString()
     return b"".join((head, DATA_TAG, _varint_bytes(len(data)), data))
+
+
+def write_chunks(channel: grpc.Channel) -> grpc.StreamUnaryMultiCallable:
+    """``Federation.WriteChunks`` sending `encode_chunk`'s bytes as they are (the stub's takes ``Chunk`` messages)."""
+    return channel.stream_unary("/barfed.v1.Federation/WriteChunks", response_deserializer=pb.UploadProgress.FromString)
