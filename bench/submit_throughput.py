@@ -55,9 +55,10 @@ def free_port() -> int:
 
 WHERE_THE_TIME_GOES = (
     "Where the time goes: the baseline moves page-cached bytes inside the kernel and writes them once. The "
-    "submission reads the package on the node, copies it into 1 MiB protobuf messages and encrypts it (TLS); the "
-    "coordinator decrypts it, reads each message's fields in place (`protocol/chunk_wire.py`: the data "
-    "stays in the bytes gRPC received), writes it to staging and hashes it as it arrives (the only sha256 pass) "
+    "submission reads the package on the node, serializes it as 1 MiB `Chunk` messages (`protocol/chunk_wire.py`: "
+    "the data copied once, after the small fields protobuf serialized) and encrypts it (TLS); the coordinator "
+    "decrypts it, reads each message's fields in place (the data stays in the bytes gRPC received), writes it to "
+    "staging and hashes it as it arrives (the only sha256 pass) "
     "on a thread beside the stream, and fsyncs and records durable progress every 16 MiB on another; commit "
     "renames the staged files into the blob store; verification (on the worker) reuses the store's digests for "
     "the signature and reads every tensor once through a memory map, 0.3-0.4 s. The upload is CPU-bound on the 2 "
