@@ -66,11 +66,14 @@ WHERE_THE_TIME_GOES = (
     "`perf record -g -p PID` for 40 s, Intel Xeon): kernel 49% (the copy of each chunk into the page cache by the "
     "writing threads 29%, the socket receive copy 3%, the rest scheduling and locking), libcrypto 16% (TLS "
     "decryption and sha256), the Python interpreter 15%, libc 10% (memmove 6%: gRPC's slices into one bytes "
-    "object per message), gRPC's Cython layer 8%. The page-cache copy costs more here than in `cp`, whose GiB "
-    "takes 0.32 CPU-s of kernel time, or a single Python thread writing 1 MiB blocks, 0.20-0.27 s: the same copy "
-    "from buffers another thread just received, while the node encrypts on the other core, costs about 1 CPU-s "
-    "per GiB, and varies from run to run. Tried before and not kept (2026-11-30): glibc `mallopt`, 4 MiB chunks, "
-    "an 8 MiB HTTP/2 lookahead, fsync every 64 MiB."
+    "object per message), gRPC's Cython layer 8%; on an AMD EPYC of the same kind (2026-12-07, 25 s) the copy "
+    "into the page cache was 25%. That copy is mostly the machine's: `bench/page_cache_cost.py` writes a GiB of "
+    "new file data for 0.23-0.28 kernel CPU-s right after a GiB was freed and 0.9-1.1 s after ten seconds of idle "
+    "(the host takes back what the guest leaves free, and touching it again faults in the host), so every "
+    "submission pays between the two, and `cp` too. Less that surcharge (about 0.8 CPU-s per GiB) the coordinator "
+    "measured here still spends about 2.9-4.0 CPU-s per GiB: gRPC's TLS receive alone is 0.85 and sha256 "
+    "0.56-0.68. Tried before and not kept (2026-11-30): glibc `mallopt`, 4 MiB chunks, an 8 MiB HTTP/2 "
+    "lookahead, fsync every 64 MiB."
 )
 
 
