@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime
 import hashlib
 import os
 import resource
@@ -34,39 +33,30 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import grpc  # noqa: E402
-from cryptography import x509  # noqa: E402
-from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
-from cryptography.x509.oid import NameOID  # noqa: E402
 
 from protocol.chunk_wire import encode_chunk, parse_chunk, write_chunks  # noqa: E402
+from protocol.pki import (  # noqa: E402
+    certificate_pem,
+    create_ca,
+    generate_private_key,
+    issue_server_certificate,
+    private_key_pem,
+)
 from protocol.v1 import barfed_pb2 as pb  # noqa: E402
 
 MiB = 1 << 20
 SYNC_EVERY = 16 * MiB  # the coordinator's default (upload_sync_every_bytes)
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    """(key, certificate) PEM files for "localhost"."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    key_path, cert_path = directory / "floor.key", directory / "floor.pem"
-    encoding, private = serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8
-    key_path.write_bytes(key.private_bytes(encoding, private, serialization.NoEncryption()))
-    cert_path.write_bytes(certificate.public_bytes(encoding))
-    return key_path, cert_path
+def server_pki(directory: Path) -> tuple[Path, Path, Path]:
+    """(key, certificate, CA certificate) PEM files: a server certificate like the coordinator's, for 127.0.0.1."""
+    ca_key, ca = create_ca("grpc floor CA")
+    key = generate_private_key()
+    paths = directory / "floor.key", directory / "floor.pem", directory / "ca.pem"
+    pems = private_key_pem(key), certificate_pem(issue_server_certificate(ca_key, ca, key)), certificate_pem(ca)
+    for path, pem in zip(paths, pems, strict=True):
+        path.write_bytes(pem)
+    return paths
 
 
 def cpu_seconds() -> float:
@@ -118,15 +108,15 @@ def floor_server() -> Iterator[Callable[[int], float]]:
     """A running floor server, as a function: upload ``size`` bytes to it and get its CPU seconds for them."""
     with tempfile.TemporaryDirectory(prefix="bench-grpc-floor-") as tmp:
         directory = Path(tmp)
-        key, cert = self_signed(directory)
+        key, cert, ca = server_pki(directory)
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         argv = [sys.executable, __file__, "--serve", str(port), str(key), str(cert), str(directory)]
         server = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
         try:
-            options = [("grpc.ssl_target_name_override", "localhost"), ("grpc.max_send_message_length", 8 * MiB)]
-            credentials = grpc.ssl_channel_credentials(cert.read_bytes())
+            options = [("grpc.max_send_message_length", 8 * MiB)]
+            credentials = grpc.ssl_channel_credentials(ca.read_bytes())
             with grpc.secure_channel(f"127.0.0.1:{port}", credentials, options=options) as channel:
                 grpc.channel_ready_future(channel).result(timeout=30)
                 call, data = write_chunks(channel), os.urandom(MiB)
