@@ -57,4 +57,8 @@ def test_the_logits_loss_is_trls_loss_with_the_same_gradients(branch, tmp_path, 
     assert torch.allclose(logits_mean, fused_mean, rtol=1e-5), (logits_mean, fused_mean)
     assert torch.allclose(logits_sum, fused_sum, rtol=1e-5), (logits_sum, fused_sum)
     assert torch.allclose(logits_sum * 3, logits_mean, rtol=1e-5)
-    assert torch.allclose(logits_grad, fused_grad, rtol=1e-4, atol=1e-7)
+    # float32 sums taken in another order (TRL's chunks against whole logits) differ by about 1e-6 of the gradient's
+    # scale: 2.1e-6 at most where the largest entry is 1.94 on an AMD EPYC, on one entry close to zero. A loss that
+    # normalised or masked differently would be off by far more than 1e-5 of that scale.
+    scale = float(fused_grad.abs().max())
+    assert torch.allclose(logits_grad, fused_grad, rtol=1e-4, atol=1e-5 * scale)
