@@ -137,7 +137,10 @@ def measure(root: Path, size: int, rounds: int, before: Path | None) -> dict[str
         checked = " ".join(shlex.quote(a) for a in pulls["curl_files"][0])
         pulls["curl_sha256"] = (["sh", "-c", f"{checked} && cd {{out}} && sha256sum {' '.join(files)}"], ROOT)
         # the least a verifying client can cost here: curl's bytes hashed as they arrive, in C, without fsync
-        streamed = " && ".join(f"{curl_one(api, ca, token, f)} | tee {{out}}/{f} | sha256sum" for f in files)
+        streamed = " && ".join(
+            f"{shlex.join(curl(f'{api}/v1/releases/r1/files/{f}', '-', ca, token))} | tee {{out}}/{f} | sha256sum"
+            for f in files
+        )
         pulls["curl_tee_sha256"] = (["bash", "-c", f"set -o pipefail; mkdir -p {{out}} && {streamed}"], ROOT)
         if before is not None:  # the same pairs against the code in ``before`` (git archive of the base commit)
             with in_directory(before):
@@ -168,12 +171,6 @@ def curl_files(api: str, ca: Path, token: str, files: list[str]) -> list[str]:
     """curl fetching every file of r1 into the directory `with_target` names ({out} in the argv)."""
     argv = ["curl", "-sS", "--fail", "--create-dirs", "--cacert", str(ca), "-H", f"Authorization: Bearer {token}"]
     return [*argv, *(a for f in files for a in ("-o", "{out}/" + f, f"{api}/v1/releases/r1/files/{f}"))]
-
-
-def curl_one(api: str, ca: Path, token: str, name: str) -> str:
-    """A shell command: curl writing one file of r1 to its standard output."""
-    argv = ["curl", "-sS", "--fail", "--cacert", str(ca), "-H", f"Authorization: Bearer {token}"]
-    return " ".join(shlex.quote(a) for a in [*argv, f"{api}/v1/releases/r1/files/{name}"])
 
 
 def with_target(argv: list[str], out: Path) -> list[str]:
